@@ -1,0 +1,34 @@
+# make demo   - the main job: drug-review sentiment, baselines vs LoRA fine-tune, report (~15 min on 2 CPU cores)
+# make test   - the test suite (offline, tiny models; one test uses the packaged real model)
+# make bench  - benchmarks
+# Both create or reuse .venv through `make install`, which is quick once done.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH := torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/lmtune demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	@for f in benchmarks/*.py; do [ -e "$$f" ] || { echo "no benchmarks yet"; break; }; echo "== $$f"; $(PY) $$f || exit $$?; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,146 @@
+"""The six record formats, detected per record, and column mapping onto them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmtune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Format:
+    """A record format: the fields that identify it and the fields that must be non-empty."""
+
+    name: str
+    keys: frozenset[str]
+    optional: frozenset[str] = frozenset()
+    tasks: tuple[str, ...] = ()
+
+
+# Most specific first: {"prompt", "chosen", "rejected"} also has "prompt".
+FORMATS: tuple[Format, ...] = (
+    Format("preference", frozenset({"prompt", "chosen", "rejected"}), tasks=("preference",)),
+    Format("chat", frozenset({"messages"}), tasks=("chat", "generation")),
+    Format("instruction", frozenset({"instruction", "output"}), frozenset({"input"}),
+           tasks=("chat", "generation")),
+    Format("completion", frozenset({"prompt", "completion"}), tasks=("generation", "chat")),
+    Format("classification", frozenset({"text", "label"}), tasks=("classification", "regression")),
+    Format("text", frozenset({"text"}), tasks=("language_modeling",)),
+)
+BY_NAME = {f.name: f for f in FORMATS}
+
+
+@dataclass
+class Example:
+    """One record in a known format, with where it came from."""
+
+    record: dict[str, Any]
+    source: str
+    format: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def detect(record: dict[str, Any]) -> Format | None:
+    """The most specific format whose identifying keys the record has."""
+    keys = set(record)
+    for fmt in FORMATS:
+        if fmt.keys <= keys:
+            return fmt
+    return None
+
+
+def map_fields(record: dict[str, Any], fields: dict[str, str], source: str) -> dict[str, Any]:
+    """Rename source columns onto format fields (``fields: {text: review, label: rating}``)."""
+    if not fields:
+        return record
+    out = {k: v for k, v in record.items() if k not in fields.values()}
+    for target, column in fields.items():
+        if column not in record:
+            raise UserError(f"column {column!r} (data.fields.{target}) is missing; the record has "
+                            f"{sorted(record)}", source=source)
+        out[target] = record[column]
+    return out
+
+
+def to_example(record: dict[str, Any], source: str, task: str, labels: list[str] | None) -> Example:
+    """Validate one mapped record and wrap it as an Example.
+
+    Raises:
+        UserError: no known format, a format the task cannot use, empty fields, unknown label.
+    """
+    fmt = detect(record)
+    if fmt is None:
+        raise UserError(f"record matches no format (keys {sorted(record)}); expected e.g. "
+                        '{"text", "label"}, {"prompt", "completion"}, {"instruction", "output"}, '
+                        '{"messages"} or {"text"}; map other columns with data.fields', source=source)
+    if task not in fmt.tasks:
+        raise UserError(f"a {fmt.name} record cannot train a {task} task; expected "
+                        f"{_formats_for(task)}", source=source)
+    for key in fmt.keys:
+        _check_filled(record[key], key, source)
+    core = {k: record[k] for k in fmt.keys | fmt.optional if k in record}
+    extra = {k: v for k, v in record.items() if k not in core}
+    if fmt.name == "chat":
+        _check_messages(core["messages"], source)
+    if fmt.name == "classification":
+        core["label"] = _check_label(core["label"], task, labels, source)
+    return Example(core, source, fmt.name, extra)
+
+
+def _formats_for(task: str) -> str:
+    return " or ".join("{" + ", ".join(sorted(f.keys)) + "}" for f in FORMATS if task in f.tasks)
+
+
+def _check_filled(value: Any, key: str, source: str) -> None:
+    if value is None or (isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str)
+                                                              else value)):
+        raise UserError(f"field {key!r} is empty; fill it or remove the record", source=source)
+
+
+def _check_messages(messages: Any, source: str) -> None:
+    if not isinstance(messages, list):
+        raise UserError('"messages" must be a list of {"role", "content"} objects', source=source)
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise UserError(f'messages[{i}] needs "role" and "content"', source=source)
+        if msg["role"] not in ("system", "user", "assistant"):
+            raise UserError(f"messages[{i}].role is {msg['role']!r}; use system, user or assistant",
+                            source=source)
+    if messages[-1]["role"] != "assistant":
+        raise UserError("the last message must be the assistant's reply to learn", source=source)
+
+
+def _check_label(label: Any, task: str, labels: list[str] | None, source: str) -> Any:
+    if task == "regression":
+        try:
+            return float(label)
+        except (TypeError, ValueError):
+            raise UserError(f"label {label!r} is not a number", source=source) from None
+    text = str(label).strip()
+    if labels is not None and text not in labels:
+        raise UserError(f"label {text!r} is not one of task.labels {labels}; fix the record or add "
+                        "the label to task.labels", source=source)
+    return text
+
+
+def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None) -> list[Example]:
+    """Map, detect and validate rows; one file must hold one format.
+
+    Args:
+        rows: ``(source, record)`` pairs from :func:`lmtune.data.io.iter_rows`.
+        fields: ``data.fields`` column mapping.
+        task: the recipe's task type.
+        labels: ``task.labels`` for classification.
+    """
+    examples: list[Example] = []
+    first: Example | None = None
+    for source, raw in rows:
+        ex = to_example(map_fields(raw, fields, source), source, task, labels)
+        if first is None:
+            first = ex
+        elif ex.format != first.format:
+            raise UserError(f"mixed formats: this record is {ex.format} but {first.source} is "
+                            f"{first.format}; keep one format per file", source=source)
+        examples.append(ex)
+    return examples

@@ -1,0 +1,30 @@
+"""``lmtune demo``: the main job on embedded defaults."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from lmtune.recipe import apply_override, recipe_from_dict
+
+
+def demo_recipe_text() -> str:
+    """The embedded demo recipe (also shipped as recipes/drug-reviews-demo.yaml)."""
+    return resources.files("lmtune").joinpath("demo.yaml").read_text(encoding="utf-8")
+
+
+def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool = False) -> Path:
+    """Run the demo recipe; a previous demo in ``out`` is resumed unless ``fresh``."""
+    from lmtune.lifecycle import run_recipe
+    from lmtune.summary import print_summary
+
+    raw = yaml.safe_load(demo_recipe_text())
+    for item in overrides:
+        apply_override(raw, item)
+    recipe = recipe_from_dict(raw, source="demo recipe")
+    resume = out.exists() and not fresh and (out / "checkpoints").exists()
+    run_dir = run_recipe(recipe, out, resume=resume, overwrite=True, quiet=quiet)
+    print_summary(run_dir)
+    return run_dir

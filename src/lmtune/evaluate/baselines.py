@@ -1,0 +1,108 @@
+"""Evaluation systems on one test split: zero-shot, few-shot (k examples in the prompt), fine-tuned."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmtune.data.encode import Encoder
+from lmtune.data.formats import Example
+from lmtune.data.templates import Rendered, Template, render
+from lmtune.evaluate import metrics, predict
+from lmtune.train.loop import evaluate_loss
+
+
+@dataclass
+class TaskSpec:
+    """What evaluation needs to know about the task."""
+
+    type: str
+    labels: list[str] | None
+    template: Template | None
+    max_new_tokens: int = 128
+    batch_size: int = 8
+
+
+@dataclass
+class SystemResult:
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def few_shot_examples(train: list[Example], k: int, seed: int, labels: list[str] | None) -> list[Example]:
+    """``k`` examples from train, stratified over labels (round-robin) when there are labels."""
+    rng = random.Random(seed)
+    if not labels or train[0].format != "classification":
+        return rng.sample(train, min(k, len(train)))
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for ex in train:
+        by_label[ex.record["label"]].append(ex)
+    for pool in by_label.values():
+        rng.shuffle(pool)
+    shots: list[Example] = []
+    while len(shots) < min(k, len(train)):
+        for label in labels:
+            if by_label[label] and len(shots) < k:
+                shots.append(by_label[label].pop())
+    rng.shuffle(shots)
+    return shots
+
+
+def with_shots(query: Rendered, shots: list[Rendered]) -> list[dict[str, str]]:
+    """The query's messages preceded by solved examples as earlier user/assistant turns."""
+    system = [m for m in query.messages if m["role"] == "system"]
+    turns = []
+    for shot in shots:
+        turns += [m for m in shot.messages if m["role"] != "system"]
+        turns.append({"role": "assistant", "content": shot.completion})
+    return system + turns + [m for m in query.messages if m["role"] != "system"]
+
+
+def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Example],
+               shots: list[Example] | None = None, desc: str = "eval", quiet: bool = False) -> SystemResult:
+    """Evaluate one system (a model plus a prompting strategy) on the test examples."""
+    rendered = [render(spec.template, ex, spec.labels) for ex in test]
+    shot_rendered = [render(spec.template, ex, spec.labels) for ex in shots or []]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    started = time.perf_counter()
+    if spec.type == "language_modeling":
+        encoded = [encoder.encode(r.messages, r.completion, lm=True) for r in rendered]
+        device = next(model.parameters()).device
+        loss = evaluate_loss(model, encoded, spec.batch_size, pad, device)
+        n_tokens = sum(e.n_targets for e in encoded)
+        result = {"perplexity": metrics.perplexity(loss * n_tokens, n_tokens), "loss": loss}
+        return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]))
+
+    prompts = [encoder.prompt_ids(with_shots(r, shot_rendered) if shots else r.messages) for r in rendered]
+    references = [r.completion for r in rendered]
+    if spec.type == "classification":
+        label_ids = [encoder.target_ids(label) for label in spec.labels]
+        best, scores = predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet)
+        predictions = [spec.labels[i] for i in best]
+        result = metrics.classification_metrics(references, predictions, spec.labels)
+        completion_tokens = [len(label_ids[i]) for i in best]
+        extra = [{"scores": dict(zip(spec.labels, (round(s, 4) for s in row)))} for row in scores]
+    else:
+        predictions, completion_tokens = predict.generate(model, tokenizer, prompts, spec.max_new_tokens, pad,
+                                                          spec.batch_size, desc, quiet)
+        result = metrics.generation_metrics(references, predictions)
+        extra = [{} for _ in predictions]
+    rows = [{"input": _user_text(r), "reference": ref, "prediction": pred, **more}
+            for r, ref, pred, more in zip(rendered, references, predictions, extra)]
+    return SystemResult(_with_cost(result, started, len(test), [len(p) for p in prompts], completion_tokens), rows)
+
+
+def _with_cost(result: dict[str, Any], started: float, n: int, prompt_tokens: list[int],
+               completion_tokens: list[int]) -> dict[str, Any]:
+    elapsed = time.perf_counter() - started
+    result.update(latency_s=elapsed / max(n, 1), prompt_tokens_mean=sum(prompt_tokens) / max(len(prompt_tokens), 1),
+                  completion_tokens_mean=sum(completion_tokens) / max(len(completion_tokens), 1))
+    return result
+
+
+def _user_text(rendered: Rendered) -> str:
+    users = [m["content"] for m in rendered.messages if m["role"] == "user"]
+    return users[-1] if users else ""

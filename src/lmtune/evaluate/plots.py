@@ -1,0 +1,197 @@
+"""Figures for the run report, returned as PNG ``data:`` URIs so the page needs no other file.
+
+Figures are drawn on the Agg canvas directly instead of through ``pyplot``: that needs no
+display, keeps no global figure registry that could leak memory in a long-lived server, and
+does not switch the backend of a notebook or application that imports lmtune.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_DPI = 110
+# One muted palette for every figure, so a split or system keeps its colour across the page.
+_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3")
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_data_uri(fig: Figure) -> str:
+    """Encode a figure as a base64 PNG ``data:`` URI.
+
+    Args:
+        fig: the figure to render.
+
+    Returns:
+        ``data:image/png;base64,...``
+    """
+    buffer = io.BytesIO()
+    # No "Software" metadata: keeps the PNG bytes stable across matplotlib versions.
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def loss_curves(train: Sequence[tuple[float, float]], validation: Sequence[tuple[float, float]],
+                learning_rate: Sequence[tuple[float, float]] = ()) -> str:
+    """Train and validation loss against step, with the learning rate in a side panel.
+
+    Args:
+        train: ``(step, loss)`` of each logged training step.
+        validation: ``(step, loss)`` of each validation pass.
+        learning_rate: ``(step, lr)`` pairs; the panel is left out when empty.
+
+    Returns:
+        A PNG data URI.
+    """
+    fig = _figure(9.0 if learning_rate else 7.0, 3.6)
+    if learning_rate:
+        ax, ax_lr = fig.subplots(1, 2, width_ratios=[3, 1.3])
+    else:
+        ax, ax_lr = fig.subplots(), None
+    if train:
+        steps, losses = zip(*train, strict=True)
+        ax.plot(steps, losses, color=_COLORS[0], linewidth=1.2, label="train")
+    if validation:
+        steps, losses = zip(*validation, strict=True)
+        ax.plot(steps, losses, color=_COLORS[1], marker="o", linewidth=1.6, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if ax_lr is not None:
+        steps, rates = zip(*learning_rate, strict=True)
+        ax_lr.plot(steps, rates, color=_COLORS[2], linewidth=1.2)
+        ax_lr.set_ylim(bottom=0)  # so a warmup visibly starts from zero
+        ax_lr.set_xlabel("step")
+        ax_lr.set_title("Learning rate")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        ax_lr.grid(alpha=0.3)
+    return to_data_uri(fig)
+
+
+def metric_bars(values: Mapping[str, float], metric: str, best: str | None = None) -> str:
+    """Horizontal bars of one metric per system, the best one highlighted.
+
+    Args:
+        values: metric value per system, drawn top to bottom in this order.
+        metric: the metric's name, for the axis label.
+        best: the system to highlight, if any.
+
+    Returns:
+        A PNG data URI.
+    """
+    names = list(values)
+    fig = _figure(6.5, 0.55 * len(names) + 1.1)
+    ax = fig.subplots()
+    colors = [_COLORS[1] if name == best else _COLORS[0] for name in names]
+    positions = np.arange(len(names))
+    bars = ax.barh(positions, [values[n] for n in names], color=colors)
+    ax.set_yticks(positions, labels=names)
+    ax.invert_yaxis()  # first system on top, as in the table above it
+    ax.bar_label(bars, labels=[f"{values[n]:.4g}" for n in names], padding=3)
+    ax.set_xlabel(metric)
+    ax.margins(x=0.15)
+    ax.grid(axis="x", alpha=0.3)
+    return to_data_uri(fig)
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str,
+                      vmax: float | None = None) -> str:
+    """A confusion matrix as an annotated heatmap, rows = true label, columns = predicted.
+
+    Args:
+        matrix: counts, ``matrix[true][predicted]``.
+        labels: label names in matrix order.
+        title: the figure title (the system's name).
+        vmax: the count that gets the darkest colour; pass the same value for every system so
+            that their matrices compare by eye. Defaults to this matrix's largest count.
+
+    Returns:
+        A PNG data URI.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    # Three 3-label matrices fit side by side in the page's width.
+    size = max(3.3, 0.6 * len(labels) + 1.5)
+    fig = _figure(size, size * 0.9)
+    ax = fig.subplots()
+    vmax = float(vmax if vmax is not None else (counts.max() if counts.size else 1.0)) or 1.0
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=vmax)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels=labels, rotation=30, ha="right")
+    ax.set_yticks(ticks, labels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    # Dark cells get white text so the counts stay readable.
+    for (row, col), value in np.ndenumerate(counts):
+        ax.text(col, row, f"{int(value)}", ha="center", va="center",
+                color="white" if value > vmax / 2 else "black")
+    return to_data_uri(fig)
+
+
+def length_histogram(lengths: Mapping[str, Sequence[float]], max_length: float | None = None) -> str:
+    """Token-length histograms, one outlined series per split on shared bins.
+
+    Args:
+        lengths: token count of each example, per split.
+        max_length: the truncation limit, drawn as a dashed line when given.
+
+    Returns:
+        A PNG data URI.
+    """
+    fig = _figure(7.0, 3.4)
+    ax = fig.subplots()
+    everything = np.concatenate([np.asarray(v, dtype=float) for v in lengths.values()])
+    bins = np.histogram_bin_edges(everything, bins=min(40, max(5, len(everything) // 5)))
+    for i, (split, values) in enumerate(lengths.items()):
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.6, color=_COLORS[i % len(_COLORS)],
+                label=f"{split} (n={len(values)})")
+    if max_length:
+        ax.axvline(max_length, color="#222222", linestyle="--", label=f"max_length={max_length:g}")
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("examples")
+    ax.set_title("Token lengths")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return to_data_uri(fig)
+
+
+def grouped_bars(groups: Mapping[str, Mapping[str, float]], title: str) -> str:
+    """Grouped bar chart: one group per category, one bar per series (e.g. split).
+
+    Args:
+        groups: ``{series: {category: count}}``, e.g. ``{"train": {"positive": 300}}``.
+        title: the figure title.
+
+    Returns:
+        A PNG data URI.
+    """
+    series = list(groups)
+    categories = list(dict.fromkeys(c for counts in groups.values() for c in counts))
+    fig = _figure(max(5.0, 1.1 * len(categories) + 2.5), 3.4)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(series))
+    positions = np.arange(len(categories))
+    for i, name in enumerate(series):
+        heights = [float(groups[name].get(c, 0)) for c in categories]
+        bars = ax.bar(positions + (i - (len(series) - 1) / 2) * width, heights, width, label=name,
+                      color=_COLORS[i % len(_COLORS)])
+        ax.bar_label(bars, labels=[f"{h:g}" for h in heights], fontsize=8, padding=2)
+    ax.set_xticks(positions, labels=categories, rotation=20 if len(categories) > 6 else 0)
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    ax.margins(y=0.12)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return to_data_uri(fig)

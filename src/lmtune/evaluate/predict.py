@@ -1,0 +1,171 @@
+"""Model outputs for evaluation: label log-likelihoods, batched greedy generation, token losses."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def _bar(total: int, desc: str, quiet: bool):
+    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+
+
+@torch.no_grad()
+def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 8,
+                        desc: str = "score", quiet: bool = False) -> list[float]:
+    """Sum of log p(completion | prompt) for each (prompt_ids, completion_ids) pair.
+
+    Pairs are processed longest first so each padded batch wastes little; results come back
+    in input order.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    out = [0.0] * len(pairs)
+    bar = _bar(len(pairs), desc, quiet)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        target = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (i, s) in enumerate(zip(idx, seqs)):
+            ids[row, :len(s)] = torch.tensor(s)
+            mask[row, :len(s)] = 1
+            target[row, len(pairs[i][0]):len(s)] = True
+        ids, mask, target = ids.to(device), mask.to(device), target.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logp = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
+        sums = (logp * target[:, 1:]).sum(-1).tolist()
+        for i, value in zip(idx, sums):
+            out[i] = value
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with (system prompt, few-shot examples), leaving each at least one own token."""
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+@torch.no_grad()
+def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id: int, batch_size: int = 8,
+             desc: str = "classify", quiet: bool = False) -> tuple[list[int], list[list[float]]]:
+    """Pick, for each prompt, the label whose tokens (with EOS) are most likely after it.
+
+    No generation: the shared prompt prefix (system prompt, few-shot examples) is encoded once and
+    its KV cache reused; each prompt's own tokens are encoded once per batch; only the label tokens
+    are run once per label. The scores equal those of :func:`completion_logprobs`.
+
+    Returns:
+        (predicted label index per prompt, log-likelihood of every label per prompt).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    n_prefix = common_prefix_length(prompts)
+    prefix_cache = None
+    if n_prefix:
+        prefix_cache = model(input_ids=torch.tensor([prompts[0][:n_prefix]], device=device), use_cache=True).past_key_values
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    scores: list[list[float]] = [[] for _ in prompts]
+    bar = _bar(len(prompts), desc, quiet)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        rows = _score_batch(model, [prompts[i][n_prefix:] for i in idx], label_ids, n_prefix, prefix_cache, pad_id, device)
+        for i, row in zip(idx, rows):
+            scores[i] = row
+        bar.update(len(idx))
+    bar.close()
+    return [max(range(len(label_ids)), key=row.__getitem__) for row in scores], scores
+
+
+def _score_batch(model, suffixes, label_ids, n_prefix, prefix_cache, pad_id, device) -> list[list[float]]:
+    """Label log-likelihoods for one batch of prompts that follow a cached common prefix."""
+    b, k = len(suffixes), len(label_ids)
+    lengths = torch.tensor([len(s) for s in suffixes], device=device)
+    ids, mask = _right_pad(suffixes, pad_id, device)
+    cache = None
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(b)
+    full_mask = torch.cat([torch.ones(b, n_prefix, dtype=mask.dtype, device=device), mask], 1)
+    positions = (n_prefix + torch.arange(ids.size(1), device=device)).expand(b, -1)
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    last = F.log_softmax(out.logits[torch.arange(b, device=device), lengths - 1].float(), -1)
+    first = torch.tensor([lab[0] for lab in label_ids], device=device)
+    total = last[:, first]  # (b, k): log p(first label token | prompt)
+    rest = [lab[1:] for lab in label_ids]
+    if any(rest):
+        # Feed label tokens but the last; their logits score the label's remaining tokens.
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(k)
+        feed, feed_mask = _right_pad([lab[:-1] or [pad_id] for lab in label_ids] * b, pad_id, device)
+        feed_mask = feed_mask * torch.tensor([len(lab) > 1 for lab in label_ids] * b, device=device)[:, None]
+        mask2 = torch.cat([full_mask.repeat_interleave(k, 0), feed_mask], 1)
+        pos2 = (n_prefix + lengths.repeat_interleave(k))[:, None] + torch.arange(feed.size(1), device=device)
+        logits = model(input_ids=feed, attention_mask=mask2, position_ids=pos2, past_key_values=cache).logits.float()
+        targets, target_mask = _right_pad([r or [pad_id] for r in rest] * b, pad_id, device)
+        target_mask = target_mask * torch.tensor([bool(r) for r in rest] * b, device=device)[:, None]
+        width = targets.size(1)
+        lp = torch.gather(F.log_softmax(logits[:, :width], -1), 2, targets[:, :, None]).squeeze(-1)
+        total = total + (lp * target_mask).sum(-1).view(b, k)
+    return total.tolist()
+
+
+def _right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, :len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pad_id: int, batch_size: int = 8,
+             desc: str = "generate", quiet: bool = False) -> tuple[list[str], list[int]]:
+    """Greedy decoding, batched with left padding and the KV cache.
+
+    Returns:
+        (decoded completions without special tokens, generated token counts).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts, counts = [""] * len(prompts), [0] * len(prompts)
+    eos = tokenizer.eos_token_id
+    bar = _bar(len(prompts), desc, quiet)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos)
+        for row, i in enumerate(idx):
+            new = out[row, width:].tolist()
+            if eos in new:
+                new = new[:new.index(eos)]
+            counts[i] = len(new)
+            texts[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    return texts, counts

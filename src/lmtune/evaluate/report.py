@@ -1,0 +1,460 @@
+"""The run report: one self-contained HTML page built from the files of a run directory.
+
+The page embeds its figures as PNG ``data:`` URIs and its styling inline, so it can be mailed,
+attached to a ticket or opened from an air-gapped machine. Every input file is optional except
+that one of ``recipe.yaml`` or ``eval.json`` must exist; a section whose file is missing is left
+out and a file that cannot be parsed gets a visible note instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lmtune.errors import UserError
+from lmtune.evaluate import plots
+from lmtune.evaluate.metrics import PRIMARY_METRIC, best_systems, higher_is_better
+
+_EXAMPLES = 8
+_INPUT_CHARS = 300
+_TEXT_CHARS = 1000
+_VALIDATION_SPLITS = ("validation", "val", "eval")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+ max-width:1150px;padding:0 1rem;color:#222;line-height:1.45}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+.meta{color:#555}.note{color:#8a5a00;background:#fff8e6;padding:.3rem .6rem;border-radius:4px}
+.summary{font-size:1.08rem;background:#eef4fb;padding:.5rem .8rem;border-radius:4px}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
+th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.kv table.kv{margin:0}table.examples td{max-width:320px;white-space:pre-wrap;
+ overflow-wrap:anywhere}table.examples td:first-child{min-width:240px}img{max-width:100%;height:auto}
+.row{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}
+details{margin:.6rem 0}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-size:.85rem}
+"""
+
+
+@dataclass
+class _Run:
+    """Everything the report reads from a run directory, already parsed."""
+
+    directory: Path
+    recipe: dict = field(default_factory=dict)
+    recipe_text: str | None = None
+    manifest: dict | None = None
+    metrics: list[dict] = field(default_factory=list)
+    evaluation: dict | None = None
+    data_report: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    task: str | None = None
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` from whatever the run directory holds.
+
+    Args:
+        run_dir: a run directory (see DESIGN.md, "Run directory").
+
+    Returns:
+        The path of the written report.
+
+    Raises:
+        UserError: the directory has neither ``recipe.yaml`` nor ``eval.json``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() and not (run_dir / "eval.json").is_file():
+        raise UserError("no recipe.yaml or eval.json found; pass a run directory written by "
+                        "`lmtune train` or `lmtune eval`", source=str(run_dir))
+    page = _render(_load(run_dir))
+    target = run_dir / "report.html"
+    _write_atomically(target, page)
+    return target
+
+
+def _render(run: _Run) -> str:
+    name = str(run.recipe.get("name") or run.directory.name)
+    sections = [_header(run, name), _systems(run), _details(run), _training(run),
+                _data(run), _environment(run)]
+    notes = "".join(f'<p class="note">{_esc(n)}</p>' for n in run.notes)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(name)}</title><style>{_CSS}</style></head><body>"
+            f"{notes}{''.join(s for s in sections if s)}</body></html>\n")
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _load(run_dir: Path) -> _Run:
+    run = _Run(directory=run_dir)
+    recipe_path = run_dir / "recipe.yaml"
+    if recipe_path.is_file():
+        run.recipe_text = recipe_path.read_text(encoding="utf-8", errors="replace")
+        try:
+            parsed = yaml.safe_load(run.recipe_text)
+            run.recipe = parsed if isinstance(parsed, dict) else {}
+        except yaml.YAMLError as exc:
+            run.notes.append(f"recipe.yaml could not be parsed: {exc}")
+    run.manifest = _read_json(run_dir / "manifest.json", run.notes)
+    run.evaluation = _read_json(run_dir / "eval.json", run.notes)
+    run.data_report = _read_json(run_dir / "data" / "data_report.json", run.notes)
+    run.metrics = _read_jsonl(run_dir / "metrics.jsonl", run.notes)
+    run.task = (run.evaluation or {}).get("task") or _lookup(run.recipe, "task.type")
+    return run
+
+
+def _read_json(path: Path, notes: list[str]) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(value, dict):
+            return value
+        problem = "it is not a JSON object"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = str(exc)
+    notes.append(f"{path.name} could not be parsed and is left out: {problem}")
+    return None
+
+
+def _read_jsonl(path: Path, notes: list[str], limit: int | None = None) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    if bad:  # a run killed mid-write leaves a torn last line; show the rest, but say so
+        notes.append(f"{path.name}: skipped {bad} line(s) that are not valid JSON")
+    return rows
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    # A reader (browser, `lmtune compare`) must never see a half-written page.
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- HTML helpers --------------------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any, limit: int = _TEXT_CHARS) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "—"
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more chars)"
+
+
+def _table(headers: list[str], rows: list[list[str]], css: str = "") -> str:
+    """A table from escaped header text and cells that are already HTML."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _cell(value: Any, bold: bool = False) -> str:
+    text = _esc(_fmt(value))
+    css = ' class="num"' if _is_number(value) else ""
+    return f"<td{css}>{f'<strong>{text}</strong>' if bold else text}</td>"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_esc(alt)}">'
+
+
+def nested_html(value: Any, depth: int = 0) -> str:
+    """Any JSON value as HTML: dicts become key/value tables, nested as deep as the data.
+
+    Args:
+        value: a JSON-like value.
+        depth: current nesting level; past 8 the value is shown as JSON text.
+
+    Returns:
+        Escaped HTML.
+    """
+    if depth > 8:
+        return f"<code>{_esc(_fmt(json.dumps(value, default=str)))}</code>"
+    if isinstance(value, dict):
+        if not value:
+            return "<em>empty</em>"
+        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{nested_html(v, depth + 1)}</td></tr>"
+                       for k, v in value.items())
+        return f'<table class="kv">{rows}</table>'
+    if isinstance(value, list):
+        return _list_html(value, depth)
+    return _esc(_fmt(value))
+
+
+def _list_html(items: list, depth: int, shown: int = 20) -> str:
+    if not items:
+        return "<em>none</em>"
+    if all(isinstance(item, dict) for item in items):
+        keys = list(dict.fromkeys(k for item in items[:shown] for k in item))
+        rows = [[f"<td>{nested_html(item.get(k), depth + 1)}</td>" for k in keys]
+                for item in items[:shown]]
+        more = f"<p>… {len(items) - shown} more</p>" if len(items) > shown else ""
+        return _table(keys, rows, "kv") + more
+    if len(items) > shown and all(_is_number(item) for item in items):
+        data = np.asarray(items, dtype=float)
+        return _esc(f"{len(items)} values: min {data.min():.4g}, mean {data.mean():.4g}, "
+                    f"max {data.max():.4g}")
+    text = ", ".join(_fmt(item, 200) for item in items[:shown])
+    return _esc(text + (f", … ({len(items) - shown} more)" if len(items) > shown else ""))
+
+
+def _lookup(data: Any, *paths: str) -> Any:
+    """The first dotted path that resolves in nested dicts, e.g. ``"packages.torch"``."""
+    for path in paths:
+        node = data
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _header(run: _Run, name: str) -> str:
+    facts = {"model": run.recipe.get("model"), "task": run.task,
+             "method": _lookup(run.recipe, "method.name"),
+             "test examples": (run.evaluation or {}).get("n")}
+    line = " · ".join(f"{k}: <strong>{_esc(_fmt(v))}</strong>"
+                      for k, v in facts.items() if v is not None)
+    recipe = ""
+    if run.recipe_text is not None:
+        recipe = f"<details><summary>Recipe</summary><pre>{_esc(run.recipe_text)}</pre></details>"
+    return f'<header><h1>{_esc(name)}</h1><p class="meta">{line}</p>{recipe}</header>'
+
+
+def _results(run: _Run) -> dict[str, dict]:
+    results = (run.evaluation or {}).get("results")
+    if not isinstance(results, dict):
+        return {}
+    return {str(k): v for k, v in results.items() if isinstance(v, dict)}
+
+
+def _primary(run: _Run, results: dict[str, dict]) -> str | None:
+    candidates = [(run.evaluation or {}).get("primary_metric"), PRIMARY_METRIC.get(run.task or "")]
+    for metric in candidates:
+        if metric and any(_is_number(r.get(metric)) for r in results.values()):
+            return str(metric)
+    return None
+
+
+def summary_sentence(values: dict[str, float], metric: str) -> str:
+    """One sentence that ranks systems on ``metric``, derived from the numbers.
+
+    Args:
+        values: metric value per system.
+        metric: the metric's key; its direction comes from ``higher_is_better``.
+
+    Returns:
+        e.g. ``"finetuned has the highest f1_macro (0.71): +0.32 over zero_shot."``
+    """
+    if len(values) == 1:
+        (name, value), = values.items()
+        return f"{name}: {metric} = {value:.4g} (the only system evaluated)."
+    winners = best_systems(values, metric)
+    top = values[winners[0]]
+    word = "highest" if higher_is_better(metric) else "lowest"
+    who = (f"{winners[0]} has" if len(winners) == 1
+           else f"{', '.join(winners[:-1])} and {winners[-1]} tie for")
+    link = "over" if higher_is_better(metric) else "vs"
+    others = [f"{top - v:+.4g} {link} {name}" for name, v in values.items() if name not in winners]
+    return f"{who} the {word} {metric} ({top:.4g})" + (f": {', '.join(others)}." if others else ".")
+
+
+def _systems(run: _Run) -> str:
+    results = _results(run)
+    if not results:
+        return ""
+    primary = _primary(run, results)
+    # Nested values (confusion matrix, per-class scores) get their own sections below.
+    columns = list(dict.fromkeys(k for r in results.values() for k, v in r.items()
+                                 if not isinstance(v, (dict, list))))
+    if primary:
+        columns = [primary] + [c for c in columns if c != primary]
+    values = {s: float(r[primary]) for s, r in results.items() if primary and _is_number(r.get(primary))}
+    winners = best_systems(values, primary) if values else []
+    rows = [[f"<th>{_esc(system)}</th>"]
+            + [_cell(r.get(c), bold=(c == primary and system in winners)) for c in columns]
+            for system, r in results.items()]
+    parts = ["<section><h2>Systems side by side</h2>"]
+    if values:
+        parts.append(f'<p class="summary">{_esc(summary_sentence(values, primary))}</p>')
+    parts.append(_table(["system"] + columns, rows))
+    if values:
+        parts.append(_img(plots.metric_bars(values, primary, winners[0] if len(winners) == 1 else None),
+                          f"{primary} per system"))
+    return "".join(parts) + "</section>"
+
+
+def _details(run: _Run) -> str:
+    if run.task == "classification":
+        return _classification_details(run)
+    return _examples(run)
+
+
+def _classification_details(run: _Run) -> str:
+    default = (run.evaluation or {}).get("labels") or _lookup(run.recipe, "task.labels")
+    matrices = {}
+    for system, result in _results(run).items():
+        matrix = result.get("confusion_matrix")
+        square = isinstance(matrix, list) and matrix and all(
+            isinstance(row, list) and len(row) == len(matrix) and all(map(_is_number, row))
+            for row in matrix)
+        if square:
+            labels = result.get("labels") or default
+            names = labels if labels and len(labels) == len(matrix) else range(len(matrix))
+            matrices[system] = (matrix, [str(name) for name in names])
+    if not matrices:
+        return ""
+    # One colour scale for all systems, so equal shades mean equal counts across the row.
+    vmax = max(max(max(row) for row in matrix) for matrix, _ in matrices.values())
+    images = "".join(_img(plots.confusion_heatmap(matrix, labels, system, vmax),
+                          f"confusion matrix of {system}")
+                     for system, (matrix, labels) in matrices.items())
+    return ('<section><h2>Confusion matrices</h2><p class="meta">rows: true label, columns: '
+            f'predicted label</p><div class="row">{images}</div></section>')
+
+
+def _examples(run: _Run) -> str:
+    folder = run.directory / "predictions"
+    if not folder.is_dir():
+        return ""
+    names = list(_results(run)) + sorted(p.stem for p in folder.glob("*.jsonl"))
+    systems = {s: _read_jsonl(folder / f"{s}.jsonl", run.notes, limit=_EXAMPLES)
+               for s in dict.fromkeys(names) if (folder / f"{s}.jsonl").is_file()}
+    systems = {s: rows for s, rows in systems.items() if rows}
+    if not systems:
+        return ""
+    first = next(iter(systems.values()))
+    rows = []
+    for i, example in enumerate(first[:_EXAMPLES]):
+        cells = [_text_cell(example.get("input"), _INPUT_CHARS), _text_cell(example.get("reference"))]
+        cells += [_text_cell(lines[i].get("prediction") if i < len(lines) else None)
+                  for lines in systems.values()]
+        rows.append(cells)
+    return (f"<section><h2>Examples</h2><p class=\"meta\">first {len(rows)} test examples</p>"
+            f"{_table(['input', 'reference'] + list(systems), rows, 'examples')}</section>")
+
+
+def _text_cell(value: Any, limit: int = _TEXT_CHARS) -> str:
+    # Chat inputs may be message lists; show them as JSON rather than Python reprs.
+    text = value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
+    return f"<td>{_esc(_fmt(text, limit))}</td>"
+
+
+def _training(run: _Run) -> str:
+    numeric = [r for r in run.metrics if _is_number(r.get("step"))]
+    train = [r for r in numeric if r.get("split") == "train"]
+    val = [r for r in numeric if r.get("split") in _VALIDATION_SPLITS]
+    train_loss = [(r["step"], r["loss"]) for r in train if _is_number(r.get("loss"))]
+    val_loss = [(r["step"], r["loss"]) for r in val if _is_number(r.get("loss"))]
+    lr = [(r["step"], r["lr"]) for r in train if _is_number(r.get("lr"))]
+    # The loop may log a closing "summary" line; the lifecycle also puts one in eval.json.
+    summaries = [{k: v for k, v in r.items() if k != "split"}
+                 for r in run.metrics if r.get("split") == "summary"]
+    summary = (run.evaluation or {}).get("training") or (summaries[-1] if summaries else None)
+    if not (train_loss or val_loss or summary):
+        return ""
+    facts = []
+    if train_loss:
+        facts.append(f"final train loss {train_loss[-1][1]:.4g} (step {train_loss[-1][0]})")
+    if val_loss:
+        step, loss = min(val_loss, key=lambda point: point[1])
+        facts.append(f"best validation loss {loss:.4g} at step {step}")
+    speeds = [r["tokens_per_s"] for r in train if _is_number(r.get("tokens_per_s"))]
+    if speeds:
+        facts.append(f"mean throughput {sum(speeds) / len(speeds):.4g} tokens/s")
+    parts = ["<section><h2>Training</h2>", f"<p>{_esc('; '.join(facts))}</p>" if facts else ""]
+    if train_loss or val_loss:
+        parts.append(_img(plots.loss_curves(train_loss, val_loss, lr), "loss curves"))
+    if isinstance(summary, dict) and summary:
+        parts.append("<h3>Run summary</h3>" + nested_html(summary))
+    return "".join(parts) + "</section>"
+
+
+def _data(run: _Run) -> str:
+    report = run.data_report
+    if not report:
+        return ""
+    rest = {k: v for k, v in report.items() if k not in ("token_lengths", "label_distribution")}
+    parts = ["<section><h2>Data</h2>", nested_html(rest) if rest else ""]
+    labels = report.get("label_distribution")
+    if isinstance(labels, dict) and labels:
+        groups = {s: {k: v for k, v in c.items() if _is_number(v)}
+                  for s, c in labels.items() if isinstance(c, dict)}
+        parts.append("<h3>Label distribution</h3>")
+        if any(groups.values()):
+            parts.append(_img(plots.grouped_bars(groups, "Label distribution"), "label distribution"))
+        parts.append(nested_html(labels))
+    lengths = report.get("token_lengths")
+    if isinstance(lengths, dict):
+        series = {s: [float(x) for x in v] for s, v in lengths.items()
+                  if isinstance(v, list) and v and all(_is_number(x) for x in v)}
+        if series:
+            max_length = _lookup(report, "truncation.max_length") or \
+                _lookup(run.recipe, "training.max_length")
+            limit = float(max_length) if _is_number(max_length) else None
+            parts.append("<h3>Token lengths</h3>" + _img(plots.length_histogram(series, limit),
+                                                          "token length histogram"))
+    return "".join(parts) + "</section>"
+
+
+def _environment(run: _Run) -> str:
+    manifest = run.manifest
+    if not manifest:
+        return ""
+    facts = {
+        "python": _lookup(manifest, "python", "versions.python", "platform.python"),
+        **{pkg: _lookup(manifest, pkg, f"packages.{pkg}", f"versions.{pkg}")
+           for pkg in ("torch", "transformers", "peft")},
+        "seed": _lookup(manifest, "seed"),
+        "model origin": _lookup(manifest, "model.origin"),
+        "created": _lookup(manifest, "created", "created_at", "timestamp"),
+    }
+    known = {k: v for k, v in facts.items() if v is not None}
+    return ("<section><h2>Environment</h2>" + nested_html(known)
+            + "<details><summary>Full manifest</summary>" + nested_html(manifest)
+            + "</details></section>")

@@ -1,0 +1,191 @@
+"""The whole lifecycle for one recipe, as a fixed sequence of stages (like a torchtune recipe):
+
+data -> model -> baselines -> fine-tune -> evaluate -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmtune import assets, manifest
+from lmtune.data import prepare as data_stage
+from lmtune.data.encode import Encoder
+from lmtune.data.templates import check as check_template, render, resolve as resolve_template
+from lmtune.errors import UserError
+from lmtune.evaluate import baselines, metrics
+from lmtune.evaluate.report import write_report
+from lmtune.methods import registry
+from lmtune.recipe import Recipe
+from lmtune.train import loop
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """A stage heading on stderr (stdout stays for results)."""
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, overwrite: bool = False,
+               quiet: bool = False) -> Path:
+    """Run every stage of ``recipe`` and return the run directory.
+
+    Args:
+        recipe: a validated recipe.
+        out: run directory (default ``runs/<name>``).
+        resume: continue from the newest checkpoint in ``out``.
+        overwrite: replace an existing run directory instead of refusing.
+        quiet: no progress bars or stage headings.
+    """
+    run_dir = Path(out) if out else Path("runs") / recipe.name
+    # Bad data or a missing model fail here, before anything is written.
+    say(f"[1/5] data: reading {recipe.data.train}", quiet)
+    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed)
+    say(f"[2/5] model: loading {recipe.model}", quiet)
+    model, tokenizer, source = assets.load_causal_lm(recipe.model)
+
+    _claim_run_dir(run_dir, resume, overwrite)
+    _write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    manifest.write_manifest(run_dir, seed=recipe.seed, data_files=prepared.files, model_source=source.to_dict())
+    encoder = Encoder(tokenizer, recipe.training.max_length, recipe.task.chat_template)
+    template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
+    check_template(template, prepared.splits["train"][0], recipe.task.labels)
+    encoded = encode_splits(prepared, encoder, template, recipe)
+    data_stage.write(prepared, run_dir / "data")
+
+    test = prepared.splits.get("test", [])[: recipe.eval.max_examples]
+    spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
+                              recipe.eval.batch_size)
+    results = _load_previous_results(run_dir) if resume else {}
+    say(f"[3/5] baselines on {len(test)} test examples: "
+        f"{', '.join(s for s in recipe.eval.systems if s != 'finetuned') or 'none'}", quiet)
+    shots = baselines.few_shot_examples(prepared.splits["train"], recipe.eval.few_shot_k, recipe.seed,
+                                        recipe.task.labels)
+    for system in recipe.eval.systems:
+        if system == "finetuned" or system in results or not test:
+            continue
+        if system == "few_shot" and recipe.task.type == "language_modeling":
+            continue
+        results[system] = baselines.run_system(model, tokenizer, encoder, spec, test,
+                                               shots if system == "few_shot" else None, system, quiet)
+        _save_results(run_dir, recipe, spec, results, len(test))
+
+    say(f"[4/5] fine-tune: {recipe.method.name} on {len(encoded['train'])} examples", quiet)
+    method = registry.get(recipe.method.name)
+    model = method.apply(model, recipe.method.peft, recipe.method.freeze)
+    trainable, total = registry.count_parameters(model)
+    say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
+    result = loop.train(model, encoded["train"], encoded.get("validation", []), _settings(recipe), run_dir,
+                        _pad_id(tokenizer), resume=resume, quiet=quiet)
+    save_final(run_dir / "final", model, tokenizer, method, recipe, source)
+
+    if "finetuned" in recipe.eval.systems and test:
+        say("[5/5] evaluate the fine-tuned model", quiet)
+        results["finetuned"] = baselines.run_system(model, tokenizer, encoder, spec, test, None, "finetuned", quiet)
+    summary = {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
+               "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
+               "best_step": result.best_step, "stopped_early": result.stopped_early,
+               "trainable_parameters": trainable, "total_parameters": total}
+    _save_results(run_dir, recipe, spec, results, len(test), summary)
+    write_report(run_dir)
+    return run_dir
+
+
+def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[str, list]:
+    """Tokenize train and validation; count truncation and token lengths into the data report."""
+    lm = recipe.task.type == "language_modeling"
+    encoded, truncation, lengths = {}, {"max_length": recipe.training.max_length}, {}
+    for name, examples in prepared.splits.items():
+        rendered = [render(template, ex, recipe.task.labels) for ex in examples]
+        items = [encoder.encode(r.messages, r.completion, lm=lm) for r in rendered]
+        truncation[name] = {"truncated": sum(e.truncated for e in items), "total": len(items)}
+        lengths[name] = [len(e.input_ids) for e in items][:5000]
+        if name != "test":
+            encoded[name] = items
+        if truncation[name]["truncated"]:
+            print(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
+                  f"training.max_length={recipe.training.max_length} and were truncated", file=sys.stderr)
+    prepared.report["truncation"] = truncation
+    prepared.report["token_lengths"] = lengths
+    return encoded
+
+
+def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) -> None:
+    """Write the trained artefact, tokenizer (with its chat template) and how to use it, atomically."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(model, tmp)
+    tokenizer.save_pretrained(tmp)
+    info = {"base_model": recipe.model, "base_model_source": source.to_dict(), "method": recipe.method.name,
+            "task": recipe.task.model_dump(mode="json"), "max_length": recipe.training.max_length}
+    (tmp / "lmtune.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _settings(recipe: Recipe) -> loop.Settings:
+    t = recipe.training
+    es = t.early_stopping
+    return loop.Settings(learning_rate=t.learning_rate, batch_size=t.batch_size, grad_accum=t.grad_accum,
+                         epochs=t.epochs, max_steps=t.max_steps, weight_decay=t.weight_decay,
+                         warmup_ratio=t.warmup_ratio, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
+                         eval_every=t.eval_every, save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
+                         patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0,
+                         log_every=t.log_every, seed=recipe.seed, precision=t.precision)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to silently clobber a previous run: training results are never lost by accident."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise UserError("run directory already exists; pass --resume to continue it, --overwrite to "
+                            "replace it, or --out for a new one", source=str(run_dir))
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], n: int,
+                  summary: dict[str, Any] | None = None) -> None:
+    from lmtune.data.io import write_jsonl
+
+    body = {"task": recipe.task.type, "n": n, "labels": recipe.task.labels,
+            "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
+            "results": {k: (v.metrics if hasattr(v, "metrics") else v) for k, v in results.items()}}
+    if summary:
+        body["training"] = summary
+    for name, res in results.items():
+        if getattr(res, "predictions", None):
+            write_jsonl(run_dir / "predictions" / f"{name}.jsonl", res.predictions)
+    _write_text(run_dir / "eval.json", json.dumps(body, indent=2))
+
+
+def _load_previous_results(run_dir: Path) -> dict[str, Any]:
+    """Baseline results already measured by an interrupted run (they do not change on resume)."""
+    path = run_dir / "eval.json"
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text()).get("results", {})
+    return {k: baselines.SystemResult(v, _read_predictions(run_dir, k)) for k, v in previous.items()
+            if k != "finetuned"}
+
+
+def _read_predictions(run_dir: Path, system: str) -> list[dict[str, Any]]:
+    path = run_dir / "predictions" / f"{system}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

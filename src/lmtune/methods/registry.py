@@ -1,0 +1,64 @@
+"""Fine-tuning methods, registered by name (``method.name`` in a recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_METHODS: dict[str, "Method"] = {}
+
+
+class Method:
+    """How a base model is made trainable, saved and loaded back.
+
+    Subclasses set ``name`` and override :meth:`apply`; the default save/load handle a full model.
+    """
+
+    name: str = ""
+    adapter: bool = False  # True when only a small set of added weights is trained and saved
+
+    def apply(self, model, options: dict[str, Any], freeze: dict[str, Any]):
+        """Return the model prepared for training (trainable parameters set)."""
+        raise NotImplementedError
+
+    def save(self, model, out_dir: Path) -> None:
+        """Write the trained artefact (safetensors) to ``out_dir``."""
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load(self, base_model, path: Path):
+        """Load a saved artefact onto ``base_model`` (already loaded from the recipe's model)."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=base_model.dtype)
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    _METHODS[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Method:
+    """The method registered as ``name``."""
+    from lmtune.errors import UserError
+
+    if name not in _METHODS:
+        raise UserError(f"unknown method {name!r}; choose from {names()}", source="method.name")
+    return _METHODS[name]
+
+
+def names() -> list[str]:
+    """All registered method names."""
+    return sorted(_METHODS)
+
+
+def trainable_state(model) -> dict:
+    """The parameters that training changes, by name (what a checkpoint must keep)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,249 @@
+"""The recipe: one YAML file that drives the whole lifecycle, validated by pydantic.
+
+Every problem is reported at once, each naming its key path (``training.learning_rate``),
+so a user fixes a recipe in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmtune.errors import UserError
+
+TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InlineTemplate(_Strict):
+    """A prompt template given inline; ``{field}`` placeholders name record fields."""
+
+    system: str | None = Field(None, description="System message, if the model has a chat template.")
+    prompt: str = Field(description="User prompt, e.g. 'Review: {text}\\nSentiment:'.")
+    completion: str = Field("{completion}", description="Target text, e.g. '{label}'.")
+
+
+class TaskConfig(_Strict):
+    """What the model should learn to do."""
+
+    type: TaskType = Field("classification", description="The task family.")
+    labels: list[str] | None = Field(None, description="Class names (classification).")
+    template: str | InlineTemplate | None = Field(
+        None, description="Template library name or an inline {system, prompt, completion}; default by task.")
+    chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template when it has one.")
+
+    @model_validator(mode="after")
+    def _labels_for_classification(self):
+        if self.type == "classification":
+            if not self.labels or len(self.labels) < 2:
+                raise ValueError("labels: classification needs at least two labels, e.g. [negative, positive]")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("labels: labels must be distinct")
+        return self
+
+
+class SplitConfig(_Strict):
+    """Fractions held out from train when validation/test files are not given."""
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of train held out for validation.")
+    test: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of train held out for test.")
+    stratify: bool = Field(True, description="Keep label proportions equal across splits.")
+
+    @model_validator(mode="after")
+    def _sum_below_one(self):
+        if self.validation + self.test >= 1.0:
+            raise ValueError("validation + test must be below 1.0 so some data is left to train on")
+        return self
+
+
+class CleanConfig(_Strict):
+    """Cleaning before the split."""
+
+    dedup: Literal["none", "exact", "exact+near"] = Field("exact", description="Duplicate removal.")
+    near_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard threshold for near-duplicates.")
+    pii: Literal["none", "report", "mask", "drop"] = Field("none", description="PII handling.")
+    min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is prepared."""
+
+    train: str = Field(description="JSONL, CSV, TSV or Parquet file, or asset:<name>/<split>.")
+    validation: str | None = Field(None, description="If null, split from train.")
+    test: str | None = Field(None, description="If null, split from train.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Format field -> source column.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
+    max_records: int | None = Field(None, gt=0, description="Use only the first N records of each file.")
+
+
+class MethodConfig(_Strict):
+    """How the weights are adapted."""
+
+    name: str = Field("lora", description="A registered method: full, lora, ...")
+    peft: dict[str, Any] = Field(default_factory=dict, description="Options passed to peft unchanged.")
+    freeze: dict[str, Any] = Field(default_factory=dict, description="Full fine-tuning: parts to freeze.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from lmtune.methods import registry
+
+        if name not in registry.names():
+            raise ValueError(f"unknown method {name!r}; choose from {registry.names()}")
+        return name
+
+
+class EarlyStopping(_Strict):
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    metric: Literal["val_loss"] = Field("val_loss", description="What is watched.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
+
+
+class TrainingConfig(_Strict):
+    """The optimisation."""
+
+    epochs: float = Field(2, gt=0, description="Passes over the training data (ignored if max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate of AdamW.")
+    batch_size: int = Field(8, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null to disable.")
+    max_length: int = Field(512, ge=8, description="Tokens per example; truncation is counted and reported.")
+    eval_every: int | None = Field(50, ge=1, description="Steps between validation evaluations.")
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (default: eval_every).")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stops improving.")
+    replay: dict[str, Any] | None = Field(None, description="{data, ratio}: general data mixed in.")
+    log_every: int = Field(5, ge=1, description="Steps between training-loss log lines.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Mixed precision.")
+
+
+class EvalConfig(_Strict):
+    """Held-out evaluation."""
+
+    systems: list[str] = Field(default_factory=lambda: ["zero_shot", "few_shot", "finetuned"])
+    few_shot_k: int = Field(4, ge=1, description="Examples placed in the few-shot prompt.")
+    metrics: str | list[str] = Field("auto", description="'auto' picks the task's metrics.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
+    batch_size: int = Field(8, ge=1, description="Examples per evaluation batch.")
+    max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N test examples.")
+    forgetting: dict[str, Any] | None = Field(None, description="General-ability probes.")
+
+    @model_validator(mode="after")
+    def _known_systems(self):
+        known = {"zero_shot", "few_shot", "finetuned"}
+        bad = [s for s in self.systems if s not in known]
+        if bad:
+            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(known)}")
+        return self
+
+
+class Recipe(_Strict):
+    """A whole fine-tuning experiment."""
+
+    name: str = Field(description="Run name; the run directory is runs/<name>.")
+    seed: int = Field(42, description="Seeds data splits, shuffling and initialisation.")
+    model: str = Field(description="Alias, hub id, local directory or .gguf file.")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key.path=value`` strings; values are parsed as YAML (``1e-4``, ``[a, b]``, ``null``).
+
+    Returns:
+        The validated recipe with every default filled in.
+
+    Raises:
+        UserError: unreadable file, bad YAML, or any schema problem (all listed at once).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such recipe file; give the path of a YAML recipe", source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=where) from None
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text; save the recipe as UTF-8", source=str(path)) from None
+    if not isinstance(raw, dict):
+        raise UserError("a recipe is a YAML mapping (name:, model:, task:, data:, ...)", source=str(path))
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a plain dict as a recipe, reporting every problem with its key path."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_key_path(err), _describe(err)) for err in exc.errors()]
+        raise UserError(problems[0][1], source=problems[0][0], problems=problems) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` inside a nested dict (the ``--set`` flag)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError("expected key.path=value, e.g. training.max_steps=20", source=f"--set {item}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{part!r} is not a section, cannot set a key inside it", source=key)
+        node = child
+    node[parts[-1]] = parsed
+
+
+def _key_path(err: dict[str, Any]) -> str:
+    parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
+    # Model validators say 'labels: ...'; that leading key belongs in the path.
+    head, sep, _ = err.get("msg", "").removeprefix("Value error, ").partition(":")
+    if err.get("type") == "value_error" and sep and head and " " not in head:
+        parts += head.split(".")
+    return ".".join(parts) or "recipe"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = err.get("msg", "invalid value")
+    if kind == "extra_forbidden":
+        return "unknown key; check the spelling against the recipe schema in DESIGN.md"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        text = msg.removeprefix("Value error, ")
+        head, _, rest = text.partition(":")
+        return rest.strip() if rest and " " not in head else text
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{msg[0].lower()}{msg[1:]} (got {shown})"

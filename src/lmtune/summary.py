@@ -1,0 +1,39 @@
+"""The short table printed at the end of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "rouge1", "rougeL", "bleu", "perplexity")
+
+
+def summary_table(run_dir: Path) -> str:
+    """A plain-text table of every system's metrics, from ``eval.json``."""
+    data = json.loads((run_dir / "eval.json").read_text())
+    results = data.get("results", {})
+    metrics = [m for m in SHOWN if any(m in r for r in results.values())] + ["latency_s"]
+    rows = [["system", *metrics]]
+    for system, values in results.items():
+        rows.append([system] + [_fmt(values.get(m)) for m in metrics])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    training = data.get("training")
+    if training:
+        lines.append(f"training: {training['train_steps']} steps in {training['train_seconds']} s, "
+                     f"{training['train_tokens_per_s']} tokens/s, best validation loss {_fmt(training['best_val_loss'])}")
+    lines.append(f"test examples: {data.get('n')}")
+    return "\n".join(lines)
+
+
+def print_summary(run_dir: Path) -> None:
+    """Print the table and where the report is."""
+    print(summary_table(run_dir))
+    print(f"report: {(run_dir / 'report.html').resolve()}")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,93 @@
+"""Atomic checkpoints: everything needed to continue a run exactly where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "trainable.safetensors"
+
+
+def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) -> Path:
+    """Write a checkpoint into ``directory`` atomically (a temporary folder, then one rename).
+
+    Only trainable parameters are stored: for an adapter that is a few MB, not the base model.
+    """
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_weights(tmp / WEIGHTS, model)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def save_weights(path: Path, model) -> None:
+    """Trainable parameters as safetensors (contiguous CPU copies)."""
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(tensors, str(path))
+
+
+def load_weights(path: Path, model) -> None:
+    """Copy saved trainable parameters back into the model, checking every name matches."""
+    saved = load_file(str(path))
+    params = dict(model.named_parameters())
+    missing = [n for n in saved if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def load(directory: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG states; return the saved loop state."""
+    load_weights(directory / WEIGHTS, model)
+    blob = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    _set_rng_state(blob["rng"])
+    return json.loads((directory / "state.json").read_text())
+
+
+def latest(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint (``step-N``), ignoring half-written ``.tmp`` folders."""
+    found = [p for p in checkpoints.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+             and (p / "state.json").exists()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def prune(checkpoints: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints."""
+    found = sorted((p for p in checkpoints.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")),
+                   key=lambda p: int(p.name.split("-")[1]))
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,65 @@
+"""The training objective: summed cross-entropy over target tokens only.
+
+For classification-style data the prompt is 100+ tokens and the target 2, yet a plain forward
+computes (tokens x vocabulary) logits everywhere. Here the transformer body runs once and the
+output layer only at positions that predict a target token, in chunks, so the full logits
+tensor never exists. ``full_logits_loss_sum`` is the plain path, kept as the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lmtune.data.encode import IGNORE
+
+CHUNK = 4096  # target positions per output-layer chunk
+
+
+def target_loss_sum(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
+    """Sum of next-token cross-entropy over positions that carry a target.
+
+    Returning a sum (not a mean) lets the caller divide by the target tokens of the whole
+    optimizer step, so gradient accumulation gives exactly the gradient of the larger batch.
+    """
+    parts = _body_and_head(model)
+    if parts is None:
+        return full_logits_loss_sum(model, batch)
+    body, head = parts
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    where = targets != IGNORE
+    selected = hidden[:, :-1][where]
+    wanted = targets[where]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, wanted.numel(), chunk):
+        logits = head(selected[i:i + chunk]).float()
+        total = total + F.cross_entropy(logits, wanted[i:i + chunk], reduction="sum")
+    return total
+
+
+def full_logits_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The same loss from the model's full logits (reference path; any causal LM)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1, :]
+    targets = batch["labels"][:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def _body_and_head(model):
+    """(transformer body, output layer) when logits are a plain linear map of the last hidden state."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None  # the head does more than a linear map: use the model's own forward
+    if getattr(getattr(model, "peft_config", {}).get("default", None), "peft_type", None) in _VIRTUAL_TOKEN_TYPES:
+        return None  # prompt/prefix tuning add virtual tokens in the wrapper's forward
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if body is None or head is None or body is base:
+        return None
+    return body, head
+
+
+_VIRTUAL_TOKEN_TYPES = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}

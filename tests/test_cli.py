@@ -1,0 +1,120 @@
+"""The command line end to end on a tiny model: run directory contents and exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lmtune.cli import app
+
+RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "final", "eval.json", "predictions",
+             "report.html"]
+
+
+def _run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout + (result.stderr or "")
+
+
+def test_train_writes_a_complete_run_directory(recipe_file, tmp_path):
+    out = tmp_path / "run"
+    code, output = _run("train", recipe_file(), "--out", out, "--quiet")
+    assert code == 0, output
+    for name in RUN_FILES:
+        assert (out / name).exists(), name
+    for split in ("train", "validation", "test"):
+        assert (out / "data" / f"{split}.jsonl").exists()
+    assert (out / "data" / "data_report.json").exists()
+    assert (out / "final" / "adapter_config.json").exists() and (out / "final" / "adapter_model.safetensors").exists()
+    assert (out / "final" / "tokenizer_config.json").exists()
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["results"]) == {"zero_shot", "few_shot", "finetuned"}
+    for system in result["results"].values():
+        assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix"} <= set(system)
+    n_test = sum(1 for _ in open(out / "data" / "test.jsonl"))
+    assert result["n"] == n_test
+    preds = (out / "predictions" / "finetuned.jsonl").read_text().splitlines()
+    assert len(preds) == n_test and {"input", "reference", "prediction"} <= set(json.loads(preds[0]))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0
+    assert "f1_macro" in output and "report:" in output
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {m["split"] for m in metrics} >= {"train", "validation"}
+    assert "<img src=\"data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_generation_recipe_end_to_end(recipe_file, tmp_path):
+    data = tmp_path / "gen.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"the movie was great {i}", "completion": "positive"}) + "\n"
+                            for i in range(20)))
+    path = recipe_file(task={"type": "generation", "labels": None, "template": None},
+                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       eval={"systems": ["zero_shot", "finetuned"], "max_new_tokens": 4})
+    out = tmp_path / "gen"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    result = json.loads((out / "eval.json").read_text())["results"]["finetuned"]
+    assert {"rouge1", "rouge2", "rougeL", "bleu"} <= set(result)
+
+
+def test_existing_run_directory_is_not_clobbered_and_resume_continues(recipe_file, tmp_path):
+    out = tmp_path / "run"
+    assert _run("train", recipe_file(), "--out", out, "--quiet")[0] == 0
+    code, output = _run("train", recipe_file(), "--out", out, "--quiet")
+    assert code == 2 and "--resume" in output
+    code, output = _run("train", recipe_file(), "--out", out, "--quiet", "--resume")
+    assert code == 0, output
+
+
+def _cli(*args):
+    """The console entry point in a subprocess (in a temporary directory): what a user sees, tracebacks included."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "lmtune.cli", *map(str, args)], capture_output=True, text=True,
+                              cwd=cwd, timeout=300)
+
+
+def test_unknown_recipe_key_exits_2_with_one_line_naming_the_key(recipe_file):
+    path = recipe_file(training={"learning_rte": 1e-4})
+    proc = _cli("train", path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: training.learning_rte: unknown key; check the spelling against the recipe schema in DESIGN.md"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_broken_data_line_exits_2_naming_file_and_line(recipe_file, tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"review": "good", "rating": "positive"}\n{"review": "bad", "rating": \n')
+    proc = _cli("train", recipe_file(data={"train": str(data)}))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {data}:2: not valid JSON")
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_model_exits_2_naming_the_model(recipe_file, tmp_path):
+    proc = _cli("train", recipe_file(model=str(tmp_path / "no-such-model")))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'no-such-model'}:") and "Traceback" not in proc.stderr
+
+
+def test_data_check_summarises_and_rejects(tmp_path, sentiment_file):
+    proc = _cli("data", "check", sentiment_file, "--field", "text=review", "--field", "label=rating")
+    assert proc.returncode == 0, proc.stderr
+    assert "60 records" in proc.stdout and "classification" in proc.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"prompt": "p", "completion": "c"}\n')
+    proc = _cli("data", "check", bad)
+    assert proc.returncode == 2 and f"{bad}:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_data_prepare_writes_splits(recipe_file, tmp_path):
+    out = tmp_path / "prepared"
+    code, output = _run("data", "prepare", recipe_file(), "--out", out)
+    assert code == 0, output
+    assert {p.name for p in out.iterdir()} == {"train.jsonl", "validation.jsonl", "test.jsonl", "data_report.json"}

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from lmtune.data.encode import Encoder
+from lmtune.methods import registry
+from lmtune.train.batches import collate
+from lmtune.train.loss import _body_and_head, full_logits_loss_sum, target_loss_sum
+from tiny import build_model, build_tokenizer
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_target_only_loss_and_gradients_equal_the_full_logits_path(method, chunk):
+    tok = build_tokenizer()
+    enc = Encoder(tok, 64)
+    examples = [enc.encode([{"role": "user", "content": t}], c) for t, c in
+                [("the movie was great", "positive"), ("it was fine, nothing special at all", "neutral indeed")]]
+    batch = collate(examples, tok.pad_token_id)
+    results = []
+    for fn in (lambda m: target_loss_sum(m, batch, chunk=chunk), lambda m: full_logits_loss_sum(m, batch)):
+        torch.manual_seed(0)
+        model = registry.get(method).apply(build_model(len(tok), seed=0), {"r": 2} if method == "lora" else {}, {})
+        if method == "lora":  # make LoRA B non-zero so its gradient path is exercised
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    torch.nn.init.normal_(p, std=0.1)
+        assert _body_and_head(model) is not None
+        loss = fn(model)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmtune.demo import demo_recipe_text
+from lmtune.errors import UserError
+from lmtune.recipe import apply_override, load_recipe, recipe_from_dict
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+MINIMAL = {"name": "x", "model": "m", "task": {"labels": ["a", "b"]}, "data": {"train": "t.jsonl"}}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_parses(path):
+    recipe = load_recipe(path)
+    assert recipe.name and recipe.model
+
+
+def test_recipes_folder_is_not_empty():
+    assert len(RECIPES) >= 3
+
+
+def test_demo_recipe_matches_the_shipped_copy():
+    shipped = Path(__file__).parent.parent / "recipes" / "drug-reviews-demo.yaml"
+    assert yaml.safe_load(demo_recipe_text()) == yaml.safe_load(shipped.read_text())
+
+
+def test_defaults_are_filled_in():
+    recipe = recipe_from_dict(MINIMAL)
+    assert recipe.training.learning_rate == 2e-4
+    assert recipe.method.name == "lora"
+    assert recipe.eval.systems == ["zero_shot", "few_shot", "finetuned"]
+
+
+def test_all_problems_reported_at_once_with_key_paths():
+    bad = {**MINIMAL, "data": {"train": "t", "bogus": 1}, "training": {"learning_rate": "fast", "batch_size": 0},
+           "method": {"name": "magic"}}
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(bad)
+    sources = [src for src, _ in info.value.problems]
+    assert sources == ["data.bogus", "method.name", "training.learning_rate", "training.batch_size"] or \
+        sorted(sources) == sorted(["data.bogus", "method.name", "training.learning_rate", "training.batch_size"])
+    text = "\n".join(info.value.lines())
+    assert "unknown key" in text and "magic" in text
+
+
+@pytest.mark.parametrize("override, key", [
+    ("training.learning_rate=-1", "training.learning_rate"),
+    ("data.split.validation=0.6", "data.split"),
+    ("task.labels=[only]", "task.labels"),
+    ("task.type=poetry", "task.type"),
+    ("eval.systems=[zero_shot, oracle]", "eval.systems"),
+])
+def test_impossible_values_name_their_key(tmp_path, override, key):
+    path = tmp_path / "r.yaml"
+    raw = {**MINIMAL, "data": {"train": "t", "split": {"test": 0.5}}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError) as info:
+        load_recipe(path, [override])
+    assert any(src.startswith(key) for src, _ in info.value.problems), info.value.problems
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    recipe = load_recipe(path, ["training.max_steps=20", "training.learning_rate=1e-4", "method.peft.r=4"])
+    assert recipe.training.max_steps == 20
+    assert recipe.training.learning_rate == 1e-4
+    assert recipe.method.peft == {"r": 4}
+
+
+def test_override_without_equals_is_a_user_error():
+    with pytest.raises(UserError, match="key.path=value"):
+        apply_override({}, "training.max_steps")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="no such recipe"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(UserError) as info:
+        load_recipe(bad)
+    assert str(bad) in info.value.source

@@ -1,0 +1,141 @@
+import json
+
+import pytest
+import torch
+
+from lmtune.data.encode import Encoder
+from lmtune.methods import registry
+from lmtune.train import loop
+from lmtune.train.track import read_metrics
+from tiny import build_model, build_tokenizer
+
+SENTS = ["the movie was great and i loved it", "the movie was terrible and boring", "it was fine, nothing special",
+         "this drug helped my pain a lot", "this drug gave me awful side effects"]
+LABELS = ["positive", "negative", "neutral", "positive", "negative"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _dataset(tok, n=16):
+    enc = Encoder(tok, max_length=64)
+    # Varying prompt and target lengths, so per-micro-batch averaging would give a different gradient.
+    return [enc.encode([{"role": "user", "content": " ".join([SENTS[i % 5]] * (1 + i % 3))}],
+                       LABELS[i % 5] + (" indeed" * (i % 4))) for i in range(n)]
+
+
+def _model(tok, method="lora", seed=0):
+    model = build_model(len(tok), seed=0)
+    torch.manual_seed(seed)
+    options = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
+    return registry.get(method).apply(model, options, {})
+
+
+def _settings(**kw):
+    base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1,
+                warmup_ratio=0.0, seed=3, max_grad_norm=None)
+    return loop.Settings(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_parameters_change_after_a_step_and_only_trainable_ones(tok, tmp_path, method):
+    model = _model(tok, method)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loop.train(model, _dataset(tok), [], _settings(max_steps=1), tmp_path, tok.pad_token_id, quiet=True)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+    if method == "lora":
+        assert all("lora_" in n for n in trainable)
+        assert any("lora_B" in n for n in changed)
+
+
+def test_accumulated_gradients_equal_the_large_batch(tok):
+    from accelerate import Accelerator
+
+    data = _dataset(tok, 8)
+    acc = Accelerator(cpu=True)
+    grads = []
+    for micro in ([data], [data[0:2], data[2:4], data[4:6], data[6:8]]):
+        model = _model(tok)
+        loop.accumulate_gradients(model, micro, tok.pad_token_id, acc)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_accumulation_4x2_matches_batch_8_over_steps(tok, tmp_path):
+    data = _dataset(tok, 16)
+    finals = []
+    for bs, ga in ((8, 1), (2, 4)):
+        model = _model(tok)
+        loop.train(model, data, [], _settings(batch_size=bs, grad_accum=ga, max_steps=3), tmp_path / f"{bs}",
+                   tok.pad_token_id, quiet=True)
+        finals.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    for name in finals[0]:
+        torch.testing.assert_close(finals[0][name], finals[1][name], atol=1e-5, rtol=1e-4)
+
+
+def _losses(run_dir):
+    return {m["step"]: m["loss"] for m in read_metrics(run_dir / "metrics.jsonl") if m["split"] == "train"}
+
+
+def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, monkeypatch):
+    data, val = _dataset(tok, 16), _dataset(tok, 4)
+    settings = _settings(max_steps=6, save_every=2, eval_every=2)
+    loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    expected = _losses(tmp_path / "a")
+
+    calls = {"n": 0}
+    real = loop.accumulate_gradients
+
+    def interrupt_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_gradients", interrupt_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+    assert (tmp_path / "b" / "checkpoints" / "step-3" / "state.json").exists()
+    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    # A fresh model with different initial weights: everything must come from the checkpoint.
+    loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
+    resumed = _losses(tmp_path / "b")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
+
+
+def test_checkpoints_are_complete_and_pruned(tok, tmp_path):
+    loop.train(_model(tok), _dataset(tok), [], _settings(max_steps=6, save_every=2, keep_checkpoints=2),
+               tmp_path, tok.pad_token_id, quiet=True)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-4", "step-6"]
+    state = json.loads((tmp_path / "checkpoints" / "step-6" / "state.json").read_text())
+    assert state["step"] == 6
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_validation_and_early_stopping(tok, tmp_path):
+    # A learning rate this large makes validation loss rise after the first evaluations.
+    result = loop.train(_model(tok), _dataset(tok), _dataset(tok, 4), _settings(
+        max_steps=40, eval_every=1, patience=2, learning_rate=5.0), tmp_path, tok.pad_token_id, quiet=True)
+    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    val = [m for m in metrics if m["split"] == "validation"]
+    assert val and result.stopped_early and result.steps < 40
+    assert result.best_val_loss == min(m["loss"] for m in val)
+
+
+def test_loss_falls_and_seeded_runs_are_identical(tok, tmp_path):
+    data = _dataset(tok)
+    runs = []
+    for name in ("x", "y"):
+        loop.train(_model(tok), data, [], _settings(max_steps=12, learning_rate=3e-2), tmp_path / name,
+                   tok.pad_token_id, quiet=True)
+        runs.append(_losses(tmp_path / name))
+    assert runs[0] == runs[1]
+    assert runs[0][12] < runs[0][1]

@@ -1,0 +1,57 @@
+"""Tiny random models built from config, with a tokenizer trained on a few sentences: offline, seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SENTENCES = [
+    "the movie was great and i loved it", "the movie was terrible and boring",
+    "this drug helped my pain a lot", "this drug gave me awful side effects",
+    "it was fine, nothing special", "summarize the following text", "what is the sentiment of this review",
+    "positive negative neutral", "question answer context instruction output input",
+    "classify the text as positive or negative", "you are a helpful assistant",
+]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(chat: bool = True):
+    """A byte-level BPE tokenizer trained on ``SENTENCES`` (vocab ~ 400)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<eos>", "<bos>", "<|system|>", "<|user|>", "<|assistant|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(SENTENCES * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", bos_token="<bos>")
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(vocab_size: int, seed: int = 0):
+    """A 2-layer Llama with hidden size 16."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
+    return LlamaForCausalLM(config)
+
+
+def save_tiny(directory: Path, chat: bool = True, seed: int = 0) -> Path:
+    """Write a tiny model + tokenizer that ``from_pretrained(directory)`` loads."""
+    tok = build_tokenizer(chat)
+    model = build_model(len(tok), seed)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
