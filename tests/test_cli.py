@@ -3,9 +3,7 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from lmtune.cli import app
@@ -118,3 +116,33 @@ def test_data_prepare_writes_splits(recipe_file, tmp_path):
     code, output = _run("data", "prepare", recipe_file(), "--out", out)
     assert code == 0, output
     assert {p.name for p in out.iterdir()} == {"train.jsonl", "validation.jsonl", "test.jsonl", "data_report.json"}
+
+
+def test_language_modeling_reports_perplexity_before_and_after(recipe_file, tmp_path):
+    data = tmp_path / "domain.jsonl"
+    data.write_text("".join(json.dumps({"text": f"this drug helped my pain a lot, day {i}"}) + "\n" for i in range(30)))
+    path = recipe_file(task={"type": "language_modeling", "labels": None, "template": None},
+                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       eval={"systems": ["zero_shot", "few_shot", "finetuned"]},
+                       training={"learning_rate": 5e-2, "max_steps": 10})
+    out = tmp_path / "lm"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    results = json.loads((out / "eval.json").read_text())["results"]
+    assert set(results) == {"zero_shot", "finetuned"}  # few-shot has no meaning for raw text
+    assert results["finetuned"]["perplexity"] < results["zero_shot"]["perplexity"]
+
+
+def test_chat_records_train_on_the_last_assistant_turn(recipe_file, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "system", "content": "you are a helpful assistant"},
+        {"role": "user", "content": f"the movie was great {i}"},
+        {"role": "assistant", "content": "positive"}]}) + "\n" for i in range(20)))
+    path = recipe_file(task={"type": "chat", "labels": None, "template": None},
+                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       eval={"systems": ["finetuned"], "max_new_tokens": 3})
+    out = tmp_path / "chat"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    assert "rougeL" in json.loads((out / "eval.json").read_text())["results"]["finetuned"]

@@ -6,7 +6,7 @@ from conftest import write_jsonl
 from lmtune.data import io
 from lmtune.data.clean import dedup_exact
 from lmtune.data.encode import IGNORE, Encoder
-from lmtune.data.formats import Example, detect, load_examples
+from lmtune.data.formats import detect, load_examples
 from lmtune.data.split import label_counts, split_examples
 from lmtune.data.templates import TEMPLATES, render, resolve
 from lmtune.errors import UserError

@@ -34,7 +34,7 @@ def _model(tok, method="lora", seed=0):
 
 
 def _settings(**kw):
-    base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1,
+    base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1, precision="fp32",
                 warmup_ratio=0.0, seed=3, max_grad_norm=None)
     return loop.Settings(**{**base, **kw})
 
@@ -53,10 +53,8 @@ def test_parameters_change_after_a_step_and_only_trainable_ones(tok, tmp_path, m
 
 
 def test_accumulated_gradients_equal_the_large_batch(tok):
-    from accelerate import Accelerator
-
     data = _dataset(tok, 8)
-    acc = Accelerator(cpu=True)
+    acc = loop.make_accelerator("fp32")
     grads = []
     for micro in ([data], [data[0:2], data[2:4], data[4:6], data[6:8]]):
         model = _model(tok)

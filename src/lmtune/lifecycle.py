@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lmtune import assets, manifest
+from lmtune import assets, atomic, manifest, precision
 from lmtune.data import prepare as data_stage
 from lmtune.data.encode import Encoder
 from lmtune.data.templates import check as check_template, render, resolve as resolve_template
@@ -51,7 +51,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     model, tokenizer, source = assets.load_causal_lm(recipe.model)
 
     _claim_run_dir(run_dir, resume, overwrite)
-    _write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     manifest.write_manifest(run_dir, seed=recipe.seed, data_files=prepared.files, model_source=source.to_dict())
     encoder = Encoder(tokenizer, recipe.training.max_length, recipe.task.chat_template)
     template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
@@ -61,7 +61,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
 
     test = prepared.splits.get("test", [])[: recipe.eval.max_examples]
     spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
-                              recipe.eval.batch_size)
+                              recipe.eval.batch_size, precision.resolve(recipe.training.precision))
     results = _load_previous_results(run_dir) if resume else {}
     say(f"[3/5] baselines on {len(test)} test examples: "
         f"{', '.join(s for s in recipe.eval.systems if s != 'finetuned') or 'none'}", quiet)
@@ -104,13 +104,16 @@ def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[
     for name, examples in prepared.splits.items():
         rendered = [render(template, ex, recipe.task.labels) for ex in examples]
         items = [encoder.encode(r.messages, r.completion, lm=lm) for r in rendered]
-        truncation[name] = {"truncated": sum(e.truncated for e in items), "total": len(items)}
+        key = "longer_than_max_length" if name == "test" else "truncated"
+        truncation[name] = {key: sum(e.truncated for e in items), "total": len(items)}
         lengths[name] = [len(e.input_ids) for e in items][:5000]
         if name != "test":
             encoded[name] = items
-        if truncation[name]["truncated"]:
+        if name != "test" and truncation[name]["truncated"]:
             print(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
                   f"training.max_length={recipe.training.max_length} and were truncated", file=sys.stderr)
+    truncation["note"] = ("train and validation examples are cut to max_length; test prompts are evaluated "
+                          "whole, cut only to the model's context (counted as truncated_prompts in eval.json)")
     prepared.report["truncation"] = truncation
     prepared.report["token_lengths"] = lengths
     return encoded
@@ -137,7 +140,8 @@ def _settings(recipe: Recipe) -> loop.Settings:
                          warmup_ratio=t.warmup_ratio, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
                          eval_every=t.eval_every, save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
                          patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0,
-                         log_every=t.log_every, seed=recipe.seed, precision=t.precision)
+                         log_every=t.log_every, seed=recipe.seed, precision=t.precision,
+                         group_by_length=t.group_by_length)
 
 
 def _pad_id(tokenizer) -> int:
@@ -156,8 +160,6 @@ def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], n: int,
                   summary: dict[str, Any] | None = None) -> None:
-    from lmtune.data.io import write_jsonl
-
     body = {"task": recipe.task.type, "n": n, "labels": recipe.task.labels,
             "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
             "results": {k: (v.metrics if hasattr(v, "metrics") else v) for k, v in results.items()}}
@@ -165,8 +167,8 @@ def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], 
         body["training"] = summary
     for name, res in results.items():
         if getattr(res, "predictions", None):
-            write_jsonl(run_dir / "predictions" / f"{name}.jsonl", res.predictions)
-    _write_text(run_dir / "eval.json", json.dumps(body, indent=2))
+            atomic.write_jsonl(run_dir / "predictions" / f"{name}.jsonl", res.predictions)
+    atomic.write_json(run_dir / "eval.json", body)
 
 
 def _load_previous_results(run_dir: Path) -> dict[str, Any]:
@@ -182,10 +184,3 @@ def _load_previous_results(run_dir: Path) -> dict[str, Any]:
 def _read_predictions(run_dir: Path, system: str) -> list[dict[str, Any]]:
     path = run_dir / "predictions" / f"{system}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

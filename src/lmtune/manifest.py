@@ -8,16 +8,15 @@ the command line. It is written atomically so a crashed run never leaves half a 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from lmtune import atomic
 from lmtune.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -85,16 +84,7 @@ def write_manifest(run_dir: Path, *, seed: int, data_files: dict[str, str | Path
                               extra=extra)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: readers see the old file or the new one, never half.
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, run_dir / MANIFEST_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_json(run_dir / MANIFEST_NAME, manifest)
     return manifest
 
 

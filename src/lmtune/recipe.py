@@ -126,7 +126,9 @@ class TrainingConfig(_Strict):
     early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stops improving.")
     replay: dict[str, Any] | None = Field(None, description="{data, ratio}: general data mixed in.")
     log_every: int = Field(5, ge=1, description="Steps between training-loss log lines.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Mixed precision.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
 
 
 class EvalConfig(_Strict):

@@ -63,6 +63,13 @@ class Encoder:
         prompt, target, truncated = self.fit(prompt, target)
         return Encoded(prompt + target, [IGNORE] * len(prompt) + target, truncated)
 
+    def fit_prompt(self, prompt: list[int], budget: int) -> tuple[list[int], bool]:
+        """Shorten a prompt (middle out) to ``budget`` tokens; say whether it was cut."""
+        if len(prompt) <= budget:
+            return prompt, False
+        head = min(budget // 4, 64)
+        return prompt[:head] + prompt[len(prompt) - (budget - head):], True
+
     def fit(self, prompt: list[int], target: list[int]) -> tuple[list[int], list[int], bool]:
         """Shorten prompt (middle out) then target so both fit ``max_length``.
 
@@ -75,8 +82,5 @@ class Encoder:
         min_prompt = min(len(prompt), budget // 2)
         if len(target) > budget - min_prompt:
             target = target[: budget - min_prompt]
-        room = budget - len(target)
-        if len(prompt) > room:
-            head = min(room // 4, 64)
-            prompt = prompt[:head] + prompt[len(prompt) - (room - head):]
+        prompt, _ = self.fit_prompt(prompt, budget - len(target))
         return prompt, target, True

@@ -151,13 +151,3 @@ def _iter_dir(path: Path) -> Iterator[Row]:
                 yield from _iter_batches(file, batches)
         else:
             yield from iter_rows(file)
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write records atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune import assets
+from lmtune import assets, atomic
 from lmtune.data import clean, io
 from lmtune.data.formats import Example, load_examples
 from lmtune.data.split import label_counts, split_examples
@@ -81,12 +79,5 @@ def write(prepared: PreparedData, out_dir: Path) -> None:
     """Write ``train/validation/test.jsonl`` and ``data_report.json`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, examples in prepared.splits.items():
-        io.write_jsonl(out_dir / f"{name}.jsonl", [{**ex.extra, **ex.record} for ex in examples])
-    write_report(prepared.report, out_dir)
-
-
-def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    """Write ``data_report.json`` atomically."""
-    tmp = out_dir / "data_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out_dir / "data_report.json")
+        atomic.write_jsonl(out_dir / f"{name}.jsonl", [{**ex.extra, **ex.record} for ex in examples])
+    atomic.write_json(out_dir / "data_report.json", prepared.report)

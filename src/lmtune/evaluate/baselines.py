@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmtune import precision
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
@@ -24,6 +25,7 @@ class TaskSpec:
     template: Template | None
     max_new_tokens: int = 128
     batch_size: int = 8
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16
 
 
 @dataclass
@@ -64,6 +66,11 @@ def with_shots(query: Rendered, shots: list[Rendered]) -> list[dict[str, str]]:
 def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Example],
                shots: list[Example] | None = None, desc: str = "eval", quiet: bool = False) -> SystemResult:
     """Evaluate one system (a model plus a prompting strategy) on the test examples."""
+    with precision.autocast(next(model.parameters()).device, spec.precision):
+        return _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet)
+
+
+def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet) -> SystemResult:
     rendered = [render(spec.template, ex, spec.labels) for ex in test]
     shot_rendered = [render(spec.template, ex, spec.labels) for ex in shots or []]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -78,8 +85,14 @@ def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Ex
 
     prompts = [encoder.prompt_ids(with_shots(r, shot_rendered) if shots else r.messages) for r in rendered]
     references = [r.completion for r in rendered]
+    label_ids = [encoder.target_ids(label) for label in spec.labels or []]
+    # Test prompts are not cut to training.max_length (few-shot prompts are longer by design), only
+    # to what the model can attend to, leaving room for the answer; any cut is counted.
+    reserve = max((len(x) for x in label_ids), default=spec.max_new_tokens)
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 1 << 30
+    fitted = [encoder.fit_prompt(p, context - reserve) for p in prompts]
+    prompts, n_cut = [p for p, _ in fitted], sum(cut for _, cut in fitted)
     if spec.type == "classification":
-        label_ids = [encoder.target_ids(label) for label in spec.labels]
         best, scores = predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet)
         predictions = [spec.labels[i] for i in best]
         result = metrics.classification_metrics(references, predictions, spec.labels)
@@ -92,6 +105,7 @@ def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Ex
         extra = [{} for _ in predictions]
     rows = [{"input": _user_text(r), "reference": ref, "prediction": pred, **more}
             for r, ref, pred, more in zip(rendered, references, predictions, extra)]
+    result["truncated_prompts"] = n_cut
     return SystemResult(_with_cost(result, started, len(test), [len(p) for p in prompts], completion_tokens), rows)
 
 

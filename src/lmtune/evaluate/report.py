@@ -11,8 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.evaluate import plots
 from lmtune.evaluate.metrics import PRIMARY_METRIC, best_systems, higher_is_better
@@ -78,7 +77,7 @@ def write_report(run_dir: Path) -> Path:
                         "`lmtune train` or `lmtune eval`", source=str(run_dir))
     page = _render(_load(run_dir))
     target = run_dir / "report.html"
-    _write_atomically(target, page)
+    atomic.write_text(target, page)
     return target
 
 
@@ -148,19 +147,6 @@ def _read_jsonl(path: Path, notes: list[str], limit: int | None = None) -> list[
     if bad:  # a run killed mid-write leaves a torn last line; show the rest, but say so
         notes.append(f"{path.name}: skipped {bad} line(s) that are not valid JSON")
     return rows
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    # A reader (browser, `lmtune compare`) must never see a half-written page.
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- HTML helpers --------------------------------------------------------------------------

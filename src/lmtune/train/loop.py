@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lmtune.data.encode import Encoded
+from lmtune import precision
 from lmtune.train import checkpoint
 from lmtune.train.batches import MicroBatches, collate, total_steps
 from lmtune.train.loss import target_loss_sum
@@ -43,6 +44,7 @@ class Settings:
     log_every: int = 5
     seed: int = 42
     precision: str = "auto"
+    group_by_length: bool = True
 
 
 @dataclass
@@ -69,10 +71,8 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
         resume: continue from the newest checkpoint in ``run_dir/checkpoints``.
         quiet: no progress bar.
     """
-    from accelerate import Accelerator
-
     torch.manual_seed(settings.seed)
-    accelerator = Accelerator(mixed_precision=_precision(settings.precision))
+    accelerator = make_accelerator(settings.precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
     steps = total_steps(len(train_set), settings.batch_size, settings.grad_accum, settings.epochs,
@@ -88,7 +88,8 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
         state = checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler)
         print(f"resuming from {found} (step {state['step']} of {steps})", file=sys.stderr)
     tracker = JsonlTracker(run_dir / "metrics.jsonl", resume_step=state["step"] if found else None)
-    batches = MicroBatches(len(train_set), settings.batch_size, settings.seed)
+    lengths = [len(e.input_ids) for e in train_set] if settings.group_by_length else None
+    batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
     save_every = settings.save_every or settings.eval_every or steps
 
     bar = tqdm(total=steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
@@ -167,6 +168,15 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
                   state["tokens"], seconds, state["tokens"] / seconds if seconds else 0.0)
 
 
+def make_accelerator(choice: str = "auto"):
+    """A fresh Accelerator for one run (accelerate keeps global state; a second run may differ)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)))
+
+
 def accumulate_gradients(model, micro: list[list[Encoded]], pad_id: int, accelerator) -> torch.Tensor:
     """Backpropagate one optimizer step's micro-batches; return their summed token loss (detached).
 
@@ -211,13 +221,3 @@ def _param_groups(model, weight_decay: float):
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _precision(choice: str) -> str:
-    if choice == "fp32":
-        return "no"
-    if choice in ("bf16", "fp16"):
-        return choice
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
