@@ -97,6 +97,11 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
 
 def main() -> None:
+    import warnings
+
+    # Library deprecation notices say nothing a user of lmtune can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
     app()
 
 

@@ -24,7 +24,8 @@ def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool =
     for item in overrides:
         apply_override(raw, item)
     recipe = recipe_from_dict(raw, source="demo recipe")
-    resume = out.exists() and not fresh and (out / "checkpoints").exists()
+    # An interrupted demo picks up where it stopped: measured baselines and the newest checkpoint.
+    resume = not fresh and ((out / "checkpoints").exists() or (out / "eval.json").exists())
     run_dir = run_recipe(recipe, out, resume=resume, overwrite=True, quiet=quiet)
     print_summary(run_dir)
     return run_dir
