@@ -239,3 +239,20 @@ def test_prepare_removes_test_inputs_from_train(tmp_path):
     prepared = data_stage.prepare(recipe.data, "classification", LABELS, 0)
     assert prepared.report["dedup"]["train"]["exact_duplicates"] == 1
     assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 29
+
+
+def test_empty_records_dropped_and_counted_when_asked(tmp_path):
+    from lmtune.data import prepare as data_stage
+    from lmtune.recipe import recipe_from_dict
+
+    rows = [{"prompt": f"p{i}", "completion": "" if i % 5 == 0 else "c"} for i in range(30)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    raw = {"name": "x", "model": "m", "task": {"type": "generation"},
+           "data": {"train": str(train), "split": {"validation": 0.1, "test": 0.1, "stratify": False}}}
+    with pytest.raises(UserError, match="data.clean.empty: drop") as info:
+        data_stage.prepare(recipe_from_dict(raw).data, "generation", None, 0)
+    assert info.value.source == f"{train}:1"
+    raw["data"]["clean"] = {"empty": "drop"}
+    prepared = data_stage.prepare(recipe_from_dict(raw).data, "generation", None, 0)
+    assert prepared.report["empty_dropped"]["train"]["count"] == 6
+    assert sum(len(v) for v in prepared.splits.values()) == 24

@@ -69,6 +69,7 @@ class CleanConfig(_Strict):
     near_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard threshold for near-duplicates.")
     pii: Literal["none", "report", "mask", "drop"] = Field("none", description="PII handling.")
     min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
+    empty: Literal["error", "drop"] = Field("error", description="A record with an empty field: stop, or drop it (counted).")
 
 
 class DataConfig(_Strict):

@@ -92,10 +92,15 @@ def _formats_for(task: str) -> str:
     return " or ".join("{" + ", ".join(sorted(f.keys)) + "}" for f in FORMATS if task in f.tasks)
 
 
+class EmptyFieldError(UserError):
+    """A required field is empty (a recipe may choose to drop such records instead)."""
+
+
 def _check_filled(value: Any, key: str, source: str) -> None:
     if value is None or (isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str)
                                                               else value)):
-        raise UserError(f"field {key!r} is empty; fill it or remove the record", source=source)
+        raise EmptyFieldError(f"field {key!r} is empty; fill it, remove the record, or set "
+                              "data.clean.empty: drop", source=source)
 
 
 def _check_messages(messages: Any, source: str) -> None:
@@ -124,7 +129,8 @@ def _check_label(label: Any, task: str, labels: list[str] | None, source: str) -
     return text
 
 
-def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None) -> list[Example]:
+def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
+                  dropped: list[str] | None = None) -> list[Example]:
     """Map, detect and validate rows; one file must hold one format.
 
     Args:
@@ -132,11 +138,19 @@ def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
         fields: ``data.fields`` column mapping.
         task: the recipe's task type.
         labels: ``task.labels`` for classification.
+        dropped: when a list is given, records with an empty required field are skipped and their
+            sources appended to it; otherwise such a record is an error.
     """
     examples: list[Example] = []
     first: Example | None = None
     for source, raw in rows:
-        ex = to_example(map_fields(raw, fields, source), source, task, labels)
+        try:
+            ex = to_example(map_fields(raw, fields, source), source, task, labels)
+        except EmptyFieldError:
+            if dropped is None:
+                raise
+            dropped.append(source)
+            continue
         if first is None:
             first = ex
         elif ex.format != first.format:

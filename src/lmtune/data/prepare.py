@@ -35,10 +35,14 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> Prepare
     """
     files = {name: assets.resolve_data_ref(getattr(data_cfg, name))
              for name in SPLITS if getattr(data_cfg, name)}
-    loaded = {name: load_examples(io.read_rows(path, data_cfg.max_records), data_cfg.fields, task, labels)
+    dropped: dict[str, list[str]] = {name: [] for name in files}
+    loaded = {name: load_examples(io.read_rows(path, data_cfg.max_records), data_cfg.fields, task, labels,
+                                  dropped[name] if data_cfg.clean.empty == "drop" else None)
               for name, path in files.items()}
     report: dict[str, Any] = {"sources": {k: str(v) for k, v in files.items()},
-                              "counts": {f"read_{k}": len(v) for k, v in loaded.items()}}
+                              "counts": {f"read_{k}": len(v) + len(dropped[k]) for k, v in loaded.items()}}
+    if any(dropped.values()):
+        report["empty_dropped"] = {k: {"count": len(v), "examples": v[:5]} for k, v in dropped.items() if v}
 
     # Held-out files are deduplicated first; train then loses anything they already contain,
     # so no test input is ever trained on.
@@ -55,6 +59,7 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> Prepare
         loaded[name], dedup_report[name] = kept, rep
         if data_cfg.clean.min_chars > 1:
             loaded[name] = [ex for ex in kept if len(clean.input_key(ex)) >= data_cfg.clean.min_chars]
+            rep["shorter_than_min_chars"] = len(kept) - len(loaded[name])
     report["dedup"] = dedup_report
 
     splits = {"train": loaded["train"]}
