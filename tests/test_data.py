@@ -237,7 +237,8 @@ def test_prepare_removes_test_inputs_from_train(tmp_path):
     recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"labels": LABELS},
                                "data": {"train": str(train), "test": str(test), "split": {"validation": 0.2, "test": 0}}})
     prepared = data_stage.prepare(recipe.data, "classification", LABELS, 0)
-    assert prepared.report["dedup"]["train"]["exact_duplicates"] == 1
+    assert prepared.report["dedup"]["train"]["also_in_held_out_files"] == 1
+    assert prepared.report["dedup"]["train"]["exact_duplicates"] == 0
     assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 29
 
 

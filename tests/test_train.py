@@ -137,3 +137,20 @@ def test_loss_falls_and_seeded_runs_are_identical(tok, tmp_path):
         runs.append(_losses(tmp_path / name))
     assert runs[0] == runs[1]
     assert runs[0][12] < runs[0][1]
+
+
+def test_merged_adapter_gives_the_same_logits_and_unmerges(tok):
+    from lmtune.lifecycle import merged_adapter
+
+    model = _model(tok)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    ids = torch.tensor([_dataset(tok, 1)[0].input_ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        with merged_adapter(model):
+            merged = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(merged, before, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)

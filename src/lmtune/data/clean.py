@@ -51,26 +51,28 @@ def dedup_exact(examples: list[Example], seen: set[str] | None = None) -> tuple[
 
     Returns:
         (kept, report) where report counts duplicates, same-input records with conflicting
-        targets, and shows a few examples.
+        targets, records dropped because a held-out file has them, and shows a few examples.
     """
     first: dict[str, Example] = {}
-    kept, dropped, conflicts = [], [], []
+    kept, dropped, held_out, conflicts = [], [], [], []
     for ex in examples:
         key = input_key(ex)
         if key in first:
             dropped.append(ex)
             if target_of(first[key]) != target_of(ex):
                 conflicts.append((first[key].source, ex.source))
-            continue
-        if seen is not None and key in seen:
-            dropped.append(ex)
-            continue
-        first[key] = ex
-        kept.append(ex)
+        elif seen is not None and key in seen:
+            held_out.append(ex)
+        else:
+            first[key] = ex
+            kept.append(ex)
     report = {
         "exact_duplicates": len(dropped),
         "conflicting_targets": len(conflicts),
         "examples": [ex.source for ex in dropped[:5]],
         "conflict_examples": [f"{a} vs {b}" for a, b in conflicts[:5]],
     }
+    if seen is not None:
+        report["also_in_held_out_files"] = len(held_out)
+        report["held_out_examples"] = [ex.source for ex in held_out[:5]]
     return kept, report
