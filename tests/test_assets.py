@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmtune import assets
+from lmtune import assets, models
 from lmtune.errors import UserError
 
 
@@ -79,7 +79,7 @@ def test_local_tiny_llama_resolves_and_loads(tmp_path):
     assert (source.kind, source.path, source.sha256) == ("local", str(model_dir.resolve()), None)
     assert source.to_dict()["kind"] == "local"
 
-    model, tokenizer, source2 = assets.load_causal_lm(str(model_dir))
+    model, tokenizer, source2 = models.load_causal_lm(str(model_dir))
     assert source2 == source
     assert tokenizer.pad_token == tokenizer.eos_token == "<eos>"  # filled in: it had none
     assert model.dtype == torch.float32
@@ -90,7 +90,7 @@ def test_local_tiny_llama_resolves_and_loads(tmp_path):
 
 def test_sequence_classifier_gets_a_pad_id_and_labels(tmp_path):
     model_dir = _tiny_llama_dir(tmp_path / "tiny")
-    model, tokenizer, _ = assets.load_sequence_classifier(
+    model, tokenizer, _ = models.load_sequence_classifier(
         str(model_dir), 3, id2label={0: "negative", 1: "neutral", 2: "positive"})
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert model.config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
@@ -108,7 +108,7 @@ def test_unreachable_hub_is_a_user_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref = "lmtune-test-org/no-such-model"
     with pytest.raises(UserError, match="model not found: not a known alias") as err:
-        assets.load_causal_lm(ref)
+        models.load_causal_lm(ref)
     assert err.value.source == ref
     assert "smollm2-135m-instruct" in err.value.message
 

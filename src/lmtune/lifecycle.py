@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lmtune import assets, atomic, manifest, precision
+from lmtune import atomic, manifest, models, precision
 from lmtune.data import prepare as data_stage
 from lmtune.data.encode import Encoder
 from lmtune.data.templates import check as check_template, render, resolve as resolve_template
@@ -49,7 +49,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed)
     say(f"[2/5] model: loading {recipe.model}", quiet)
-    model, tokenizer, source = assets.load_causal_lm(recipe.model)
+    model, tokenizer, source = models.load_causal_lm(recipe.model)
 
     _claim_run_dir(run_dir, resume, overwrite)
     atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))

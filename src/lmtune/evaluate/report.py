@@ -8,24 +8,20 @@ out and a file that cannot be parsed gets a visible note instead of failing the 
 
 from __future__ import annotations
 
-import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from lmtune import atomic
 from lmtune.errors import UserError
-from lmtune.evaluate import plots
+from lmtune.evaluate import html, plots
 from lmtune.evaluate.metrics import PRIMARY_METRIC, best_systems, higher_is_better
 
 _EXAMPLES = 8
 _INPUT_CHARS = 300
-_TEXT_CHARS = 1000
 _VALIDATION_SPLITS = ("validation", "val", "eval")
 
 _CSS = """
@@ -85,10 +81,10 @@ def _render(run: _Run) -> str:
     name = str(run.recipe.get("name") or run.directory.name)
     sections = [_header(run, name), _systems(run), _details(run), _training(run),
                 _data(run), _environment(run)]
-    notes = "".join(f'<p class="note">{_esc(n)}</p>' for n in run.notes)
+    notes = "".join(f'<p class="note">{html.esc(n)}</p>' for n in run.notes)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(name)}</title><style>{_CSS}</style></head><body>"
+            f"<title>{html.esc(name)}</title><style>{_CSS}</style></head><body>"
             f"{notes}{''.join(s for s in sections if s)}</body></html>\n")
 
 
@@ -109,7 +105,7 @@ def _load(run_dir: Path) -> _Run:
     run.evaluation = _read_json(run_dir / "eval.json", run.notes)
     run.data_report = _read_json(run_dir / "data" / "data_report.json", run.notes)
     run.metrics = _read_jsonl(run_dir / "metrics.jsonl", run.notes)
-    run.task = (run.evaluation or {}).get("task") or _lookup(run.recipe, "task.type")
+    run.task = (run.evaluation or {}).get("task") or html.lookup(run.recipe, "task.type")
     return run
 
 
@@ -149,107 +145,19 @@ def _read_jsonl(path: Path, notes: list[str], limit: int | None = None) -> list[
     return rows
 
 
-# --- HTML helpers --------------------------------------------------------------------------
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fmt(value: Any, limit: int = _TEXT_CHARS) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "—"
-    text = value if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more chars)"
-
-
-def _table(headers: list[str], rows: list[list[str]], css: str = "") -> str:
-    """A table from escaped header text and cells that are already HTML."""
-    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _cell(value: Any, bold: bool = False) -> str:
-    text = _esc(_fmt(value))
-    css = ' class="num"' if _is_number(value) else ""
-    return f"<td{css}>{f'<strong>{text}</strong>' if bold else text}</td>"
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{_esc(alt)}">'
-
-
-def nested_html(value: Any, depth: int = 0) -> str:
-    """Any JSON value as HTML: dicts become key/value tables, nested as deep as the data.
-
-    Args:
-        value: a JSON-like value.
-        depth: current nesting level; past 8 the value is shown as JSON text.
-
-    Returns:
-        Escaped HTML.
-    """
-    if depth > 8:
-        return f"<code>{_esc(_fmt(json.dumps(value, default=str)))}</code>"
-    if isinstance(value, dict):
-        if not value:
-            return "<em>empty</em>"
-        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{nested_html(v, depth + 1)}</td></tr>"
-                       for k, v in value.items())
-        return f'<table class="kv">{rows}</table>'
-    if isinstance(value, list):
-        return _list_html(value, depth)
-    return _esc(_fmt(value))
-
-
-def _list_html(items: list, depth: int, shown: int = 20) -> str:
-    if not items:
-        return "<em>none</em>"
-    if all(isinstance(item, dict) for item in items):
-        keys = list(dict.fromkeys(k for item in items[:shown] for k in item))
-        rows = [[f"<td>{nested_html(item.get(k), depth + 1)}</td>" for k in keys]
-                for item in items[:shown]]
-        more = f"<p>… {len(items) - shown} more</p>" if len(items) > shown else ""
-        return _table(keys, rows, "kv") + more
-    if len(items) > shown and all(_is_number(item) for item in items):
-        data = np.asarray(items, dtype=float)
-        return _esc(f"{len(items)} values: min {data.min():.4g}, mean {data.mean():.4g}, "
-                    f"max {data.max():.4g}")
-    text = ", ".join(_fmt(item, 200) for item in items[:shown])
-    return _esc(text + (f", … ({len(items) - shown} more)" if len(items) > shown else ""))
-
-
-def _lookup(data: Any, *paths: str) -> Any:
-    """The first dotted path that resolves in nested dicts, e.g. ``"packages.torch"``."""
-    for path in paths:
-        node = data
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
-
-
 # --- sections ------------------------------------------------------------------------------
 
 
 def _header(run: _Run, name: str) -> str:
     facts = {"model": run.recipe.get("model"), "task": run.task,
-             "method": _lookup(run.recipe, "method.name"),
+             "method": html.lookup(run.recipe, "method.name"),
              "test examples": (run.evaluation or {}).get("n")}
-    line = " · ".join(f"{k}: <strong>{_esc(_fmt(v))}</strong>"
+    line = " · ".join(f"{k}: <strong>{html.esc(html.fmt(v))}</strong>"
                       for k, v in facts.items() if v is not None)
     recipe = ""
     if run.recipe_text is not None:
-        recipe = f"<details><summary>Recipe</summary><pre>{_esc(run.recipe_text)}</pre></details>"
-    return f'<header><h1>{_esc(name)}</h1><p class="meta">{line}</p>{recipe}</header>'
+        recipe = f"<details><summary>Recipe</summary><pre>{html.esc(run.recipe_text)}</pre></details>"
+    return f'<header><h1>{html.esc(name)}</h1><p class="meta">{line}</p>{recipe}</header>'
 
 
 def _results(run: _Run) -> dict[str, dict]:
@@ -262,7 +170,7 @@ def _results(run: _Run) -> dict[str, dict]:
 def _primary(run: _Run, results: dict[str, dict]) -> str | None:
     candidates = [(run.evaluation or {}).get("primary_metric"), PRIMARY_METRIC.get(run.task or "")]
     for metric in candidates:
-        if metric and any(_is_number(r.get(metric)) for r in results.values()):
+        if metric and any(html.is_number(r.get(metric)) for r in results.values()):
             return str(metric)
     return None
 
@@ -300,17 +208,17 @@ def _systems(run: _Run) -> str:
                                  if not isinstance(v, (dict, list))))
     if primary:
         columns = [primary] + [c for c in columns if c != primary]
-    values = {s: float(r[primary]) for s, r in results.items() if primary and _is_number(r.get(primary))}
+    values = {s: float(r[primary]) for s, r in results.items() if primary and html.is_number(r.get(primary))}
     winners = best_systems(values, primary) if values else []
-    rows = [[f"<th>{_esc(system)}</th>"]
-            + [_cell(r.get(c), bold=(c == primary and system in winners)) for c in columns]
+    rows = [[f"<th>{html.esc(system)}</th>"]
+            + [html.cell(r.get(c), bold=(c == primary and system in winners)) for c in columns]
             for system, r in results.items()]
     parts = ["<section><h2>Systems side by side</h2>"]
     if values:
-        parts.append(f'<p class="summary">{_esc(summary_sentence(values, primary))}</p>')
-    parts.append(_table(["system"] + columns, rows))
+        parts.append(f'<p class="summary">{html.esc(summary_sentence(values, primary))}</p>')
+    parts.append(html.table(["system"] + columns, rows))
     if values:
-        parts.append(_img(plots.metric_bars(values, primary, winners[0] if len(winners) == 1 else None),
+        parts.append(html.img(plots.metric_bars(values, primary, winners[0] if len(winners) == 1 else None),
                           f"{primary} per system"))
     return "".join(parts) + "</section>"
 
@@ -322,12 +230,12 @@ def _details(run: _Run) -> str:
 
 
 def _classification_details(run: _Run) -> str:
-    default = (run.evaluation or {}).get("labels") or _lookup(run.recipe, "task.labels")
+    default = (run.evaluation or {}).get("labels") or html.lookup(run.recipe, "task.labels")
     matrices = {}
     for system, result in _results(run).items():
         matrix = result.get("confusion_matrix")
         square = isinstance(matrix, list) and matrix and all(
-            isinstance(row, list) and len(row) == len(matrix) and all(map(_is_number, row))
+            isinstance(row, list) and len(row) == len(matrix) and all(map(html.is_number, row))
             for row in matrix)
         if square:
             labels = result.get("labels") or default
@@ -337,7 +245,7 @@ def _classification_details(run: _Run) -> str:
         return ""
     # One colour scale for all systems, so equal shades mean equal counts across the row.
     vmax = max(max(max(row) for row in matrix) for matrix, _ in matrices.values())
-    images = "".join(_img(plots.confusion_heatmap(matrix, labels, system, vmax),
+    images = "".join(html.img(plots.confusion_heatmap(matrix, labels, system, vmax),
                           f"confusion matrix of {system}")
                      for system, (matrix, labels) in matrices.items())
     return ('<section><h2>Confusion matrices</h2><p class="meta">rows: true label, columns: '
@@ -362,22 +270,22 @@ def _examples(run: _Run) -> str:
                   for lines in systems.values()]
         rows.append(cells)
     return (f"<section><h2>Examples</h2><p class=\"meta\">first {len(rows)} test examples</p>"
-            f"{_table(['input', 'reference'] + list(systems), rows, 'examples')}</section>")
+            f"{html.table(['input', 'reference'] + list(systems), rows, 'examples')}</section>")
 
 
-def _text_cell(value: Any, limit: int = _TEXT_CHARS) -> str:
+def _text_cell(value: Any, limit: int = html.TEXT_CHARS) -> str:
     # Chat inputs may be message lists; show them as JSON rather than Python reprs.
     text = value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
-    return f"<td>{_esc(_fmt(text, limit))}</td>"
+    return f"<td>{html.esc(html.fmt(text, limit))}</td>"
 
 
 def _training(run: _Run) -> str:
-    numeric = [r for r in run.metrics if _is_number(r.get("step"))]
+    numeric = [r for r in run.metrics if html.is_number(r.get("step"))]
     train = [r for r in numeric if r.get("split") == "train"]
     val = [r for r in numeric if r.get("split") in _VALIDATION_SPLITS]
-    train_loss = [(r["step"], r["loss"]) for r in train if _is_number(r.get("loss"))]
-    val_loss = [(r["step"], r["loss"]) for r in val if _is_number(r.get("loss"))]
-    lr = [(r["step"], r["lr"]) for r in train if _is_number(r.get("lr"))]
+    train_loss = [(r["step"], r["loss"]) for r in train if html.is_number(r.get("loss"))]
+    val_loss = [(r["step"], r["loss"]) for r in val if html.is_number(r.get("loss"))]
+    lr = [(r["step"], r["lr"]) for r in train if html.is_number(r.get("lr"))]
     # The loop may log a closing "summary" line; the lifecycle also puts one in eval.json.
     summaries = [{k: v for k, v in r.items() if k != "split"}
                  for r in run.metrics if r.get("split") == "summary"]
@@ -390,14 +298,14 @@ def _training(run: _Run) -> str:
     if val_loss:
         step, loss = min(val_loss, key=lambda point: point[1])
         facts.append(f"best validation loss {loss:.4g} at step {step}")
-    speeds = [r["tokens_per_s"] for r in train if _is_number(r.get("tokens_per_s"))]
+    speeds = [r["tokens_per_s"] for r in train if html.is_number(r.get("tokens_per_s"))]
     if speeds:
         facts.append(f"mean throughput {sum(speeds) / len(speeds):.4g} tokens/s")
-    parts = ["<section><h2>Training</h2>", f"<p>{_esc('; '.join(facts))}</p>" if facts else ""]
+    parts = ["<section><h2>Training</h2>", f"<p>{html.esc('; '.join(facts))}</p>" if facts else ""]
     if train_loss or val_loss:
-        parts.append(_img(plots.loss_curves(train_loss, val_loss, lr), "loss curves"))
+        parts.append(html.img(plots.loss_curves(train_loss, val_loss, lr), "loss curves"))
     if isinstance(summary, dict) and summary:
-        parts.append("<h3>Run summary</h3>" + nested_html(summary))
+        parts.append("<h3>Run summary</h3>" + html.nested_html(summary))
     return "".join(parts) + "</section>"
 
 
@@ -406,24 +314,24 @@ def _data(run: _Run) -> str:
     if not report:
         return ""
     rest = {k: v for k, v in report.items() if k not in ("token_lengths", "label_distribution")}
-    parts = ["<section><h2>Data</h2>", nested_html(rest) if rest else ""]
+    parts = ["<section><h2>Data</h2>", html.nested_html(rest) if rest else ""]
     labels = report.get("label_distribution")
     if isinstance(labels, dict) and labels:
-        groups = {s: {k: v for k, v in c.items() if _is_number(v)}
+        groups = {s: {k: v for k, v in c.items() if html.is_number(v)}
                   for s, c in labels.items() if isinstance(c, dict)}
         parts.append("<h3>Label distribution</h3>")
         if any(groups.values()):
-            parts.append(_img(plots.grouped_bars(groups, "Label distribution"), "label distribution"))
-        parts.append(nested_html(labels))
+            parts.append(html.img(plots.grouped_bars(groups, "Label distribution"), "label distribution"))
+        parts.append(html.nested_html(labels))
     lengths = report.get("token_lengths")
     if isinstance(lengths, dict):
         series = {s: [float(x) for x in v] for s, v in lengths.items()
-                  if isinstance(v, list) and v and all(_is_number(x) for x in v)}
+                  if isinstance(v, list) and v and all(html.is_number(x) for x in v)}
         if series:
-            max_length = _lookup(report, "truncation.max_length") or \
-                _lookup(run.recipe, "training.max_length")
-            limit = float(max_length) if _is_number(max_length) else None
-            parts.append("<h3>Token lengths</h3>" + _img(plots.length_histogram(series, limit),
+            max_length = html.lookup(report, "truncation.max_length") or \
+                html.lookup(run.recipe, "training.max_length")
+            limit = float(max_length) if html.is_number(max_length) else None
+            parts.append("<h3>Token lengths</h3>" + html.img(plots.length_histogram(series, limit),
                                                           "token length histogram"))
     return "".join(parts) + "</section>"
 
@@ -433,14 +341,14 @@ def _environment(run: _Run) -> str:
     if not manifest:
         return ""
     facts = {
-        "python": _lookup(manifest, "python", "versions.python", "platform.python"),
-        **{pkg: _lookup(manifest, pkg, f"packages.{pkg}", f"versions.{pkg}")
+        "python": html.lookup(manifest, "python", "versions.python", "platform.python"),
+        **{pkg: html.lookup(manifest, pkg, f"packages.{pkg}", f"versions.{pkg}")
            for pkg in ("torch", "transformers", "peft")},
-        "seed": _lookup(manifest, "seed"),
-        "model origin": _lookup(manifest, "model.origin"),
-        "created": _lookup(manifest, "created", "created_at", "timestamp"),
+        "seed": html.lookup(manifest, "seed"),
+        "model origin": html.lookup(manifest, "model.origin"),
+        "created": html.lookup(manifest, "created", "created_at", "timestamp"),
     }
     known = {k: v for k, v in facts.items() if v is not None}
-    return ("<section><h2>Environment</h2>" + nested_html(known)
-            + "<details><summary>Full manifest</summary>" + nested_html(manifest)
+    return ("<section><h2>Environment</h2>" + html.nested_html(known)
+            + "<details><summary>Full manifest</summary>" + html.nested_html(manifest)
             + "</details></section>")
