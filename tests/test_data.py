@@ -237,8 +237,7 @@ def test_prepare_removes_test_inputs_from_train(tmp_path):
     recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"labels": LABELS},
                                "data": {"train": str(train), "test": str(test), "split": {"validation": 0.2, "test": 0}}})
     prepared = data_stage.prepare(recipe.data, "classification", LABELS, 0)
-    assert prepared.report["dedup"]["train"]["also_in_held_out_files"] == 1
-    assert prepared.report["dedup"]["train"]["exact_duplicates"] == 0
+    assert prepared.report["leakage"]["exact"] == 1 and prepared.report["leakage"]["dropped_from_train"] == 1
     assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 29
 
 
@@ -255,5 +254,6 @@ def test_empty_records_dropped_and_counted_when_asked(tmp_path):
     assert info.value.source == f"{train}:1"
     raw["data"]["clean"] = {"empty": "drop"}
     prepared = data_stage.prepare(recipe_from_dict(raw).data, "generation", None, 0)
-    assert prepared.report["empty_dropped"]["train"]["count"] == 6
+    step = next(s for s in prepared.report["steps"] if s["step"] == "empty fields dropped")
+    assert step["records"] == 24 and step["removed"] == 6
     assert sum(len(v) for v in prepared.splits.values()) == 24

@@ -82,9 +82,7 @@ def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet
 def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                  set_: list[str] = typer.Option([], "--set", help=SET_HELP),
                  out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>/data).")):
-    """Load, deduplicate and split the recipe's data; write the splits and data_report.json."""
-    import json
-
+    """Clean, deduplicate, split and leakage-check the recipe's data; write the splits and data_report.json."""
     from lmtune.data import prepare as data_stage
     from lmtune.recipe import load_recipe
 
@@ -92,8 +90,8 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed)
     target = out or Path("runs") / rec.name / "data"
     data_stage.write(prepared, target)
-    print(json.dumps(prepared.report["counts"], indent=2))
-    print(f"wrote {target}", file=sys.stderr)
+    print(data_stage.steps_table(prepared.report))
+    print(f"wrote {target} (splits and data_report.json)")
 
 
 def main() -> None:

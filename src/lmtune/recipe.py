@@ -54,6 +54,7 @@ class SplitConfig(_Strict):
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of train held out for validation.")
     test: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of train held out for test.")
     stratify: bool = Field(True, description="Keep label proportions equal across splits.")
+    group_by: str | None = Field(None, description="A record field; one group never straddles two splits.")
 
     @model_validator(mode="after")
     def _sum_below_one(self):
@@ -63,13 +64,16 @@ class SplitConfig(_Strict):
 
 
 class CleanConfig(_Strict):
-    """Cleaning before the split."""
+    """Cleaning before the split; every step is counted in data_report.json."""
 
-    dedup: Literal["none", "exact", "exact+near"] = Field("exact", description="Duplicate removal.")
+    normalize: bool = Field(True, description="NFKC, HTML entities, control characters, whitespace.")
+    dedup: Literal["none", "exact", "exact+near"] = Field("exact+near", description="Duplicate removal.")
     near_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard threshold for near-duplicates.")
-    pii: Literal["none", "report", "mask", "drop"] = Field("none", description="PII handling.")
+    pii: Literal["none", "report", "mask", "drop"] = Field("mask", description="Personal data handling.")
     min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
+    max_chars: int | None = Field(None, gt=0, description="Drop records whose input is longer than this.")
     empty: Literal["error", "drop"] = Field("error", description="A record with an empty field: stop, or drop it (counted).")
+    label_map: dict[str, str] = Field(default_factory=dict, description="Rename labels, e.g. {pos: positive}.")
 
 
 class DataConfig(_Strict):
@@ -81,6 +85,10 @@ class DataConfig(_Strict):
     fields: dict[str, str] = Field(default_factory=dict, description="Format field -> source column.")
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
+    leakage: Literal["drop", "fail", "report"] = Field(
+        "drop", description="Validation/test inputs found (exactly or nearly) in train: drop from train, fail, or report.")
+    contamination: list[str] = Field(
+        default_factory=list, description="Evaluation files whose inputs must not appear in train (same policy).")
     augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
     max_records: int | None = Field(None, gt=0, description="Use only the first N records of each file.")
 

@@ -1,17 +1,24 @@
-"""``lmtune data check``: validate one file and summarise it, without a recipe."""
+"""``lmtune data check``: validate one file and summarise it, streaming, without a recipe.
+
+Records are read one at a time and dropped after their checks; what is kept per record is a length
+and a 64-bit hash of its normalised input (12 bytes), so a file of several GB is checked in
+bounded memory.
+"""
 
 from __future__ import annotations
 
-import statistics
+import hashlib
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmtune import assets
 from lmtune.data import io
 from lmtune.data.clean import input_key
-from lmtune.data.formats import FORMATS, detect, load_examples, map_fields
-from lmtune.data.split import label_counts
+from lmtune.data.formats import detect, map_fields, to_example
 from lmtune.errors import UserError
 
 
@@ -26,22 +33,32 @@ def check_file(path: Path, task: str | None = None, labels: list[str] | None = N
         fields: column mapping as in ``data.fields``.
     """
     path = assets.resolve_data_ref(str(path))
-    rows = io.iter_rows(path)
-    first = next(rows)
-    if task is None:
-        fmt = detect(map_fields(first[1], fields or {}, first[0]))
-        task = fmt.tasks[0] if fmt else "classification"
-    examples = load_examples(_chain(first, rows), fields or {}, task, labels)
-    lengths = [len(input_key(ex)) for ex in examples]
-    keys = Counter(input_key(ex) for ex in examples)
-    return {"file": str(path), "records": len(examples), "format": examples[0].format, "task": task,
-            "labels": label_counts(examples), "exact_duplicates": sum(n - 1 for n in keys.values()),
-            "chars": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)}}
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
+    fields = fields or {}
+    lengths, hashes = array("I"), array("q")
+    label_counts: Counter = Counter()
+    first_format = first_source = None
+    for source, raw in io.iter_rows(path):
+        record = map_fields(raw, fields, source)
+        if task is None:
+            fmt = detect(record)
+            task = fmt.tasks[0] if fmt else "classification"
+        ex = to_example(record, source, task, labels)
+        if first_format is None:
+            first_format, first_source = ex.format, source
+        elif ex.format != first_format:
+            raise UserError(f"mixed formats: this record is {ex.format} but {first_source} is {first_format}; "
+                            "keep one format per file", source=source)
+        key = input_key(ex)
+        lengths.append(min(len(key), 2**32 - 1))
+        hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True))
+        if "label" in ex.record and isinstance(ex.record["label"], str):
+            label_counts[ex.record["label"]] += 1
+    n = len(lengths)
+    lens = np.frombuffer(lengths, dtype=np.uint32)
+    unique = len(np.unique(np.frombuffer(hashes, dtype=np.int64)))
+    return {"file": str(path), "records": n, "format": first_format, "task": task,
+            "labels": dict(sorted(label_counts.items())) or None, "exact_duplicates": n - unique,
+            "chars": {"min": int(lens.min()), "median": float(np.median(lens)), "max": int(lens.max())}}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -55,6 +72,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         total = sum(summary["labels"].values())
         lines.append("  labels: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in summary["labels"].items()))
     return "\n".join(lines)
-
-
-__all__ = ["check_file", "format_summary", "FORMATS", "UserError"]

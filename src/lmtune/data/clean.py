@@ -1,7 +1,8 @@
-"""Cleaning before the split. Exact (normalised) deduplication for now."""
+"""Cleaning before the split: text normalisation, length filters, exact deduplication."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import unicodedata
@@ -10,6 +11,57 @@ from typing import Any
 from lmtune.data.formats import Example
 
 _SPACE = re.compile(r"\s+")
+_INLINE_SPACE = re.compile(r"[^\S\n]+")
+# C0/C1 control characters except tab and newline, plus zero-width and BOM characters.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
+TEXT_FIELDS = ("text", "prompt", "completion", "instruction", "input", "output", "chosen", "rejected")
+
+
+def normalise_text(text: str) -> str:
+    """What a human would call the same text: HTML entities decoded (twice-escaped ones too),
+    NFKC, no control characters, runs of spaces collapsed, line breaks kept (at most one blank line)."""
+    for _ in range(3):  # review data is often escaped twice: &amp;#039;
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = _INLINE_SPACE.sub(" ", text)
+    text = re.sub(r" ?\n ?", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def normalise_example(example: Example) -> bool:
+    """Normalise every text field of an example in place; return whether anything changed."""
+    rec, changed = example.record, False
+    for key in TEXT_FIELDS:
+        if isinstance(rec.get(key), str):
+            new = normalise_text(rec[key])
+            changed |= new != rec[key]
+            rec[key] = new
+    for msg in rec.get("messages", ()):
+        new = normalise_text(str(msg["content"]))
+        changed |= new != msg["content"]
+        msg["content"] = new
+    return changed
+
+
+def map_text(example: Example, fn) -> None:
+    """Apply ``fn`` to every text field of an example in place (used by PII masking)."""
+    rec = example.record
+    for key in TEXT_FIELDS:
+        if isinstance(rec.get(key), str):
+            rec[key] = fn(rec[key])
+    for msg in rec.get("messages", ()):
+        msg["content"] = fn(str(msg["content"]))
+
+
+def texts_of(example: Example) -> list[str]:
+    """Every text field of an example."""
+    rec = example.record
+    out = [rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str)]
+    return out + [str(m["content"]) for m in rec.get("messages", ())]
 
 
 def normalise(text: str) -> str:
@@ -42,27 +94,21 @@ def target_of(example: Example) -> Any:
     return None
 
 
-def dedup_exact(examples: list[Example], seen: set[str] | None = None) -> tuple[list[Example], dict]:
+def dedup_exact(examples: list[Example]) -> tuple[list[Example], dict]:
     """Drop records whose normalised input was seen before (keeping the first).
-
-    Args:
-        examples: records in file order.
-        seen: keys already taken (e.g. by the test file) that also count as duplicates.
 
     Returns:
         (kept, report) where report counts duplicates, same-input records with conflicting
-        targets, records dropped because a held-out file has them, and shows a few examples.
+        targets, and shows a few examples.
     """
     first: dict[str, Example] = {}
-    kept, dropped, held_out, conflicts = [], [], [], []
+    kept, dropped, conflicts = [], [], []
     for ex in examples:
         key = input_key(ex)
         if key in first:
             dropped.append(ex)
             if target_of(first[key]) != target_of(ex):
                 conflicts.append((first[key].source, ex.source))
-        elif seen is not None and key in seen:
-            held_out.append(ex)
         else:
             first[key] = ex
             kept.append(ex)
@@ -72,7 +118,4 @@ def dedup_exact(examples: list[Example], seen: set[str] | None = None) -> tuple[
         "examples": [ex.source for ex in dropped[:5]],
         "conflict_examples": [f"{a} vs {b}" for a, b in conflicts[:5]],
     }
-    if seen is not None:
-        report["also_in_held_out_files"] = len(held_out)
-        report["held_out_examples"] = [ex.source for ex in held_out[:5]]
     return kept, report

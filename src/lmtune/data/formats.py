@@ -63,7 +63,8 @@ def map_fields(record: dict[str, Any], fields: dict[str, str], source: str) -> d
     return out
 
 
-def to_example(record: dict[str, Any], source: str, task: str, labels: list[str] | None) -> Example:
+def to_example(record: dict[str, Any], source: str, task: str, labels: list[str] | None,
+               label_map: dict[str, str] | None = None) -> Example:
     """Validate one mapped record and wrap it as an Example.
 
     Raises:
@@ -84,7 +85,7 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
     if fmt.name == "chat":
         _check_messages(core["messages"], source)
     if fmt.name == "classification":
-        core["label"] = _check_label(core["label"], task, labels, source)
+        core["label"] = _check_label(core["label"], task, labels, source, label_map or {})
     return Example(core, source, fmt.name, extra)
 
 
@@ -116,13 +117,18 @@ def _check_messages(messages: Any, source: str) -> None:
         raise UserError("the last message must be the assistant's reply to learn", source=source)
 
 
-def _check_label(label: Any, task: str, labels: list[str] | None, source: str) -> Any:
+def _check_label(label: Any, task: str, labels: list[str] | None, source: str, label_map: dict[str, str]) -> Any:
     if task == "regression":
         try:
             return float(label)
         except (TypeError, ValueError):
             raise UserError(f"label {label!r} is not a number", source=source) from None
-    text = str(label).strip()
+    text = " ".join(str(label).split())
+    text = label_map.get(text, text)
+    if labels is not None and text not in labels:
+        # Case and spacing are not meaningful in a class name: " Positive" is positive.
+        folded = {lab.casefold(): lab for lab in labels}
+        text = folded.get(text.casefold(), text)
     if labels is not None and text not in labels:
         raise UserError(f"label {text!r} is not one of task.labels {labels}; fix the record or add "
                         "the label to task.labels", source=source)
@@ -130,7 +136,7 @@ def _check_label(label: Any, task: str, labels: list[str] | None, source: str) -
 
 
 def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
-                  dropped: list[str] | None = None) -> list[Example]:
+                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None) -> list[Example]:
     """Map, detect and validate rows; one file must hold one format.
 
     Args:
@@ -140,12 +146,13 @@ def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
         labels: ``task.labels`` for classification.
         dropped: when a list is given, records with an empty required field are skipped and their
             sources appended to it; otherwise such a record is an error.
+        label_map: label renames (``data.clean.label_map``), applied before checking ``labels``.
     """
     examples: list[Example] = []
     first: Example | None = None
     for source, raw in rows:
         try:
-            ex = to_example(map_fields(raw, fields, source), source, task, labels)
+            ex = to_example(map_fields(raw, fields, source), source, task, labels, label_map)
         except EmptyFieldError:
             if dropped is None:
                 raise

@@ -1,13 +1,19 @@
-"""The data stage: read, validate, deduplicate, split and write the splits with a report."""
+"""The data stage: read, clean, deduplicate, split, check leakage, augment; every step counted.
+
+Order matters: cleaning and deduplication come before the split so a near-copy cannot land on
+both sides; the leakage check comes after it (and covers validation/test files given as such);
+augmentation comes last and touches the training split only.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmtune import assets, atomic
-from lmtune.data import clean, io
+from lmtune.data import augment, clean, io, leakage, neardup, pii
 from lmtune.data.formats import Example, load_examples
 from lmtune.data.split import label_counts, split_examples
 from lmtune.errors import UserError
@@ -25,64 +31,156 @@ class PreparedData:
 
 
 def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> PreparedData:
-    """Load the recipe's data files and produce deduplicated, leakage-free splits.
+    """Load the recipe's data files and produce clean, deduplicated, leakage-free splits.
 
     Args:
         data_cfg: the recipe's ``data`` section.
         task: ``task.type``.
         labels: ``task.labels``.
-        seed: the recipe seed (the split is reproducible).
+        seed: the recipe seed (split and augmentation are reproducible).
     """
-    files = {name: assets.resolve_data_ref(getattr(data_cfg, name))
-             for name in SPLITS if getattr(data_cfg, name)}
-    dropped: dict[str, list[str]] = {name: [] for name in files}
-    loaded = {name: load_examples(io.read_rows(path, data_cfg.max_records), data_cfg.fields, task, labels,
-                                  dropped[name] if data_cfg.clean.empty == "drop" else None)
-              for name, path in files.items()}
-    report: dict[str, Any] = {"sources": {k: str(v) for k, v in files.items()},
-                              "counts": {f"read_{k}": len(v) + len(dropped[k]) for k, v in loaded.items()}}
-    if any(dropped.values()):
-        report["empty_dropped"] = {k: {"count": len(v), "examples": v[:5]} for k, v in dropped.items() if v}
+    cfg = data_cfg.clean
+    files = {name: assets.resolve_data_ref(getattr(data_cfg, name)) for name in SPLITS if getattr(data_cfg, name)}
+    report: dict[str, Any] = {"sources": {k: str(v) for k, v in files.items()}, "steps": []}
+    loaded = {}
+    for name, path in files.items():
+        dropped: list[str] = []
+        loaded[name] = load_examples(io.read_rows(path, data_cfg.max_records), data_cfg.fields, task, labels,
+                                     dropped if cfg.empty == "drop" else None, cfg.label_map)
+        _step(report, name, "read", len(loaded[name]) + len(dropped))
+        if cfg.empty == "drop":
+            _step(report, name, "empty fields dropped", len(loaded[name]), removed=len(dropped), examples=dropped[:5])
+        loaded[name] = _clean_file(loaded[name], cfg, name, report)
 
-    # Held-out files are deduplicated first; train then loses anything they already contain,
-    # so no test input is ever trained on.
-    held_keys: set[str] = set()
-    dedup_report = {}
-    for name in ("test", "validation", "train"):
-        if name not in loaded:
-            continue
-        if data_cfg.clean.dedup == "none":
-            kept, rep = loaded[name], {"exact_duplicates": 0}
-        else:
-            kept, rep = clean.dedup_exact(loaded[name], held_keys if name == "train" else None)
-        held_keys |= {clean.input_key(ex) for ex in kept}
-        loaded[name], dedup_report[name] = kept, rep
-        if data_cfg.clean.min_chars > 1:
-            loaded[name] = [ex for ex in kept if len(clean.input_key(ex)) >= data_cfg.clean.min_chars]
-            rep["shorter_than_min_chars"] = len(kept) - len(loaded[name])
-    report["dedup"] = dedup_report
+    splits = _split(loaded, data_cfg.split, seed, report)
+    splits["train"] = _check_leakage(splits, data_cfg, report)
+    if data_cfg.augment:
+        splits["train"], report["augmentation"] = augment.augment(splits["train"], data_cfg.augment, seed)
+        _step(report, "train", f"augmented ({data_cfg.augment.get('method')})", len(splits["train"]))
+    if not splits["train"]:
+        raise UserError("no training records are left after cleaning and splitting", source="data.train")
+    report["counts"] = {name: len(splits.get(name, [])) for name in SPLITS}
+    report["label_distribution"] = {n: label_counts(e) for n, e in splits.items() if label_counts(e) is not None}
+    return PreparedData(splits, report, files)
 
+
+def _clean_file(examples: list[Example], cfg, name: str, report: dict) -> list[Example]:
+    """Normalise, filter by length, handle personal data and remove duplicates in one file."""
+    if cfg.normalize:
+        changed = sum(clean.normalise_example(ex) for ex in examples)
+        _step(report, name, "normalised (NFKC, HTML entities, control characters, spaces)", len(examples),
+              changed=changed)
+    lengths = [len(clean.input_key(ex)) for ex in examples]
+    short = [ex.source for ex, n in zip(examples, lengths) if n < cfg.min_chars]
+    long = [ex.source for ex, n in zip(examples, lengths) if cfg.max_chars and n > cfg.max_chars]
+    if short or long:
+        bad = set(short) | set(long)
+        examples = [ex for ex in examples if ex.source not in bad]
+        _step(report, name, f"length filter (min_chars {cfg.min_chars}, max_chars {cfg.max_chars})",
+              len(examples), too_short=len(short), too_long=len(long), examples=(short + long)[:5])
+    if cfg.pii != "none":
+        examples = _pii(examples, cfg.pii, name, report)
+    report.setdefault("conflicting_labels", {})[name] = _conflicts(examples)
+    if cfg.dedup != "none":
+        examples, rep = clean.dedup_exact(examples)
+        _step(report, name, "exact duplicates removed", len(examples), removed=rep["exact_duplicates"],
+              examples=rep["examples"])
+    if cfg.dedup == "exact+near":
+        drops = neardup.dedup([clean.input_key(ex) for ex in examples], cfg.near_threshold)
+        pairs = [{"source": examples[i].source, "repeats": examples[j].source, "similarity": round(s, 3)}
+                 for i, j, s in drops[:5]]
+        gone = {i for i, _, _ in drops}
+        examples = [ex for i, ex in enumerate(examples) if i not in gone]
+        _step(report, name, f"near-duplicates removed (Jaccard >= {cfg.near_threshold})", len(examples),
+              removed=len(gone), examples=pairs)
+    return examples
+
+
+def _pii(examples: list[Example], policy: str, name: str, report: dict) -> list[Example]:
+    counts: Counter = Counter()
+    with_pii: set[int] = set()
+    for i, ex in enumerate(examples):
+        found: Counter = Counter()
+
+        def mask(text: str) -> str:
+            new, c = pii.scan(text)
+            found.update(c)
+            return new if policy == "mask" else text
+        clean.map_text(ex, mask)
+        if found:
+            with_pii.add(i)
+            counts.update(found)
+    if policy == "drop":
+        examples = [ex for i, ex in enumerate(examples) if i not in with_pii]
+    report.setdefault("pii", {})[name] = {"policy": policy, "records_with_pii": len(with_pii),
+                                          **{k: counts.get(k, 0) for k in pii.kinds()}}
+    _step(report, name, f"personal data ({policy})", len(examples), records_with_pii=len(with_pii))
+    return examples
+
+
+def _split(loaded: dict[str, list[Example]], split_cfg, seed: int, report: dict) -> dict[str, list[Example]]:
     splits = {"train": loaded["train"]}
-    split_cfg = data_cfg.split
+    base = len(loaded["train"])
     for name, fraction in (("test", split_cfg.test), ("validation", split_cfg.validation)):
         if name in loaded:
             splits[name] = loaded[name]
-        else:
-            # Fractions are of the original train set, so the second split rescales.
-            base = len(loaded["train"])
-            frac = fraction * base / max(len(splits["train"]), 1)
-            splits["train"], splits[name] = split_examples(splits["train"], frac, seed, split_cfg.stratify, name)
-    if not splits["train"]:
-        raise UserError("no training records are left after cleaning and splitting", source="data.train")
-    report["counts"].update({name: len(splits.get(name, [])) for name in SPLITS})
-    report["label_distribution"] = {name: label_counts(exs) for name, exs in splits.items()
-                                    if label_counts(exs) is not None}
-    return PreparedData(splits, report, files)
+            continue
+        # Fractions are of the whole train file, so the second split rescales.
+        frac = fraction * base / max(len(splits["train"]), 1)
+        splits["train"], splits[name] = split_examples(splits["train"], frac, seed, split_cfg.stratify, name,
+                                                       split_cfg.group_by)
+        if fraction > 0:
+            _step(report, name, f"split from train ({fraction:.0%}{', grouped by ' + split_cfg.group_by if split_cfg.group_by else ''})",
+                  len(splits[name]))
+    return splits
+
+
+def _check_leakage(splits: dict[str, list[Example]], data_cfg, report: dict) -> list[Example]:
+    threshold = data_cfg.clean.near_threshold if data_cfg.clean.dedup == "exact+near" else None
+    train = splits["train"]
+    held = [(ex.source, clean.input_key(ex)) for name in ("validation", "test") for ex in splits.get(name, [])]
+    train, report["leakage"] = leakage.apply(data_cfg.leakage, "validation/test",
+                                             train, leakage.find(train, held, threshold))
+    _step(report, "train", f"leakage vs validation/test ({data_cfg.leakage})", len(train))
+    if data_cfg.contamination:
+        keys = [k for path in data_cfg.contamination for k in leakage.evaluation_keys(assets.resolve_data_ref(path))]
+        train, report["contamination"] = leakage.apply(data_cfg.leakage, "evaluation-file", train,
+                                                       leakage.find(train, keys, threshold))
+        report["contamination"]["files"] = list(data_cfg.contamination)
+        _step(report, "train", f"contamination vs {len(data_cfg.contamination)} evaluation file(s)", len(train))
+    return train
+
+
+def _conflicts(examples: list[Example]) -> dict[str, Any]:
+    """Same input, different labels: the data contradicts itself (kept, but reported)."""
+    if not examples or examples[0].format != "classification":
+        return {"count": 0, "examples": []}
+    seen: dict[str, Example] = {}
+    found = []
+    for ex in examples:
+        key = clean.input_key(ex)
+        if key in seen and seen[key].record["label"] != ex.record["label"]:
+            found.append(f"{seen[key].source} ({seen[key].record['label']}) vs {ex.source} ({ex.record['label']})")
+        seen.setdefault(key, ex)
+    return {"count": len(found), "examples": found[:5]}
+
+
+def _step(report: dict, split: str, step: str, after: int, **extra) -> None:
+    report["steps"].append({"split": split, "step": step, "records": after, **extra})
 
 
 def write(prepared: PreparedData, out_dir: Path) -> None:
     """Write ``train/validation/test.jsonl`` and ``data_report.json`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, examples in prepared.splits.items():
         atomic.write_jsonl(out_dir / f"{name}.jsonl", [{**ex.extra, **ex.record} for ex in examples])
     atomic.write_json(out_dir / "data_report.json", prepared.report)
+
+
+def steps_table(report: dict[str, Any]) -> str:
+    """One line per data step: split, records after it, and what it removed or found."""
+    lines = []
+    for step in report.get("steps", []):
+        extra = ", ".join(f"{k} {v}" for k, v in step.items()
+                          if k not in ("split", "step", "records", "examples") and v)
+        lines.append(f"{step['split']:<10} {step['records']:>8}  {step['step']}" + (f" ({extra})" if extra else ""))
+    return "\n".join(lines)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
 
 
 def split_examples(examples: list[Example], fraction: float, seed: int, stratify: bool,
-                   what: str) -> tuple[list[Example], list[Example]]:
+                   what: str, group_by: str | None = None) -> tuple[list[Example], list[Example]]:
     """Hold out ``fraction`` of the examples, keeping label proportions when ``stratify``.
+
+    With ``group_by`` (a record field such as a patient or product id), whole groups are held out,
+    so one group never straddles two splits; the fraction then counts groups, and label
+    proportions are not enforced.
 
     Returns:
         (kept, held_out). With fraction 0 nothing is held out.
@@ -36,8 +40,33 @@ def split_examples(examples: list[Example], fraction: float, seed: int, stratify
                             f"examples ({counts}) to appear in both splits when stratifying {what}; "
                             "add examples or set data.split.stratify: false", source=f"data.split.{what}")
     index = list(range(len(examples)))
-    kept, held = train_test_split(index, test_size=n_out, random_state=seed, shuffle=True, stratify=strata)
+    if group_by:
+        groups = [_group(ex, group_by) for ex in examples]
+        if len(set(groups)) < 2:
+            raise UserError(f"all records share one {group_by!r} value, so no group can be held out",
+                            source="data.split.group_by")
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        kept, held = next(splitter.split(index, groups=groups))
+        _check_classes(examples, held, labels, what)
+    else:
+        kept, held = train_test_split(index, test_size=n_out, random_state=seed, shuffle=True, stratify=strata)
     return [examples[i] for i in sorted(kept)], [examples[i] for i in sorted(held)]
+
+
+def _group(example: Example, field: str):
+    value = example.record.get(field, example.extra.get(field))
+    if value is None or value == "":
+        raise UserError(f"record has no {field!r} to group by (data.split.group_by)", source=example.source)
+    return str(value)
+
+
+def _check_classes(examples: list[Example], held, labels: list[str] | None, what: str) -> None:
+    if labels is None:
+        return
+    missing = sorted(set(labels) - {examples[i].record["label"] for i in held})
+    if missing:
+        raise UserError(f"the grouped split leaves class {missing[0]!r} with no {what} examples; use more "
+                        f"data, a larger data.split.{what}, or another seed", source=f"data.split.{what}")
 
 
 def _has_class_labels(examples: list[Example]) -> bool:
