@@ -217,3 +217,14 @@ def test_unknown_augmentation_names_the_key(tmp_path):
     with pytest.raises(UserError) as info:
         _prepare(tmp_path, _corpus(30), augment={"method": "telepathy"})
     assert info.value.source == "data.augment.method"
+
+
+@pytest.mark.parametrize("method", ["paraphrase", "back_translation"])
+def test_model_based_augmentation_rewrites_train_inputs(tmp_path, tiny_model_dir, method):
+    plain = _prepare(tmp_path, _corpus(30))
+    aug = _prepare(tmp_path, _corpus(30), augment={"method": method, "model": str(tiny_model_dir), "max_new_tokens": 6})
+    copies = [e for e in aug.splits["train"] if "augmented_from" in e.extra]
+    assert len(copies) == len(plain.splits["train"]) and all(c.extra["augmentation"] == method for c in copies)
+    originals = {e.source: e.record["text"] for e in plain.splits["train"]}
+    assert sum(c.record["text"] != originals[c.extra["augmented_from"]] for c in copies) > len(copies) // 2
+    assert [e.record for e in aug.splits["test"]] == [e.record for e in plain.splits["test"]]

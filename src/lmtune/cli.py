@@ -87,7 +87,7 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from lmtune.recipe import load_recipe
 
     rec = load_recipe(recipe, set_)
-    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed)
+    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model)
     target = out or Path("runs") / rec.name / "data"
     data_stage.write(prepared, target)
     print(data_stage.steps_table(prepared.report))

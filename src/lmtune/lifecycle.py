@@ -47,7 +47,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     run_dir = Path(out) if out else Path("runs") / recipe.name
     # Bad data or a missing model fail here, before anything is written.
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
-    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed)
+    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
     say(f"[2/5] model: loading {recipe.model}", quiet)
     model, tokenizer, source = models.load_causal_lm(recipe.model)
 

@@ -1,8 +1,10 @@
 """Augmentation of the training split only: new copies of records, each tagged with its origin.
 
-Text-level methods (EDA, Wei & Zou 2019) change the model input, never the target: random deletion
-and random swap of words. Every copy carries ``augmented_from`` (the source file:line) and
-``augmentation`` (the method), so it can be traced and told apart in the written splits.
+Every method changes the model input, never the target. Word-level methods (EDA, Wei & Zou 2019):
+random deletion and random swap. Model-based methods rewrite the input with an instruct model
+(``data.augment.model``, default the recipe's own): ``paraphrase``, and ``back_translation``
+through a pivot language (``pivot``, default French). Every copy carries ``augmented_from`` (the
+source file:line) and ``augmentation`` (the method), so it can be traced in the written splits.
 """
 
 from __future__ import annotations
@@ -50,6 +52,36 @@ def random_swap(text: str, rng: random.Random, opts: dict[str, Any]) -> str:
 
 INPUT_FIELD = {"classification": "text", "completion": "prompt", "instruction": "instruction"}
 
+# Each model method is a chain of rewriting instructions applied in turn.
+MODEL_METHODS = {
+    "paraphrase": ["Paraphrase the following text. Keep its meaning and tone; reply with the paraphrase only.\n\n{text}"],
+    "back_translation": ["Translate the following text into {pivot}. Reply with the translation only.\n\n{text}",
+                         "Translate the following text into English. Reply with the translation only.\n\n{text}"],
+}
+
+
+def rewrite_with_model(texts: list[str], steps: list[str], options: dict[str, Any], seed: int) -> list[str]:
+    """Run each text through the rewriting instructions with an instruct model (sampled, seeded)."""
+    import torch
+
+    from lmtune import models
+    from lmtune.data.encode import Encoder
+    from lmtune.evaluate import predict
+
+    model, tok, _ = models.load_causal_lm(options["model"])
+    encoder = Encoder(tok, 4096)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    torch.manual_seed(seed)
+    for step in steps:
+        prompts = [encoder.prompt_ids([{"role": "user", "content": step.format(text=t, pivot=options.get("pivot", "French"))}])
+                   for t in texts]
+        out, _ = predict.generate(model, tok, prompts, int(options.get("max_new_tokens", 256)), pad,
+                                  int(options.get("batch_size", 8)), desc="augment", do_sample=True,
+                                  temperature=float(options.get("temperature", 0.8)), top_p=0.95)
+        # A model that returns nothing must not erase the input.
+        texts = [new or old for new, old in zip(out, texts)]
+    return texts
+
 
 def augment(train: list[Example], options: dict[str, Any], seed: int) -> tuple[list[Example], dict[str, Any]]:
     """Append ``copies`` augmented copies of each training example.
@@ -63,23 +95,31 @@ def augment(train: list[Example], options: dict[str, Any], seed: int) -> tuple[l
         (train with the copies appended, report entry).
     """
     method = options.get("method")
-    if method not in AUGMENTERS:
-        raise UserError(f"unknown augmentation {method!r}; choose from {sorted(AUGMENTERS)}",
+    if method not in AUGMENTERS and method not in MODEL_METHODS:
+        raise UserError(f"unknown augmentation {method!r}; choose from {sorted(AUGMENTERS) + sorted(MODEL_METHODS)}",
                         source="data.augment.method")
     copies = int(options.get("copies", 1))
     if copies < 1:
         raise UserError("copies must be at least 1", source="data.augment.copies")
-    rng = random.Random(seed)
-    fn = AUGMENTERS[method]
-    added = []
+    fields = []
     for ex in train:
-        field = INPUT_FIELD.get(ex.format)
-        if field is None:
+        if ex.format not in INPUT_FIELD:
             raise UserError(f"{method} augments text inputs; {ex.format} records have none",
                             source="data.augment.method")
-        for k in range(copies):
+        fields.append(INPUT_FIELD[ex.format])
+    originals = [str(ex.record[f]) for ex, f in zip(train, fields)]
+    rng = random.Random(seed)
+    added = []
+    for k in range(copies):
+        if method in MODEL_METHODS:
+            if not options.get("model"):
+                raise UserError(f"{method} needs a model; set data.augment.model", source="data.augment.model")
+            texts = rewrite_with_model(originals, MODEL_METHODS[method], options, seed + k)
+        else:
+            texts = [AUGMENTERS[method](t, rng, options) for t in originals]
+        for ex, field, text in zip(train, fields, texts):
             new = Example(copy.deepcopy(ex.record), f"{ex.source}#aug{k + 1}", ex.format, dict(ex.extra))
-            new.record[field] = fn(str(ex.record[field]), rng, options)
+            new.record[field] = text
             new.extra.update(augmented_from=ex.source, augmentation=method)
             added.append(new)
     return train + added, {"method": method, "copies": copies, "added": len(added)}

@@ -76,6 +76,10 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
                         '{"text", "label"}, {"prompt", "completion"}, {"instruction", "output"}, '
                         '{"messages"} or {"text"}; map other columns with data.fields', source=source)
     if task not in fmt.tasks:
+        missing = _missing_for(task, record)
+        if missing:
+            raise UserError(f"missing field {missing!r}: a {task} record needs {_formats_for(task)}",
+                            source=source)
         raise UserError(f"a {fmt.name} record cannot train a {task} task; expected "
                         f"{_formats_for(task)}", source=source)
     for key in fmt.keys:
@@ -87,6 +91,15 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
     if fmt.name == "classification":
         core["label"] = _check_label(core["label"], task, labels, source, label_map or {})
     return Example(core, source, fmt.name, extra)
+
+
+def _missing_for(task: str, record: dict[str, Any]) -> str | None:
+    """The one key a record lacks to be in a format this task takes, if exactly one is missing."""
+    for fmt in FORMATS:
+        gap = fmt.keys - set(record)
+        if task in fmt.tasks and len(gap) == 1 and len(fmt.keys) > 1:
+            return next(iter(gap))
+    return None
 
 
 def _formats_for(task: str) -> str:

@@ -1,20 +1,26 @@
-"""Near-duplicates by MinHash locality-sensitive hashing (datasketch).
+"""Near-duplicates by MinHash locality-sensitive hashing, in memory linear in the records and small.
 
-Each text becomes a set of word 3-gram shingles; MinHash estimates the Jaccard similarity of two
-sets, and LSH finds candidate pairs without comparing every pair, so time and memory grow linearly
-with the number of records. LSH is tuned to a threshold below the requested one, because banding
-alone finds only about half of the pairs just above its threshold; every candidate is then
-verified with the exact Jaccard similarity of its shingle sets, so no false positive gets through.
+Each text becomes a set of word 3-gram shingles and a MinHash signature (datasketch); signatures are
+cut into LSH bands and each band hashed to one 64-bit bucket id, kept in a numpy array (8 bytes per
+band per record; datasketch's own MinHashLSH keeps a dict of sets per band, about 4 KB per record,
+too much for a million records). Texts sharing a bucket in any band are candidates. LSH is tuned to
+a threshold below the requested one, because banding finds only about half of the pairs just above
+its threshold; every candidate is then verified with the exact Jaccard similarity of its shingle
+sets, so nothing below the threshold is reported.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+import numpy as np
+from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 128
 CANDIDATE_MARGIN = 0.2  # LSH threshold = requested threshold - margin; exact check afterwards
+MAX_BUCKET_PARTNERS = 20  # earlier texts compared per bucket (a huge bucket is boilerplate, not news)
+_CHUNK = 8192
 _WORD = re.compile(r"\w+")
 
 
@@ -31,45 +37,43 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def signatures(texts: list[str], num_perm: int = NUM_PERM) -> list[LeanMinHash]:
-    """One compact MinHash per text."""
-    # Drawing the permutations is the costliest part of a MinHash; draw them once.
+def band_keys(texts: list[str], threshold: float, num_perm: int = NUM_PERM) -> np.ndarray:
+    """``(len(texts), bands)`` int64 bucket ids, computed in chunks so no signature matrix is kept."""
+    lsh = MinHashLSH(threshold=max(0.05, threshold - CANDIDATE_MARGIN), num_perm=num_perm)
+    bands, rows = lsh.b, lsh.r  # datasketch's choice of bands for this threshold
     first = MinHash(num_perm=num_perm, seed=1)
     perms, scheme = first.permutations, first.scheme
-    out = []
-    for text in texts:
-        mh = MinHash(num_perm=num_perm, seed=1, permutations=perms, scheme=scheme)
-        mh.update_batch(list(shingles(text)))
-        out.append(LeanMinHash(mh))
-    return out
+    mix = np.random.default_rng(0).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+    keys = np.empty((len(texts), bands), dtype=np.int64)
+    for start in range(0, len(texts), _CHUNK):
+        chunk = texts[start:start + _CHUNK]
+        values = np.empty((len(chunk), bands * rows), dtype=np.uint64)
+        for i, text in enumerate(chunk):
+            mh = MinHash(num_perm=num_perm, seed=1, permutations=perms, scheme=scheme)
+            mh.update_batch(list(shingles(text)))
+            values[i] = mh.hashvalues[: bands * rows]
+        # One 64-bit id per band: a random odd-multiplier mix of its rows (wrapping arithmetic).
+        with np.errstate(over="ignore"):
+            mixed = (values.reshape(len(chunk), bands, rows) * mix).sum(axis=2, dtype=np.uint64)
+        keys[start:start + len(chunk)] = mixed.view(np.int64)
+    return keys
 
 
-class NearDuplicateIndex:
-    """An LSH index of texts; ask which indexed text a new one nearly repeats.
-
-    Args:
-        threshold: Jaccard similarity at or above which two texts are near-duplicates.
-        num_perm: MinHash permutations (more = sharper candidate selection, slower).
-    """
-
-    def __init__(self, threshold: float, num_perm: int = NUM_PERM):
-        self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=max(0.05, threshold - CANDIDATE_MARGIN), num_perm=num_perm)
-        self.texts: dict[int, str] = {}
-
-    def add(self, key: int, sig: LeanMinHash, text: str) -> None:
-        self.lsh.insert(key, sig, check_duplication=False)
-        self.texts[key] = text
-
-    def match(self, sig: LeanMinHash, text: str) -> tuple[int, float] | None:
-        """The earliest-added indexed key whose exact similarity reaches the threshold, and that similarity."""
-        mine = None
-        for key in sorted(self.lsh.query(sig)):
-            mine = shingles(text) if mine is None else mine
-            sim = jaccard(mine, shingles(self.texts[key]))
-            if sim >= self.threshold:
-                return key, sim
-        return None
+def _candidate_pairs(keys: np.ndarray) -> set[tuple[int, int]]:
+    """``(later, earlier)`` index pairs that share a bucket in some band."""
+    pairs: set[tuple[int, int]] = set()
+    for band in range(keys.shape[1]):
+        col = keys[:, band]
+        order = np.argsort(col, kind="stable")
+        sorted_keys = col[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            members = order[s:e]  # ascending: the sort is stable
+            for pos in range(1, len(members)):
+                for earlier in members[max(0, pos - MAX_BUCKET_PARTNERS):pos]:
+                    pairs.add((int(members[pos]), int(earlier)))
+    return pairs
 
 
 def dedup(texts: list[str], threshold: float, num_perm: int = NUM_PERM) -> list[tuple[int, int, float]]:
@@ -78,30 +82,51 @@ def dedup(texts: list[str], threshold: float, num_perm: int = NUM_PERM) -> list[
     Returns:
         ``(duplicate index, index of the kept text it repeats, similarity)`` for each drop.
     """
-    index = NearDuplicateIndex(threshold, num_perm)
-    drops = []
-    for i, sig in enumerate(signatures(texts, num_perm)):
-        hit = index.match(sig, texts[i])
-        if hit is None:
-            index.add(i, sig, texts[i])
-        else:
-            drops.append((i, hit[0], hit[1]))
-    return drops
+    partners: dict[int, list[int]] = defaultdict(list)
+    for later, earlier in _candidate_pairs(band_keys(texts, threshold, num_perm)):
+        partners[later].append(earlier)
+    dropped: dict[int, tuple[int, float]] = {}
+    cache: dict[int, set] = {}
+
+    def sh(i: int) -> set:
+        if i not in cache:
+            cache[i] = shingles(texts[i])
+        return cache[i]
+    for later in sorted(partners):
+        for earlier in sorted(partners[later]):
+            if earlier in dropped:
+                continue  # a dropped text cannot be the one kept
+            sim = jaccard(sh(later), sh(earlier))
+            if sim >= threshold:
+                dropped[later] = (earlier, sim)
+                break
+    return [(i, j, s) for i, (j, s) in sorted(dropped.items())]
 
 
 def cross_matches(reference: list[str], queries: list[str], threshold: float,
                   num_perm: int = NUM_PERM) -> list[tuple[int, int, float]]:
-    """Which ``queries`` nearly repeat a ``reference`` text (e.g. test items found in train).
+    """Which ``queries`` nearly repeat a ``reference`` text (e.g. train items repeating test items).
 
     Returns:
-        ``(query index, reference index, similarity)`` per matching query.
+        ``(query index, reference index, similarity)`` per matching query (the earliest reference).
     """
-    index = NearDuplicateIndex(threshold, num_perm)
-    for i, sig in enumerate(signatures(reference, num_perm)):
-        index.add(i, sig, reference[i])
+    if not reference or not queries:
+        return []
+    ref_keys = band_keys(reference, threshold, num_perm)
+    buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(ref_keys.shape[1])]
+    for i, row in enumerate(ref_keys.tolist()):
+        for band, key in enumerate(row):
+            if len(buckets[band][key]) < MAX_BUCKET_PARTNERS:
+                buckets[band][key].append(i)
     hits = []
-    for j, sig in enumerate(signatures(queries, num_perm)):
-        hit = index.match(sig, queries[j])
-        if hit is not None:
-            hits.append((j, hit[0], hit[1]))
+    for j, row in enumerate(band_keys(queries, threshold, num_perm).tolist()):
+        found = sorted({i for band, key in enumerate(row) for i in buckets[band].get(key, ())})
+        if not found:
+            continue
+        mine = shingles(queries[j])
+        for i in found:
+            sim = jaccard(mine, shingles(reference[i]))
+            if sim >= threshold:
+                hits.append((j, i, sim))
+                break
     return hits

@@ -30,7 +30,7 @@ class PreparedData:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> PreparedData:
+def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str | None = None) -> PreparedData:
     """Load the recipe's data files and produce clean, deduplicated, leakage-free splits.
 
     Args:
@@ -38,6 +38,7 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> Prepare
         task: ``task.type``.
         labels: ``task.labels``.
         seed: the recipe seed (split and augmentation are reproducible).
+        model: the recipe's model, used by model-based augmentation unless ``data.augment.model`` is set.
     """
     cfg = data_cfg.clean
     files = {name: assets.resolve_data_ref(getattr(data_cfg, name)) for name in SPLITS if getattr(data_cfg, name)}
@@ -55,7 +56,8 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int) -> Prepare
     splits = _split(loaded, data_cfg.split, seed, report)
     splits["train"] = _check_leakage(splits, data_cfg, report)
     if data_cfg.augment:
-        splits["train"], report["augmentation"] = augment.augment(splits["train"], data_cfg.augment, seed)
+        options = {"model": model, **data_cfg.augment}
+        splits["train"], report["augmentation"] = augment.augment(splits["train"], options, seed)
         _step(report, "train", f"augmented ({data_cfg.augment.get('method')})", len(splits["train"]))
     if not splits["train"]:
         raise UserError("no training records are left after cleaning and splitting", source="data.train")

@@ -138,8 +138,8 @@ def _right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pad_id: int, batch_size: int = 8,
-             desc: str = "generate", quiet: bool = False) -> tuple[list[str], list[int]]:
-    """Greedy decoding, batched with left padding and the KV cache.
+             desc: str = "generate", quiet: bool = False, **sampling) -> tuple[list[str], list[int]]:
+    """Greedy decoding (or sampling, with ``do_sample=True`` etc.), batched with left padding and the KV cache.
 
     Returns:
         (decoded completions without special tokens, generated token counts).
@@ -158,8 +158,9 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pa
         for row, i in enumerate(idx):
             ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos)
+        options = {"do_sample": False, **sampling}
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=pad_id, eos_token_id=eos, **options)
         for row, i in enumerate(idx):
             new = out[row, width:].tolist()
             if eos in new:

@@ -313,8 +313,8 @@ def _data(run: _Run) -> str:
     report = run.data_report
     if not report:
         return ""
-    rest = {k: v for k, v in report.items() if k not in ("token_lengths", "label_distribution")}
-    parts = ["<section><h2>Data</h2>", html.nested_html(rest) if rest else ""]
+    rest = {k: v for k, v in report.items() if k not in ("token_lengths", "label_distribution", "steps")}
+    parts = ["<section><h2>Data</h2>", _steps(report.get("steps")), html.nested_html(rest) if rest else ""]
     labels = report.get("label_distribution")
     if isinstance(labels, dict) and labels:
         groups = {s: {k: v for k, v in c.items() if html.is_number(v)}
@@ -334,6 +334,20 @@ def _data(run: _Run) -> str:
             parts.append("<h3>Token lengths</h3>" + html.img(plots.length_histogram(series, limit),
                                                           "token length histogram"))
     return "".join(parts) + "</section>"
+
+
+def _steps(steps: Any) -> str:
+    """What each data step left, one row per step, with what it removed or found."""
+    if not isinstance(steps, list) or not steps:
+        return ""
+    rows = []
+    for step in steps:
+        if not isinstance(step, dict):
+            continue
+        details = {k: v for k, v in step.items() if k not in ("split", "step", "records") and v not in (0, None, [], "")}
+        rows.append([html.cell(step.get("split")), html.cell(step.get("step")), html.cell(step.get("records")),
+                     f"<td>{html.nested_html(details) if details else ''}</td>"])
+    return "<h3>Steps</h3>" + html.table(["split", "step", "records after", "details"], rows)
 
 
 def _environment(run: _Run) -> str:

@@ -1,0 +1,82 @@
+"""Every kind of bad data gives one line naming file:line (or the key), exit code 2, no traceback."""
+
+import json
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+import yaml
+
+from lmtune.data.check import check_file
+
+GOOD = '{"text": "fine review", "label": "positive"}\n'
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lmtune.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+CASES = {
+    "malformed-json": (b'GOOD{"text": "x", "label": \n', 2, "not valid JSON"),
+    "not-an-object": (b'GOOD["text", "label"]\n', 2, "not an object"),
+    "missing-field": (b'GOOD{"text": "no label here"}\n', 2, "missing field 'label'"),
+    "empty-field": (b'GOOD{"text": "", "label": "positive"}\n', 2, "is empty"),
+    "mixed-formats": (b'GOOD{"prompt": "p", "completion": "c"}\n', 2, "a completion record cannot train"),
+    "non-utf8": (b'GOOD{"text": "caf\xe9", "label": "positive"}\n', 2, "not UTF-8"),
+    "label-outside": (b'GOOD{"text": "meh", "label": "lukewarm"}\n', 2, "not one of task.labels"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_data_check_bad_jsonl(tmp_path, name):
+    content, line, words = CASES[name]
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(content.replace(b"GOOD", GOOD.encode()))
+    proc = _cli("data", "check", path, "--labels", "negative,neutral,positive", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: ") and words in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_empty_file_and_ragged_csv(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    proc = _cli("data", "check", empty, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {empty}: file is empty")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\ngood,positive\nbad,negative,extra\n")
+    proc = _cli("data", "check", ragged, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {ragged}:3: row has 3 fields")
+
+
+def test_split_that_leaves_a_class_without_test_examples(tmp_path):
+    data = tmp_path / "d.jsonl"
+    rows = [{"text": f"review number {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
+    rows.append({"text": "the only neutral one", "label": "neutral"})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "x", "model": "m", "task": {"labels": ["negative", "neutral", "positive"]},
+                                      "data": {"train": str(data)}}))
+    out = tmp_path / "out"
+    proc = _cli("data", "prepare", recipe, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: data.split.test: class 'neutral'")
+    assert not out.exists()  # nothing half-written
+
+
+def test_data_check_streams_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"text": "a review of modest length " * 8, "label": "positive"}) + "\n"
+    with open(path, "w") as fh:
+        for i in range(60_000):
+            fh.write(line.replace("modest", f"modest {i}"))
+    size = path.stat().st_size
+    tracemalloc.start()
+    summary = check_file(path, labels=["positive"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert summary["records"] == 60_000 and summary["exact_duplicates"] == 0
+    # 12 bytes per record are kept, not the records: a fraction of the file's size.
+    assert peak < size / 4, (peak, size)
