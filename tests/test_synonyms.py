@@ -61,7 +61,7 @@ def test_wordnet_reader_is_wordnet_30():
 
 def test_meteor_credits_a_synonym_over_a_random_word():
     reader = syn.wordnet()
-    reference = "the car was fast and i was ill".split()
+    reference = ["the", "car", "was", "fast", "and", "i", "was", "ill"]
 
     def score(hypothesis: str) -> float:
         return meteor_score([reference], hypothesis.split(), wordnet=reader)

@@ -198,7 +198,7 @@ def test_contamination_against_evaluation_files(tmp_path):
 
 # --- augmentation --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["random_deletion", "random_swap"])
+@pytest.mark.parametrize("method", ["random_deletion", "random_swap", "synonym_replacement"])
 def test_augmentation_touches_train_only_and_tags_copies(tmp_path, method):
     plain = _prepare(tmp_path, _corpus(60))
     aug = _prepare(tmp_path, _corpus(60), augment={"method": method, "p": 0.2, "copies": 2})

