@@ -138,6 +138,7 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
+    packing: bool = Field(False, description="Pack each micro-batch into rows of max_length tokens, attention kept per example.")
 
 
 class EvalConfig(_Strict):

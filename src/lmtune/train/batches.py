@@ -23,6 +23,40 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def collate_packed(examples: list[Encoded], pad_id: int, capacity: int) -> dict[str, torch.Tensor]:
+    """Pack examples into as few rows of at most ``capacity`` tokens as first-fit decreasing allows.
+
+    Position ids restart at 0 for every example, and no attention mask is passed: transformers then
+    confines attention to each example (a block-diagonal causal mask). The first token of each
+    example gets no label, since unpacked it would have nothing before it to be predicted from.
+    """
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for e in sorted(examples, key=lambda e: -len(e.input_ids)):
+        n = len(e.input_ids)
+        slot = next((i for i, r in enumerate(room) if r >= n), None)
+        if slot is None:
+            rows.append([e])
+            room.append(capacity - n)
+        else:
+            rows[slot].append(e)
+            room[slot] -= n
+    width = max(capacity - r for r in room)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids[i, at:at + n] = torch.tensor(e.input_ids)
+            labels[i, at + 1:at + n] = torch.tensor(e.labels[1:])
+            positions[i, at:at + n] = torch.arange(n)
+            at += n
+        positions[i, at:] = torch.arange(width - at)  # padding is a sequence of its own, with no labels
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
+
+
 class MicroBatches:
     """Micro-batch ``m`` of a run, for any ``m``: epochs are reshuffled with ``seed + epoch``.
 

@@ -18,7 +18,7 @@ from transformers import get_scheduler
 from lmtune.data.encode import Encoded
 from lmtune import precision
 from lmtune.train import checkpoint
-from lmtune.train.batches import MicroBatches, collate, total_steps
+from lmtune.train.batches import MicroBatches, collate, collate_packed, total_steps
 from lmtune.train.loss import target_loss_sum
 from lmtune.train.track import JsonlTracker
 
@@ -45,6 +45,8 @@ class Settings:
     seed: int = 42
     precision: str = "auto"
     group_by_length: bool = True
+    packing: bool = False
+    max_length: int = 512  # row capacity when packing
 
 
 @dataclass
@@ -104,7 +106,8 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
             first = state["step"] * settings.grad_accum
             micro = [[train_set[i] for i in batches.indices(m)] for m in range(first, first + settings.grad_accum)]
             n_targets = sum(e.n_targets for mb in micro for e in mb)
-            pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator))
+            pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator,
+                                                     settings.max_length if settings.packing else None))
             window_tokens += sum(len(e.input_ids) for mb in micro for e in mb)
             if settings.max_grad_norm:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
@@ -177,16 +180,19 @@ def make_accelerator(choice: str = "auto"):
     return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)))
 
 
-def accumulate_gradients(model, micro: list[list[Encoded]], pad_id: int, accelerator) -> torch.Tensor:
+def accumulate_gradients(model, micro: list[list[Encoded]], pad_id: int, accelerator,
+                         pack_capacity: int | None = None) -> torch.Tensor:
     """Backpropagate one optimizer step's micro-batches; return their summed token loss (detached).
 
     Each micro-batch's summed loss is divided by the target tokens of the *whole* step, so the
-    accumulated gradient equals the gradient of one large batch, whatever the split.
+    accumulated gradient equals the gradient of one large batch, whatever the split. With
+    ``pack_capacity``, each micro-batch is packed into rows of that many tokens instead of padded.
     """
     n_targets = max(sum(e.n_targets for mb in micro for e in mb), 1)
     total = torch.zeros((), device=accelerator.device)
     for mb in micro:
-        batch = {k: v.to(accelerator.device) for k, v in collate(mb, pad_id).items()}
+        tensors = collate_packed(mb, pad_id, pack_capacity) if pack_capacity else collate(mb, pad_id)
+        batch = {k: v.to(accelerator.device) for k, v in tensors.items()}
         with accelerator.autocast():
             loss_sum = target_loss_sum(model, batch)
         accelerator.backward(loss_sum / n_targets)

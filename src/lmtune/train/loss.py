@@ -26,7 +26,7 @@ def target_loss_sum(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) -
     if parts is None:
         return full_logits_loss_sum(model, batch)
     body, head = parts
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = body(**_inputs(batch)).last_hidden_state
     targets = batch["labels"][:, 1:]
     where = targets != IGNORE
     selected = hidden[:, :-1][where]
@@ -40,11 +40,20 @@ def target_loss_sum(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) -
 
 def full_logits_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The same loss from the model's full logits (reference path; any causal LM)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(**_inputs(batch))
     logits = out.logits[:, :-1, :]
     targets = batch["labels"][:, 1:]
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Model inputs of a batch: an attention mask for padded batches, position ids for packed ones.
+
+    No KV cache: training never reuses it, and transformers only honours packed position ids
+    (block-diagonal attention) when there is none.
+    """
+    return {"use_cache": False, **{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}}
 
 
 def _body_and_head(model):
