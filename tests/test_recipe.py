@@ -82,3 +82,19 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(UserError) as info:
         load_recipe(bad)
     assert str(bad) in info.value.source
+
+
+@pytest.mark.parametrize("override, key", [
+    ("task.type=preference", "task.type"),
+    ("task.type=regression", "task.type"),
+    ("training.replay={data: general.jsonl, ratio: 0.1}", "training.replay"),
+    ("eval.forgetting={data: general.jsonl}", "eval.forgetting"),
+    ("eval.metrics=[bleu]", "eval.metrics"),
+    ("tracking=[jsonl, wandb]", "tracking"),
+])
+def test_schema_keys_not_supported_yet_are_errors_not_silently_ignored(tmp_path, override, key):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(UserError, match="not supported yet") as info:
+        load_recipe(path, [override])
+    assert [src for src, _ in info.value.problems] == [key]

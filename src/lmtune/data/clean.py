@@ -57,13 +57,6 @@ def map_text(example: Example, fn) -> None:
         msg["content"] = fn(str(msg["content"]))
 
 
-def texts_of(example: Example) -> list[str]:
-    """Every text field of an example."""
-    rec = example.record
-    out = [rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str)]
-    return out + [str(m["content"]) for m in rec.get("messages", ())]
-
-
 def normalise(text: str) -> str:
     """Case-folded, NFKC, whitespace-collapsed text: the key two records are duplicates under."""
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()

@@ -28,7 +28,6 @@ FORMATS: tuple[Format, ...] = (
     Format("classification", frozenset({"text", "label"}), tasks=("classification", "regression")),
     Format("text", frozenset({"text"}), tasks=("language_modeling",)),
 )
-BY_NAME = {f.name: f for f in FORMATS}
 
 
 @dataclass

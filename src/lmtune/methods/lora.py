@@ -14,14 +14,12 @@ DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "
 @register
 class Lora(Method):
     name = "lora"
-    adapter = True
-    extra: dict[str, Any] = {}
 
     def config(self, options: dict[str, Any]):
         from peft import LoraConfig
 
         try:
-            return LoraConfig(task_type="CAUSAL_LM", **{**DEFAULTS, **self.extra, **options})
+            return LoraConfig(task_type="CAUSAL_LM", **{**DEFAULTS, **options})
         except (TypeError, ValueError) as exc:
             raise UserError(f"peft rejected the options: {exc}", source="method.peft") from None
 

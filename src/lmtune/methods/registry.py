@@ -15,7 +15,6 @@ class Method:
     """
 
     name: str = ""
-    adapter: bool = False  # True when only a small set of added weights is trained and saved
 
     def apply(self, model, options: dict[str, Any], freeze: dict[str, Any]):
         """Return the model prepared for training (trainable parameters set)."""
@@ -50,11 +49,6 @@ def get(name: str) -> Method:
 def names() -> list[str]:
     """All registered method names."""
     return sorted(_METHODS)
-
-
-def trainable_state(model) -> dict:
-    """The parameters that training changes, by name (what a checkpoint must keep)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def count_parameters(model) -> tuple[int, int]:
