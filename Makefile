@@ -1,6 +1,6 @@
 # make demo   - the main job: drug-review sentiment, baselines vs LoRA fine-tune, report (~15 min on 2 CPU cores)
 # make test   - the test suite (offline, tiny models; one test uses the packaged real model)
-# make bench  - benchmarks
+# make bench  - benchmarks (installs TRL for the peer comparison)
 # Both create or reuse .venv through `make install`, which is quick once done.
 
 PYTHON ?= python3
@@ -28,6 +28,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -c requirements.txt
 	@for f in benchmarks/*.py; do [ -e "$$f" ] || { echo "no benchmarks yet"; break; }; echo "== $$f"; $(PY) $$f || exit $$?; done
 
 clean:
