@@ -84,16 +84,22 @@ MODEL_METHODS = {
 }
 
 
-def rewrite_with_model(texts: list[str], steps: list[str], options: dict[str, Any], seed: int) -> list[str]:
-    """Run each text through the rewriting instructions with an instruct model (sampled, seeded)."""
-    import torch
-
+def model_rewriter(options: dict[str, Any]):
+    """Load the instruct model once; return ``rewrite(texts, steps, seed)`` that runs each text
+    through the rewriting instructions (sampled, seeded)."""
     from lmtune import models
     from lmtune.data.encode import Encoder
-    from lmtune.evaluate import predict
 
     model, tok, _ = models.load_causal_lm(options["model"])
     encoder = Encoder(tok, 4096)
+    return lambda texts, steps, seed: _rewrite(model, tok, encoder, texts, steps, options, seed)
+
+
+def _rewrite(model, tok, encoder, texts: list[str], steps: list[str], options: dict[str, Any], seed: int) -> list[str]:
+    import torch
+
+    from lmtune.evaluate import predict
+
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     torch.manual_seed(seed)
     for step in steps:
@@ -133,12 +139,15 @@ def augment(train: list[Example], options: dict[str, Any], seed: int) -> tuple[l
         fields.append(INPUT_FIELD[ex.format])
     originals = [str(ex.record[f]) for ex, f in zip(train, fields)]
     rng = random.Random(seed)
+    rewrite = None
+    if method in MODEL_METHODS:
+        if not options.get("model"):
+            raise UserError(f"{method} needs a model; set data.augment.model", source="data.augment.model")
+        rewrite = model_rewriter(options)
     added = []
     for k in range(copies):
-        if method in MODEL_METHODS:
-            if not options.get("model"):
-                raise UserError(f"{method} needs a model; set data.augment.model", source="data.augment.model")
-            texts = rewrite_with_model(originals, MODEL_METHODS[method], options, seed + k)
+        if rewrite is not None:
+            texts = rewrite(originals, MODEL_METHODS[method], seed + k)
         else:
             texts = [AUGMENTERS[method](t, rng, options) for t in originals]
         for ex, field, text in zip(train, fields, texts):

@@ -8,6 +8,7 @@ bounded memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -18,8 +19,7 @@ import numpy as np
 from lmtune import assets
 from lmtune.data import io
 from lmtune.data.clean import input_key
-from lmtune.data.formats import detect, map_fields, to_example
-from lmtune.errors import UserError
+from lmtune.data.formats import detect, iter_examples, map_fields
 
 
 def check_file(path: Path, task: str | None = None, labels: list[str] | None = None,
@@ -34,20 +34,16 @@ def check_file(path: Path, task: str | None = None, labels: list[str] | None = N
     """
     path = assets.resolve_data_ref(str(path))
     fields = fields or {}
+    rows = io.iter_rows(path)
+    first = next(rows)
+    if task is None:
+        fmt = detect(map_fields(first[1], fields, first[0]))
+        task = fmt.tasks[0] if fmt else "classification"
     lengths, hashes = array("I"), array("q")
     label_counts: Counter = Counter()
-    first_format = first_source = None
-    for source, raw in io.iter_rows(path):
-        record = map_fields(raw, fields, source)
-        if task is None:
-            fmt = detect(record)
-            task = fmt.tasks[0] if fmt else "classification"
-        ex = to_example(record, source, task, labels)
-        if first_format is None:
-            first_format, first_source = ex.format, source
-        elif ex.format != first_format:
-            raise UserError(f"mixed formats: this record is {ex.format} but {first_source} is {first_format}; "
-                            "keep one format per file", source=source)
+    first_format = None
+    for ex in iter_examples(itertools.chain([first], rows), fields, task, labels):
+        first_format = first_format or ex.format
         key = input_key(ex)
         lengths.append(min(len(key), 2**32 - 1))
         hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True))

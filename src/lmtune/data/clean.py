@@ -87,8 +87,12 @@ def target_of(example: Example) -> Any:
     return None
 
 
-def dedup_exact(examples: list[Example]) -> tuple[list[Example], dict]:
+def dedup_exact(examples: list[Example], keys: list[str] | None = None) -> tuple[list[Example], dict]:
     """Drop records whose normalised input was seen before (keeping the first).
+
+    Args:
+        examples: records in file order.
+        keys: their :func:`input_key` values, when the caller has them already.
 
     Returns:
         (kept, report) where report counts duplicates, same-input records with conflicting
@@ -96,8 +100,7 @@ def dedup_exact(examples: list[Example]) -> tuple[list[Example], dict]:
     """
     first: dict[str, Example] = {}
     kept, dropped, conflicts = [], [], []
-    for ex in examples:
-        key = input_key(ex)
+    for ex, key in zip(examples, keys if keys is not None else map(input_key, examples)):
         if key in first:
             dropped.append(ex)
             if target_of(first[key]) != target_of(ex):

@@ -149,7 +149,13 @@ def _check_label(label: Any, task: str, labels: list[str] | None, source: str, l
 
 def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
                   dropped: list[str] | None = None, label_map: dict[str, str] | None = None) -> list[Example]:
-    """Map, detect and validate rows; one file must hold one format.
+    """All examples of :func:`iter_examples`, as a list."""
+    return list(iter_examples(rows, fields, task, labels, dropped, label_map))
+
+
+def iter_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
+                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None):
+    """Map, detect and validate rows one at a time; one file must hold one format.
 
     Args:
         rows: ``(source, record)`` pairs from :func:`lmtune.data.io.iter_rows`.
@@ -160,7 +166,6 @@ def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
             sources appended to it; otherwise such a record is an error.
         label_map: label renames (``data.clean.label_map``), applied before checking ``labels``.
     """
-    examples: list[Example] = []
     first: Example | None = None
     for source, raw in rows:
         try:
@@ -175,5 +180,4 @@ def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
         elif ex.format != first.format:
             raise UserError(f"mixed formats: this record is {ex.format} but {first.source} is "
                             f"{first.format}; keep one format per file", source=source)
-        examples.append(ex)
-    return examples
+        yield ex

@@ -82,13 +82,21 @@ def _clean_file(examples: list[Example], cfg, name: str, report: dict) -> list[E
               len(examples), too_short=len(short), too_long=len(long), examples=(short + long)[:5])
     if cfg.pii != "none":
         examples = _pii(examples, cfg.pii, name, report)
-    report.setdefault("conflicting_labels", {})[name] = _conflicts(examples)
+    # One pass finds exact duplicates and same-input records with different labels (reported
+    # even when duplicates are kept).
+    keys = [clean.input_key(ex) for ex in examples]
+    kept, rep = clean.dedup_exact(examples, keys)
+    classification = bool(examples) and examples[0].format == "classification"
+    report.setdefault("conflicting_labels", {})[name] = {
+        "count": rep["conflicting_targets"] if classification else 0,
+        "examples": rep["conflict_examples"] if classification else []}
     if cfg.dedup != "none":
-        examples, rep = clean.dedup_exact(examples)
+        key_of = {id(ex): key for ex, key in zip(examples, keys)}
+        examples, keys = kept, [key_of[id(ex)] for ex in kept]
         _step(report, name, "exact duplicates removed", len(examples), removed=rep["exact_duplicates"],
               examples=rep["examples"])
     if cfg.dedup == "exact+near":
-        drops = neardup.dedup([clean.input_key(ex) for ex in examples], cfg.near_threshold)
+        drops = neardup.dedup(keys, cfg.near_threshold)
         pairs = [{"source": examples[i].source, "repeats": examples[j].source, "similarity": round(s, 3)}
                  for i, j, s in drops[:5]]
         gone = {i for i, _, _ in drops}
@@ -151,20 +159,6 @@ def _check_leakage(splits: dict[str, list[Example]], data_cfg, report: dict) -> 
         report["contamination"]["files"] = list(data_cfg.contamination)
         _step(report, "train", f"contamination vs {len(data_cfg.contamination)} evaluation file(s)", len(train))
     return train
-
-
-def _conflicts(examples: list[Example]) -> dict[str, Any]:
-    """Same input, different labels: the data contradicts itself (kept, but reported)."""
-    if not examples or examples[0].format != "classification":
-        return {"count": 0, "examples": []}
-    seen: dict[str, Example] = {}
-    found = []
-    for ex in examples:
-        key = clean.input_key(ex)
-        if key in seen and seen[key].record["label"] != ex.record["label"]:
-            found.append(f"{seen[key].source} ({seen[key].record['label']}) vs {ex.source} ({ex.record['label']})")
-        seen.setdefault(key, ex)
-    return {"count": len(found), "examples": found[:5]}
 
 
 def _step(report: dict, split: str, step: str, after: int, **extra) -> None:
