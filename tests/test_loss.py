@@ -58,3 +58,50 @@ def test_packed_batches_give_the_same_per_example_loss_as_unpacked(path):
                                      for i, x in enumerate(examples)], tok.pad_token_id, capacity=48)
             torch.testing.assert_close(fn(only_k), alone[k], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(total, torch.stack(alone).sum(), atol=1e-5, rtol=1e-5)
+
+
+def _lora_loss_and_grads(batch, vocab: int, switch=None):
+    """Loss and LoRA gradients of one training-mode step on a fresh tiny LoRA model, with a speed switch."""
+    from lmtune.train import speedups
+
+    model = registry.get("lora").apply(build_model(vocab, seed=0), {"r": 2, "lora_dropout": 0.0}, {})
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    model.train()
+    if switch == "gradient_checkpointing":
+        speedups.enable_activation_checkpointing(model)
+    elif switch == "compile":
+        assert speedups.compile_layers(model) == 2
+    loss = target_loss_sum(model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    speedups.disable(model)
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("switch", ["gradient_checkpointing", "compile"])
+def test_speed_switches_give_the_plain_loss_and_gradients(switch):
+    tok = build_tokenizer()
+    enc = Encoder(tok, 64)
+    examples = [enc.encode([{"role": "user", "content": t}], c) for t, c in
+                [("the movie was great", "positive"), ("it was fine, nothing special at all", "neutral indeed")]]
+    batch = collate(examples, tok.pad_token_id)
+    plain_loss, plain_grads = _lora_loss_and_grads(batch, len(tok))
+    loss, grads = _lora_loss_and_grads(batch, len(tok), switch)
+    torch.testing.assert_close(loss, plain_loss, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_speed_switches_are_undone_after_training():
+    from lmtune.train import speedups
+
+    model = build_model(50)
+    speedups.enable_activation_checkpointing(model)
+    speedups.compile_layers(model)
+    assert model.is_activation_checkpointing
+    speedups.disable(model)
+    assert not model.is_activation_checkpointing
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)

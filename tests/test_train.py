@@ -154,3 +154,16 @@ def test_merged_adapter_gives_the_same_logits_and_unmerges(tok):
         after = model(input_ids=ids).logits
     torch.testing.assert_close(merged, before, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_run_logs_the_plain_losses(tok, tmp_path):
+    data = _dataset(tok)
+    for name, ckpt in (("plain", False), ("ckpt", True)):
+        model = _model(tok)
+        loop.train(model, data, [], _settings(max_steps=3, gradient_checkpointing=ckpt), tmp_path / name,
+                   tok.pad_token_id, quiet=True)
+        assert not model.get_base_model().is_activation_checkpointing  # undone for evaluation
+    plain, ckpt = _losses(tmp_path / "plain"), _losses(tmp_path / "ckpt")
+    assert plain.keys() == ckpt.keys()
+    for step in plain:
+        assert ckpt[step] == pytest.approx(plain[step], abs=1e-5)

@@ -165,7 +165,8 @@ def _settings(recipe: Recipe) -> loop.Settings:
                          eval_every=t.eval_every, save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
                          patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0,
                          log_every=t.log_every, seed=recipe.seed, precision=t.precision,
-                         group_by_length=t.group_by_length, packing=t.packing, max_length=t.max_length)
+                         group_by_length=t.group_by_length, packing=t.packing, max_length=t.max_length,
+                         gradient_checkpointing=t.gradient_checkpointing, compile=t.compile)
 
 
 def _pad_id(tokenizer) -> int:

@@ -162,6 +162,9 @@ class TrainingConfig(_Strict):
         "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
     packing: bool = Field(False, description="Pack each micro-batch into rows of max_length tokens, attention kept per example.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute layer activations in the backward pass: much less memory, ~1/3 more compute.")
+    compile: bool = Field(False, description="torch.compile each decoder layer (a one-off compile before the first step).")
 
 
 class EvalConfig(_Strict):

@@ -5,6 +5,7 @@ Reads top to bottom like nanoGPT's train.py; every piece it calls is small and t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -15,11 +16,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune.data.encode import Encoded
 from lmtune import precision
-from lmtune.train import checkpoint
-from lmtune.train.batches import MicroBatches, collate, collate_packed, total_steps
-from lmtune.train.loss import target_loss_sum
+from lmtune.train import checkpoint, speedups
+from lmtune.train.batches import MicroBatches, total_steps
+from lmtune.train.objectives import Objective, TokenObjective
 from lmtune.train.track import JsonlTracker
 
 
@@ -47,6 +47,8 @@ class Settings:
     group_by_length: bool = True
     packing: bool = False
     max_length: int = 512  # row capacity when packing
+    gradient_checkpointing: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -60,21 +62,29 @@ class Result:
     tokens_per_s: float
 
 
-def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Settings, run_dir: Path,
-          pad_id: int, resume: bool = False, quiet: bool = False) -> Result:
+def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Path,
+          pad_id: int, resume: bool = False, quiet: bool = False, objective: Objective | None = None) -> Result:
     """Fine-tune ``model`` in place and return what happened.
 
     Args:
         model: a model whose trainable parameters are already chosen (by a method).
-        train_set / val_set: encoded examples; ``val_set`` may be empty.
+        train_set / val_set: encoded examples (``Encoded`` unless the objective says otherwise);
+            ``val_set`` may be empty.
         settings: hyperparameters.
         run_dir: receives ``metrics.jsonl`` and ``checkpoints/``.
         pad_id: token used for padding.
         resume: continue from the newest checkpoint in ``run_dir/checkpoints``.
         quiet: no progress bar.
+        objective: how examples are batched and their loss summed (default: target-token loss).
     """
+    if objective is None:
+        objective = TokenObjective(settings.max_length if settings.packing else None)
     torch.manual_seed(settings.seed)
     accelerator = make_accelerator(settings.precision)
+    if settings.gradient_checkpointing:
+        speedups.enable_activation_checkpointing(model)
+    if settings.compile:
+        speedups.compile_layers(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
     steps = total_steps(len(train_set), settings.batch_size, settings.grad_accum, settings.epochs,
@@ -90,7 +100,7 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
         state = checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler)
         print(f"resuming from {found} (step {state['step']} of {steps})", file=sys.stderr)
     tracker = JsonlTracker(run_dir / "metrics.jsonl", resume_step=state["step"] if found else None)
-    lengths = [len(e.input_ids) for e in train_set] if settings.group_by_length else None
+    lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
     batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
     save_every = settings.save_every or settings.eval_every or steps
 
@@ -105,10 +115,9 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
             model.train()
             first = state["step"] * settings.grad_accum
             micro = [[train_set[i] for i in batches.indices(m)] for m in range(first, first + settings.grad_accum)]
-            n_targets = sum(e.n_targets for mb in micro for e in mb)
-            pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator,
-                                                     settings.max_length if settings.packing else None))
-            window_tokens += sum(len(e.input_ids) for mb in micro for e in mb)
+            n_targets = sum(objective.units(e) for mb in micro for e in mb)
+            pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator, objective))
+            window_tokens += sum(objective.length(e) for mb in micro for e in mb)
             if settings.max_grad_norm:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
@@ -132,7 +141,7 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
                 pending_loss, pending_targets, window_tokens, window_start = [], 0, 0, time.perf_counter()
 
             if val_set and settings.eval_every and (step % settings.eval_every == 0 or step == steps):
-                val_loss = evaluate_loss(model, val_set, settings.batch_size, pad_id, device, accelerator)
+                val_loss = evaluate_loss(model, val_set, settings.batch_size, pad_id, device, accelerator, objective)
                 tracker.log({"step": step, "epoch": round(batches.epoch_of(first + settings.grad_accum - 1), 4),
                              "split": "validation", "loss": val_loss})
                 if state["best_val_loss"] is None or val_loss < state["best_val_loss"] - settings.min_delta:
@@ -161,6 +170,7 @@ def train(model, train_set: list[Encoded], val_set: list[Encoded], settings: Set
     finally:
         bar.close()
         tracker.close()
+        speedups.disable(accelerator.unwrap_model(model))
 
     model = accelerator.unwrap_model(model)
     if state["best_step"] is not None and (ckpt_dir / "best.safetensors").exists():
@@ -180,41 +190,39 @@ def make_accelerator(choice: str = "auto"):
     return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)))
 
 
-def accumulate_gradients(model, micro: list[list[Encoded]], pad_id: int, accelerator,
-                         pack_capacity: int | None = None) -> torch.Tensor:
+def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
+                         objective: Objective | None = None) -> torch.Tensor:
     """Backpropagate one optimizer step's micro-batches; return their summed token loss (detached).
 
     Each micro-batch's summed loss is divided by the target tokens of the *whole* step, so the
-    accumulated gradient equals the gradient of one large batch, whatever the split. With
-    ``pack_capacity``, each micro-batch is packed into rows of that many tokens instead of padded.
+    accumulated gradient equals the gradient of one large batch, whatever the split.
     """
-    n_targets = max(sum(e.n_targets for mb in micro for e in mb), 1)
+    objective = objective or TokenObjective()
+    n_targets = max(sum(objective.units(e) for mb in micro for e in mb), 1)
     total = torch.zeros((), device=accelerator.device)
     for mb in micro:
-        tensors = collate_packed(mb, pad_id, pack_capacity) if pack_capacity else collate(mb, pad_id)
-        batch = {k: v.to(accelerator.device) for k, v in tensors.items()}
+        batch = {k: v.to(accelerator.device) for k, v in objective.collate(mb, pad_id).items()}
         with accelerator.autocast():
-            loss_sum = target_loss_sum(model, batch)
+            loss_sum = objective.loss_sum(model, batch)
         accelerator.backward(loss_sum / n_targets)
         total += loss_sum.detach().float()
     return total
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Encoded], batch_size: int, pad_id: int, device, accelerator=None) -> float:
-    """Mean per-target-token loss over ``examples`` (the model's train/eval mode is restored)."""
+def evaluate_loss(model, examples: list, batch_size: int, pad_id: int, device, accelerator=None,
+                  objective: Objective | None = None) -> float:
+    """Mean loss per unit (target token, example, pair) over ``examples``; train/eval mode is restored."""
+    objective = objective or TokenObjective()
     was_training = model.training
     model.eval()
     total, count = torch.zeros((), device=device), 0
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        if accelerator is not None:
-            with accelerator.autocast():
-                total += target_loss_sum(model, batch).float()
-        else:
-            total += target_loss_sum(model, batch).float()
-        count += sum(e.n_targets for e in chunk)
+        batch = {k: v.to(device) for k, v in objective.collate(chunk, pad_id).items()}
+        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
+            total += objective.loss_sum(model, batch).float()
+        count += sum(objective.units(e) for e in chunk)
     model.train(was_training)
     return (total / max(count, 1)).item()
 

@@ -1,0 +1,102 @@
+"""What one training example is and how its loss is summed, per task family.
+
+The loop (``loop.py``) is the same for every task: it asks the objective to batch examples, to
+sum their loss, and how many units (target tokens, examples, pairs) that sum is averaged over,
+so gradient accumulation always equals the larger batch.
+
+- ``TokenObjective``: next-token cross-entropy on target tokens (classification by label
+  scoring, generation, chat, continued pre-training).
+- ``HeadObjective``: a sequence-classification head, cross-entropy over classes or, with one
+  output, mean squared error (regression).
+- ``PreferenceObjective`` (``preference.py``): DPO on chosen/rejected pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmtune.data.encode import Encoded
+from lmtune.train.batches import collate, collate_packed
+from lmtune.train.loss import target_loss_sum
+
+
+class Objective:
+    """Interface every objective implements."""
+
+    def collate(self, examples: list, pad_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss_sum(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss summed (not averaged) over the batch's units."""
+        raise NotImplementedError
+
+    def units(self, example) -> int:
+        """How many units the loss of ``example`` is a sum over."""
+        raise NotImplementedError
+
+    def length(self, example) -> int:
+        """Tokens in ``example`` (length grouping, tokens/s)."""
+        raise NotImplementedError
+
+
+class TokenObjective(Objective):
+    """Summed next-token loss over target tokens; ``pack_capacity`` packs rows instead of padding."""
+
+    def __init__(self, pack_capacity: int | None = None):
+        self.pack_capacity = pack_capacity
+
+    def collate(self, examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+        if self.pack_capacity:
+            return collate_packed(examples, pad_id, self.pack_capacity)
+        return collate(examples, pad_id)
+
+    def loss_sum(self, model, batch):
+        return target_loss_sum(model, batch)
+
+    def units(self, example: Encoded) -> int:
+        return example.n_targets
+
+    def length(self, example: Encoded) -> int:
+        return len(example.input_ids)
+
+
+@dataclass
+class Labelled:
+    """A tokenized input with a class index (classification) or a number (regression)."""
+
+    input_ids: list[int]
+    target: int | float
+    truncated: bool = False
+
+
+class HeadObjective(Objective):
+    """Cross-entropy over the head's classes, or MSE when the head has one output."""
+
+    def __init__(self, regression: bool = False):
+        self.regression = regression
+
+    def collate(self, examples: list[Labelled], pad_id: int) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for i, e in enumerate(examples):
+            ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
+            mask[i, :len(e.input_ids)] = 1
+        dtype = torch.float32 if self.regression else torch.long
+        return {"input_ids": ids, "attention_mask": mask,
+                "targets": torch.tensor([e.target for e in examples], dtype=dtype)}
+
+    def loss_sum(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        if self.regression:
+            return F.mse_loss(logits.squeeze(-1), batch["targets"], reduction="sum")
+        return F.cross_entropy(logits, batch["targets"], reduction="sum")
+
+    def units(self, example: Labelled) -> int:
+        return 1
+
+    def length(self, example: Labelled) -> int:
+        return len(example.input_ids)
