@@ -212,7 +212,7 @@ def test_truncation_is_counted_and_keeps_the_target(tok):
 
 def test_pipeline_counts_truncation_in_the_report(recipe_file, tmp_path):
     from lmtune.data import prepare as data_stage
-    from lmtune.lifecycle import encode_splits
+    from lmtune.tasks import encode_splits
     from lmtune.data.templates import resolve as resolve_template
     from lmtune.recipe import load_recipe
 

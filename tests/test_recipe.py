@@ -85,8 +85,6 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [
-    ("task.type=preference", "task.type"),
-    ("task.type=regression", "task.type"),
     ("training.replay={data: general.jsonl, ratio: 0.1}", "training.replay"),
     ("eval.forgetting={data: general.jsonl}", "eval.forgetting"),
     ("eval.metrics=[bleu]", "eval.metrics"),
@@ -97,4 +95,16 @@ def test_schema_keys_not_supported_yet_are_errors_not_silently_ignored(tmp_path,
     path.write_text(yaml.safe_dump(MINIMAL))
     with pytest.raises(UserError, match="not supported yet") as info:
         load_recipe(path, [override])
+    assert [src for src, _ in info.value.problems] == [key]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["method.name=prompt_tuning", "training.packing=true"], "training.packing"),
+    (["method.name=prefix_tuning", "training.gradient_checkpointing=true"], "training.gradient_checkpointing"),
+])
+def test_method_and_training_switches_that_cannot_work_together_fail_when_read(tmp_path, overrides, key):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(UserError) as info:
+        load_recipe(path, overrides)
     assert [src for src, _ in info.value.problems] == [key]

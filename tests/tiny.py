@@ -55,3 +55,16 @@ def save_tiny(directory: Path, chat: bool = True, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def save_tiny_encoder(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 16) with the tiny tokenizer: an encoder, no LM head, like minilm-l6."""
+    from transformers import BertConfig, BertModel
+
+    tok = build_tokenizer(chat=False)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertModel(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory

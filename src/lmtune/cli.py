@@ -63,6 +63,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run director
     run_demo(out, set_, fresh=fresh, quiet=quiet)
 
 
+@app.command()
+@user_errors
+def export(run: Path = typer.Argument(..., help="Run directory of a finished `lmtune train`."),
+           out: Path = typer.Option(..., "--out", help="Directory to write (must not exist or be empty)."),
+           merge: bool = typer.Option(False, "--merge", help="Fold the adapter into the base weights: a plain "
+                                      "transformers model (safetensors).")):
+    """Export the fine-tuned model: the adapter as saved, or merged into a plain transformers model."""
+    from lmtune.export import export as run_export
+
+    path = run_export(run, out, merge)
+    print(f"exported {'merged model' if merge else 'adapter'} to {path}")
+
+
 @data_app.command("check")
 @user_errors
 def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet file."),

@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from lmtune import atomic, manifest, models, precision
+from lmtune import atomic, manifest, precision, tasks
 from lmtune.data import prepare as data_stage
-from lmtune.data.encode import Encoder
-from lmtune.data.templates import check as check_template, render, resolve as resolve_template
+from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
 from lmtune.evaluate import baselines, metrics
 from lmtune.evaluate.report import write_report
@@ -45,51 +44,63 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         quiet: no progress bars or stage headings.
     """
     run_dir = Path(out) if out else Path("runs") / recipe.name
-    # Bad data or a missing model fail here, before anything is written.
+    kind = tasks.task_for(recipe)
+    method = registry.get(recipe.method.name)
+    # Bad data, a missing model or a method this machine cannot run fail here, before anything is written.
+    load_kwargs = method.load_kwargs(recipe.method.peft)
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
-    say(f"[2/5] model: loading {recipe.model}", quiet)
-    model, tokenizer, source = models.load_causal_lm(recipe.model)
+    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
+        quiet)
+    model, tokenizer, source = kind.load(load_kwargs)
 
     _claim_run_dir(run_dir, resume, overwrite)
     atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     manifest.write_manifest(run_dir, seed=recipe.seed, data_files=prepared.files, model_source=source.to_dict())
-    encoder = Encoder(tokenizer, recipe.training.max_length, recipe.task.chat_template)
-    template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
-    check_template(template, prepared.splits["train"][0], recipe.task.labels)
-    encoded = encode_splits(prepared, encoder, template, recipe)
+    encoder = kind.encoder(tokenizer)
+    template = None
+    if kind.prompted:
+        template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
+        check_template(template, prepared.splits["train"][0], recipe.task.labels)
+    encoded = kind.encode(prepared, tokenizer, encoder, template)
     data_stage.write(prepared, run_dir / "data")
+    pad_id = _pad_id(tokenizer)
+    kind.prepare_reference(model, encoded, pad_id)
 
     test = prepared.splits.get("test", [])[: recipe.eval.max_examples]
+    test_encoded = encoded.get("test", [])[: recipe.eval.max_examples]
     spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
                               recipe.eval.batch_size, precision.resolve(recipe.training.precision))
     results = _load_previous_results(run_dir) if resume else {}
     say(f"[3/5] baselines on {len(test)} test examples: "
         f"{', '.join(s for s in recipe.eval.systems if s != 'finetuned') or 'none'}", quiet)
     shots = baselines.few_shot_examples(prepared.splits["train"], recipe.eval.few_shot_k, recipe.seed,
-                                        recipe.task.labels)
+                                        recipe.task.labels) if "few_shot" in recipe.eval.systems else []
     for system in recipe.eval.systems:
         if system == "finetuned" or system in results or not test:
             continue
-        if system == "few_shot" and recipe.task.type == "language_modeling":
+        result = kind.run(system, model, tokenizer, encoder, spec, test, test_encoded, shots,
+                          prepared.splits["train"], quiet)
+        if result is None:
+            say(f"      {system}: does not apply to this task ({type(kind).__name__}: "
+                f"{', '.join(kind.systems)}); skipped", quiet)
             continue
-        results[system] = baselines.run_system(model, tokenizer, encoder, spec, test,
-                                               shots if system == "few_shot" else None, system, quiet)
+        results[system] = result
         _save_results(run_dir, recipe, spec, results, len(test))
 
     say(f"[4/5] fine-tune: {recipe.method.name} on {len(encoded['train'])} examples", quiet)
-    method = registry.get(recipe.method.name)
     model = method.apply(model, recipe.method.peft, recipe.method.freeze)
     trainable, total = registry.count_parameters(model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
     result = loop.train(model, encoded["train"], encoded.get("validation", []), _settings(recipe), run_dir,
-                        _pad_id(tokenizer), resume=resume, quiet=quiet)
+                        pad_id, resume=resume, quiet=quiet, objective=kind.objective())
     save_final(run_dir / "final", model, tokenizer, method, recipe, source)
 
     if "finetuned" in recipe.eval.systems and test:
         say("[5/5] evaluate the fine-tuned model", quiet)
         with merged_adapter(model):
-            results["finetuned"] = baselines.run_system(model, tokenizer, encoder, spec, test, None, "finetuned", quiet)
+            results["finetuned"] = kind.run("finetuned", model, tokenizer, encoder, spec, test, test_encoded,
+                                            None, prepared.splits["train"], quiet)
     summary = {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
                "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
                "best_step": result.best_step, "stopped_early": result.stopped_early,
@@ -121,28 +132,6 @@ def merged_adapter(model):
         model.unmerge_adapter()
 
 
-def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[str, list]:
-    """Tokenize train and validation; count truncation and token lengths into the data report."""
-    lm = recipe.task.type == "language_modeling"
-    encoded, truncation, lengths = {}, {"max_length": recipe.training.max_length}, {}
-    for name, examples in prepared.splits.items():
-        rendered = [render(template, ex, recipe.task.labels) for ex in examples]
-        items = [encoder.encode(r.messages, r.completion, lm=lm) for r in rendered]
-        key = "longer_than_max_length" if name == "test" else "truncated"
-        truncation[name] = {key: sum(e.truncated for e in items), "total": len(items)}
-        lengths[name] = [len(e.input_ids) for e in items][:5000]
-        if name != "test":
-            encoded[name] = items
-        if name != "test" and truncation[name]["truncated"]:
-            print(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
-                  f"training.max_length={recipe.training.max_length} and were truncated", file=sys.stderr)
-    truncation["note"] = ("train and validation examples are cut to max_length; test prompts are evaluated "
-                          "whole, cut only to the model's context (counted as truncated_prompts in eval.json)")
-    prepared.report["truncation"] = truncation
-    prepared.report["token_lengths"] = lengths
-    return encoded
-
-
 def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) -> None:
     """Write the trained artefact, tokenizer (with its chat template) and how to use it, atomically."""
     tmp = final.with_name(final.name + ".tmp")
@@ -150,7 +139,8 @@ def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) ->
     method.save(model, tmp)
     tokenizer.save_pretrained(tmp)
     info = {"base_model": recipe.model, "base_model_source": source.to_dict(), "method": recipe.method.name,
-            "task": recipe.task.model_dump(mode="json"), "max_length": recipe.training.max_length}
+            "task": recipe.task.model_dump(mode="json"), "head": tasks.uses_head(recipe),
+            "max_length": recipe.training.max_length}
     (tmp / "lmtune.json").write_text(json.dumps(info, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

@@ -14,12 +14,13 @@ from lmtune.assets import MODELS, ModelSource, _first_line, known_aliases, resol
 from lmtune.errors import UserError
 
 
-def load_causal_lm(ref: str, dtype=torch.float32):
+def load_causal_lm(ref: str, dtype=torch.float32, **kwargs):
     """Load a causal language model and its tokenizer.
 
     Args:
         ref: any reference accepted by ``resolve_model``.
         dtype: parameter dtype.
+        kwargs: more ``from_pretrained`` arguments (e.g. a method's ``quantization_config``).
 
     Returns:
         ``(model, tokenizer, source)``; the tokenizer always has a pad token.
@@ -27,7 +28,7 @@ def load_causal_lm(ref: str, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
 
     source = resolve_model(ref)
-    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype, **kwargs)
     tokenizer = load_tokenizer(ref, source)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -35,7 +36,7 @@ def load_causal_lm(ref: str, dtype=torch.float32):
 
 
 def load_sequence_classifier(ref: str, num_labels: int, *, id2label: dict[int, str] | None = None,
-                             dtype=torch.float32):
+                             dtype=torch.float32, **extra):
     """Load a model with a fresh sequence-classification head (e.g. ``minilm-l6``).
 
     Args:
@@ -50,7 +51,7 @@ def load_sequence_classifier(ref: str, num_labels: int, *, id2label: dict[int, s
     from transformers import AutoModelForSequenceClassification
 
     source = resolve_model(ref)
-    kwargs = {"num_labels": num_labels, "dtype": dtype}
+    kwargs = {"num_labels": num_labels, "dtype": dtype, **extra}
     if id2label:
         kwargs.update(id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
     model = _from_pretrained(AutoModelForSequenceClassification, source, **kwargs)
@@ -59,6 +60,24 @@ def load_sequence_classifier(ref: str, num_labels: int, *, id2label: dict[int, s
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, source
+
+
+def is_causal_lm(ref: str) -> bool:
+    """Whether the model's saved architecture has a language-modelling head (decoders do, encoders not)."""
+    from transformers import AutoConfig
+
+    config = _from_pretrained(AutoConfig, resolve_model(ref))
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    archs = getattr(config, "architectures", None) or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                       MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    # No saved architecture: a model type that is a masked LM (BERT) is an encoder even if it has a decoder variant.
+    return (config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
 def load_tokenizer(ref: str, source: ModelSource | None = None):

@@ -17,7 +17,6 @@ from lmtune.errors import UserError
 TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
 
 
-NOT_YET = {"regression", "preference"}  # in the schema (DESIGN.md), not yet in the lifecycle
 
 
 def _not_yet(value, what: str):
@@ -47,14 +46,9 @@ class TaskConfig(_Strict):
     template: str | InlineTemplate | None = Field(
         None, description="Template library name or an inline {system, prompt, completion}; default by task.")
     chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template when it has one.")
-
-    @field_validator("type")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        if value in NOT_YET:
-            raise ValueError(f"task type {value!r} is part of the schema but not supported yet; "
-                             f"use one of {sorted(set(TaskType.__args__) - NOT_YET)}")
-        return value
+    head: bool | None = Field(
+        None, description="Classification with a sequence-classification head instead of label scoring; "
+                          "default: yes for encoders (no LM head) and regression, no for causal LMs.")
 
     @model_validator(mode="after")
     def _labels_for_classification(self):
@@ -91,7 +85,8 @@ class CleanConfig(_Strict):
     min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
     max_chars: int | None = Field(None, gt=0, description="Drop records whose input is longer than this.")
     empty: Literal["error", "drop"] = Field("error", description="A record with an empty field: stop, or drop it (counted).")
-    label_map: dict[str, str] = Field(default_factory=dict, description="Rename labels, e.g. {pos: positive}.")
+    label_map: dict[str, str | float] = Field(
+        default_factory=dict, description="Rename labels, e.g. {pos: positive}; numbers for regression.")
 
 
 class DataConfig(_Strict):
@@ -165,6 +160,7 @@ class TrainingConfig(_Strict):
     gradient_checkpointing: bool = Field(
         False, description="Recompute layer activations in the backward pass: much less memory, ~1/3 more compute.")
     compile: bool = Field(False, description="torch.compile each decoder layer (a one-off compile before the first step).")
+    dpo_beta: float = Field(0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
 
 
 class EvalConfig(_Strict):
@@ -191,7 +187,7 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_systems(self):
-        known = {"zero_shot", "few_shot", "finetuned"}
+        known = {"zero_shot", "few_shot", "finetuned", "majority"}
         bad = [s for s in self.systems if s not in known]
         if bad:
             raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(known)}")
@@ -210,6 +206,17 @@ class Recipe(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+
+    @model_validator(mode="after")
+    def _method_fits_training(self):
+        soft = self.method.name in ("prompt_tuning", "prefix_tuning")
+        if soft and self.training.packing:
+            raise ValueError("training.packing: packed rows cannot carry one soft prompt per example; "
+                             f"set packing: false for {self.method.name}")
+        if self.method.name == "prefix_tuning" and self.training.gradient_checkpointing:
+            raise ValueError("training.gradient_checkpointing: transformers drops the prefix key/values inside "
+                             "checkpointed layers; set it to false for prefix_tuning")
+        return self
 
     @field_validator("tracking")
     @classmethod

@@ -84,3 +84,16 @@ class Encoder:
             target = target[: budget - min_prompt]
         prompt, _ = self.fit_prompt(prompt, budget - len(target))
         return prompt, target, True
+
+
+def pack_blocks(encoder: Encoder, documents: list[tuple[list[dict[str, str]], str]], block_size: int) -> list[Encoded]:
+    """Continued pre-training data: documents (each ending in EOS) concatenated and cut into blocks.
+
+    As in transformers' ``run_clm`` example: no text is truncated away and no position is padding;
+    the last, shorter block is kept. Every token is a target.
+    """
+    stream: list[int] = []
+    for messages, text in documents:
+        stream += encoder.prompt_ids(messages) + encoder.target_ids(text)
+    return [Encoded(stream[i:i + block_size], stream[i:i + block_size])
+            for i in range(0, len(stream), block_size) if len(stream[i:i + block_size]) > 1]

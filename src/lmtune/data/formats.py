@@ -129,8 +129,9 @@ def _check_messages(messages: Any, source: str) -> None:
         raise UserError("the last message must be the assistant's reply to learn", source=source)
 
 
-def _check_label(label: Any, task: str, labels: list[str] | None, source: str, label_map: dict[str, str]) -> Any:
+def _check_label(label: Any, task: str, labels: list[str] | None, source: str, label_map: dict[str, Any]) -> Any:
     if task == "regression":
+        label = label_map.get(" ".join(str(label).split()), label)
         try:
             return float(label)
         except (TypeError, ValueError):

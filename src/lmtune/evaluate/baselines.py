@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmtune import precision
-from lmtune.data.encode import Encoder
+from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, predict
@@ -76,7 +76,7 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet) -> Sy
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     started = time.perf_counter()
     if spec.type == "language_modeling":
-        encoded = [encoder.encode(r.messages, r.completion, lm=True) for r in rendered]
+        encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)
         device = next(model.parameters()).device
         loss = evaluate_loss(model, encoded, spec.batch_size, pad, device)
         n_tokens = sum(e.n_targets for e in encoded)

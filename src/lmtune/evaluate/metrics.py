@@ -24,6 +24,8 @@ PRIMARY_METRIC: dict[str, str] = {
     "generation": "rougeL",
     "chat": "rougeL",
     "language_modeling": "perplexity",
+    "regression": "mse",
+    "preference": "reward_accuracy",
 }
 
 #: Direction of every metric key that can appear in ``eval.json`` results.
@@ -39,6 +41,12 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "meteor": True,
     "perplexity": False,
     "mse": False,
+    "mae": False,
+    "pearson": True,
+    "reward_accuracy": True,
+    "reward_margin": True,
+    "logp_accuracy": True,
+    "dpo_loss": False,
     "loss": False,
     "latency_s": False,
 }
@@ -184,6 +192,22 @@ def generation_metrics(references: list[str], predictions: list[str]) -> dict[st
     for scorer in GENERATION_SCORERS.values():
         results.update(scorer(references, predictions))
     return results
+
+
+def regression_metrics(references: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+    """Mean squared error and mean absolute error (scikit-learn), Pearson correlation (SciPy).
+
+    Pearson is NaN (reported as None) when either side is constant, e.g. a mean-predicting baseline.
+    """
+    from scipy.stats import pearsonr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    if not references or len(references) != len(predictions):
+        raise ValueError(f"need equally many references and predictions, got {len(references)} and {len(predictions)}")
+    constant = len(set(references)) < 2 or len(set(predictions)) < 2
+    return {"mse": float(mean_squared_error(references, predictions)),
+            "mae": float(mean_absolute_error(references, predictions)),
+            "pearson": None if constant else float(pearsonr(references, predictions).statistic)}
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lmtune.methods.peft_base import is_prompt_learning
+
 
 def _bar(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
@@ -20,7 +22,8 @@ def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id:
     """Sum of log p(completion | prompt) for each (prompt_ids, completion_ids) pair.
 
     Pairs are processed longest first so each padded batch wastes little; results come back
-    in input order.
+    in input order. Logits are aligned to the input's last positions: prompt tuning prepends
+    virtual tokens, so its logits are longer than the input.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -39,7 +42,7 @@ def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id:
             mask[row, :len(s)] = 1
             target[row, len(pairs[i][0]):len(s)] = True
         ids, mask, target = ids.to(device), mask.to(device), target.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.size(1):][:, :-1].float()
         logp = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
         sums = (logp * target[:, 1:]).sum(-1).tolist()
         for i, value in zip(idx, sums):
@@ -69,11 +72,18 @@ def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id
 
     No generation: the shared prompt prefix (system prompt, few-shot examples) is encoded once and
     its KV cache reused; each prompt's own tokens are encoded once per batch; only the label tokens
-    are run once per label. The scores equal those of :func:`completion_logprobs`.
+    are run once per label. The scores equal those of :func:`completion_logprobs`, which scores
+    prompt- and prefix-tuned models directly: their forward replaces any KV cache passed in.
 
     Returns:
         (predicted label index per prompt, log-likelihood of every label per prompt).
     """
+    if is_prompt_learning(model):
+        flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in label_ids], pad_id, batch_size,
+                                   desc, quiet)
+        k = len(label_ids)
+        scores = [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+        return [max(range(k), key=row.__getitem__) for row in scores], scores
     model.eval()
     device = next(model.parameters()).device
     n_prefix = common_prefix_length(prompts)
@@ -141,6 +151,9 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pa
              desc: str = "generate", quiet: bool = False, **sampling) -> tuple[list[str], list[int]]:
     """Greedy decoding (or sampling, with ``do_sample=True`` etc.), batched with left padding and the KV cache.
 
+    A prompt-tuned model is batched only with prompts of its own length: peft drops position ids
+    for prompt tuning, so left padding would shift every position of the shorter prompts.
+
     Returns:
         (decoded completions without special tokens, generated token counts).
     """
@@ -150,8 +163,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pa
     texts, counts = [""] * len(prompts), [0] * len(prompts)
     eos = tokenizer.eos_token_id
     bar = _bar(len(prompts), desc, quiet)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in _batches(order, [len(p) for p in prompts], batch_size, same_length=_ignores_positions(model)):
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -170,3 +182,19 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pa
         bar.update(len(idx))
     bar.close()
     return texts, counts
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, same_length: bool) -> list[list[int]]:
+    """Consecutive runs of ``order`` of at most ``batch_size``; with ``same_length``, never mixing lengths."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and (not same_length or lengths[batches[-1][0]] == lengths[i]):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _ignores_positions(model) -> bool:
+    """Prompt tuning and its kin (not prefix tuning) drop position ids in peft's forward."""
+    return is_prompt_learning(model) and model.active_peft_config.peft_type != "PREFIX_TUNING"

@@ -1,3 +1,3 @@
 """Fine-tuning methods; importing this package registers every built-in method."""
 
-from lmtune.methods import full, lora, registry  # noqa: F401  (imports register the methods)
+from lmtune.methods import adapter, full, ia3, lora, qlora, registry, soft_prompts  # noqa: F401  (imports register)

@@ -1,43 +1,26 @@
-"""LoRA through peft; recipe options go to ``peft.LoraConfig`` unchanged."""
+"""The LoRA family through peft: LoRA and DoRA (QLoRA, LoRA on a 4-bit base, is in ``qlora.py``).
+
+Recipe options go to ``peft.LoraConfig`` unchanged, over ``DEFAULTS``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from lmtune.errors import UserError
-from lmtune.methods.registry import Method, register
+from lmtune.methods.peft_base import PeftMethod
+from lmtune.methods.registry import register
 
 DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 
 
 @register
-class Lora(Method):
+class Lora(PeftMethod):
     name = "lora"
+    config_class = "LoraConfig"
+    defaults = DEFAULTS
 
-    def config(self, options: dict[str, Any]):
-        from peft import LoraConfig
 
-        try:
-            return LoraConfig(task_type="CAUSAL_LM", **{**DEFAULTS, **options})
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"peft rejected the options: {exc}", source="method.peft") from None
+@register
+class Dora(Lora):
+    """Weight-decomposed LoRA: a trained magnitude per output feature on top of the LoRA direction."""
 
-    def apply(self, model, options: dict[str, Any], freeze: dict[str, Any]):
-        from peft import get_peft_model
-
-        if freeze:
-            raise UserError("freeze applies to full fine-tuning only; remove method.freeze",
-                            source="method.freeze")
-        try:
-            return get_peft_model(model, self.config(options))
-        except ValueError as exc:
-            raise UserError(f"peft could not apply LoRA: {exc}", source="method.peft") from None
-
-    def save(self, model, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
-
-    def load(self, base_model, path: Path):
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_model, path)
+    name = "dora"
+    defaults = {**DEFAULTS, "use_dora": True}

@@ -16,6 +16,13 @@ class Method:
 
     name: str = ""
 
+    def load_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments for loading the base model (e.g. 4-bit weights).
+
+        Called before any model is loaded, so a method that cannot run here fails fast.
+        """
+        return {}
+
     def apply(self, model, options: dict[str, Any], freeze: dict[str, Any]):
         """Return the model prepared for training (trainable parameters set)."""
         raise NotImplementedError
@@ -25,10 +32,9 @@ class Method:
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, base_model, path: Path):
-        """Load a saved artefact onto ``base_model`` (already loaded from the recipe's model)."""
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(path, dtype=base_model.dtype)
+        """Load a saved artefact; a full model replaces ``base_model``, so only its class is used
+        (a causal LM, or a sequence-classification head model)."""
+        return type(base_model).from_pretrained(path, dtype=base_model.dtype)
 
 
 def register(cls: type[Method]) -> type[Method]:

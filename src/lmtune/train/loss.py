@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.data.encode import IGNORE
+from lmtune.errors import UserError
+from lmtune.methods.peft_base import is_prompt_learning
 
 CHUNK = 4096  # target positions per output-layer chunk
 
@@ -39,12 +41,31 @@ def target_loss_sum(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) -
 
 
 def full_logits_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The same loss from the model's full logits (reference path; any causal LM)."""
+    """The same loss from the model's full logits (reference path; any causal LM).
+
+    Prompt tuning puts its virtual tokens in front of the input, so its logits are longer than
+    ``input_ids``: the last ``input_len`` positions are the ones that belong to the input.
+    """
+    if is_prompt_learning(model):
+        _refuse_what_virtual_tokens_break(model, batch)
     out = model(**_inputs(batch))
-    logits = out.logits[:, :-1, :]
+    logits = out.logits[:, -batch["input_ids"].size(1):][:, :-1, :]
     targets = batch["labels"][:, 1:]
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+def _refuse_what_virtual_tokens_break(model, batch: dict[str, torch.Tensor]) -> None:
+    """Training switches that would silently compute something else (or crash) with virtual tokens."""
+    if "position_ids" in batch:
+        raise UserError("packed batches cannot be used with prompt or prefix tuning (every packed example would "
+                        "share one set of virtual tokens); set training.packing: false", source="training.packing")
+    base = model.get_base_model()
+    if model.active_peft_config.peft_type == "PREFIX_TUNING" and getattr(base, "is_activation_checkpointing", False):
+        # transformers drops past_key_values (where the prefix lives) inside checkpointed layers.
+        raise UserError("prefix tuning cannot be combined with activation checkpointing (the virtual keys and "
+                        "values would be dropped); set training.gradient_checkpointing: false",
+                        source="training.gradient_checkpointing")
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,13 +83,10 @@ def _body_and_head(model):
     config = getattr(base, "config", None)
     if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None  # the head does more than a linear map: use the model's own forward
-    if getattr(getattr(model, "peft_config", {}).get("default", None), "peft_type", None) in _VIRTUAL_TOKEN_TYPES:
+    if is_prompt_learning(model):
         return None  # prompt/prefix tuning add virtual tokens in the wrapper's forward
     body = getattr(base, getattr(base, "base_model_prefix", ""), None)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if body is None or head is None or body is base:
         return None
     return body, head
-
-
-_VIRTUAL_TOKEN_TYPES = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}

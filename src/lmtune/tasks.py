@@ -1,0 +1,184 @@
+"""The three shapes a task takes in the lifecycle, so ``lifecycle.run_recipe`` stays one sequence.
+
+- ``TokenTask``: a causal LM learns target tokens (classification by label scoring, generation,
+  chat, continued pre-training). Baselines: zero-shot and few-shot prompting.
+- ``HeadTask``: a sequence-classification head (an encoder such as ``minilm-l6``, or a decoder
+  with ``task.head: true``) for classification, or a one-output head for regression.
+  Baseline: the majority class / mean target.
+- ``PreferenceTask``: DPO on chosen/rejected pairs. Baseline: the base model's own preferences.
+
+Each kind loads its model, encodes the splits, gives the training objective, runs a system on
+the test split, and says which systems it has.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from lmtune import models
+from lmtune.data.encode import Encoder, pack_blocks
+from lmtune.data.templates import render
+from lmtune.evaluate import baselines, heads
+from lmtune.evaluate.baselines import SystemResult, TaskSpec
+from lmtune.recipe import Recipe
+from lmtune.train.objectives import HeadObjective, Objective
+
+
+class TokenTask:
+    """Target tokens of a causal LM; the path every generative task takes."""
+
+    systems = ("zero_shot", "few_shot", "finetuned")
+    prompted = True  # examples go through a prompt template
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    def load(self, load_kwargs: dict[str, Any]):
+        return models.load_causal_lm(self.recipe.model, **load_kwargs)
+
+    def encoder(self, tokenizer) -> Encoder:
+        return Encoder(tokenizer, self.recipe.training.max_length, self.recipe.task.chat_template)
+
+    def encode(self, prepared, tokenizer, encoder: Encoder, template) -> dict[str, list]:
+        return encode_splits(prepared, encoder, template, self.recipe)
+
+    def objective(self) -> Objective | None:
+        return None  # the loop's default: target tokens, packed when training.packing is set
+
+    def prepare_reference(self, model, encoded: dict[str, list], pad_id: int) -> None:
+        """Nothing to do: only preference training needs a reference model."""
+
+    def run(self, system: str, model, tokenizer, encoder, spec: TaskSpec, test, test_encoded, shots, train,
+            quiet: bool) -> SystemResult | None:
+        if system == "few_shot" and spec.type == "language_modeling":
+            return None  # perplexity of raw text: there is nothing to show examples of
+        return baselines.run_system(model, tokenizer, encoder, spec, test,
+                                    shots if system == "few_shot" else None, system, quiet)
+
+
+class HeadTask(TokenTask):
+    """A classification or regression head on top of the model body."""
+
+    systems = ("majority", "finetuned")
+    prompted = False
+
+    def load(self, load_kwargs: dict[str, Any]):
+        task = self.recipe.task
+        if task.type == "regression":
+            return models.load_sequence_classifier(self.recipe.model, 1, **load_kwargs)
+        return models.load_sequence_classifier(self.recipe.model, len(task.labels),
+                                               id2label=dict(enumerate(task.labels)), **load_kwargs)
+
+    def encoder(self, tokenizer):
+        return None  # the head reads the record's text as it is, without a prompt template
+
+    def encode(self, prepared, tokenizer, encoder, template) -> dict[str, list]:
+        task = self.recipe.task
+        spec = TaskSpec(task.type, task.labels, None)
+        encoded = {name: heads.encode(tokenizer, examples, spec, self.recipe.training.max_length)
+                   for name, examples in prepared.splits.items()}
+        _count(prepared, encoded, self.recipe.training.max_length)
+        return encoded
+
+    def objective(self) -> Objective:
+        return HeadObjective(regression=self.recipe.task.type == "regression")
+
+    def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
+        if system == "majority":
+            return heads.constant_baseline(train, test, spec)
+        if system == "finetuned":
+            return heads.run_head(model, tokenizer, test_encoded, test, spec)
+        return None  # zero_shot / few_shot: a head has no prompt to follow
+
+
+class PreferenceTask(TokenTask):
+    """DPO: the policy learns to prefer ``chosen`` over ``rejected`` relative to the base model."""
+
+    systems = ("zero_shot", "finetuned")
+
+    def encode(self, prepared, tokenizer, encoder, template) -> dict[str, list]:
+        from lmtune.train.preference import encode_pair
+
+        encoded = {name: [encode_pair(encoder, [{"role": "user", "content": str(ex.record["prompt"])}],
+                                      str(ex.record["chosen"]), str(ex.record["rejected"])) for ex in examples]
+                   for name, examples in prepared.splits.items()}
+        _count(prepared, encoded, self.recipe.training.max_length)
+        return encoded
+
+    def objective(self) -> Objective:
+        from lmtune.train.preference import PreferenceObjective
+
+        return PreferenceObjective(beta=self.recipe.training.dpo_beta)
+
+    def prepare_reference(self, model, encoded: dict[str, list], pad_id: int) -> None:
+        """Reference log-probs from the base model, before any training (no second copy of it)."""
+        from lmtune.train.preference import precompute_reference
+
+        for pairs in encoded.values():
+            precompute_reference(model, pairs, self.recipe.eval.batch_size, pad_id)
+
+    def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
+        from lmtune.train.preference import preference_metrics
+
+        if system not in ("zero_shot", "finetuned"):
+            return None
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        started = time.perf_counter()
+        result = preference_metrics(model, test_encoded, self.recipe.training.dpo_beta, spec.batch_size, pad)
+        result["latency_s"] = (time.perf_counter() - started) / max(len(test_encoded), 1)
+        return SystemResult(result)
+
+
+def task_for(recipe: Recipe) -> TokenTask:
+    """The kind of task a recipe describes."""
+    if recipe.task.type == "preference":
+        return PreferenceTask(recipe)
+    if uses_head(recipe):
+        return HeadTask(recipe)
+    return TokenTask(recipe)
+
+
+def uses_head(recipe: Recipe) -> bool:
+    """Regression always; classification when asked, or when the model has no LM head (an encoder)."""
+    if recipe.task.type == "regression":
+        return True
+    if recipe.task.type != "classification":
+        return False
+    if recipe.task.head is not None:
+        return recipe.task.head
+    return not models.is_causal_lm(recipe.model)
+
+
+def _count(prepared, encoded: dict[str, list], max_length: int) -> None:
+    """Truncation per split into the data report (examples carry a ``truncated`` flag)."""
+    prepared.report["truncation"] = {"max_length": max_length, **{
+        name: {"truncated": sum(e.truncated for e in items), "total": len(items)} for name, items in encoded.items()}}
+
+
+def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[str, list]:
+    """Tokenize train and validation; count truncation and token lengths into the data report."""
+    lm = recipe.task.type == "language_modeling"
+    encoded, truncation, lengths = {}, {"max_length": recipe.training.max_length}, {}
+    for name, examples in prepared.splits.items():
+        rendered = [render(template, ex, recipe.task.labels) for ex in examples]
+        if lm:  # continued pre-training: documents concatenated into blocks, nothing truncated away
+            items = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], recipe.training.max_length)
+        else:
+            items = [encoder.encode(r.messages, r.completion) for r in rendered]
+        key = "longer_than_max_length" if name == "test" else "truncated"
+        truncation[name] = {key: sum(e.truncated for e in items), "total": len(items)}
+        lengths[name] = [len(e.input_ids) for e in items][:5000]
+        if name != "test":  # test prompts are encoded by the evaluation, whole
+            encoded[name] = items
+        if name != "test" and truncation[name]["truncated"]:
+            print(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
+                  f"training.max_length={recipe.training.max_length} and were truncated", file=sys.stderr)
+    truncation["note"] = ("train and validation examples are cut to max_length; test prompts are evaluated "
+                          "whole, cut only to the model's context (counted as truncated_prompts in eval.json)")
+    prepared.report["truncation"] = truncation
+    prepared.report["token_lengths"] = lengths
+    return encoded
+
+

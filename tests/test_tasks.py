@@ -1,0 +1,143 @@
+"""Every task type end to end on tiny models: head classification, regression, preference (DPO),
+continued pre-training in blocks, and export (adapter as saved, merged into a plain model)."""
+
+import json
+
+import pytest
+import torch
+
+from test_cli import RUN_FILES, _run
+from conftest import write_jsonl
+from tiny import build_tokenizer, save_tiny_encoder
+
+GOOD = ["the movie was great and i loved it", "this drug helped my pain a lot"]
+BAD = ["the movie was terrible and boring", "this drug gave me awful side effects"]
+
+
+def _results(out):
+    return json.loads((out / "eval.json").read_text())
+
+
+def test_encoder_with_a_classification_head_beats_nothing_but_is_compared_to_majority(recipe_file, tmp_path):
+    encoder_dir = save_tiny_encoder(tmp_path / "tiny-bert")
+    path = recipe_file(model=str(encoder_dir), method={"name": "full", "peft": {}},
+                       training={"max_steps": 6, "learning_rate": 1e-2},
+                       eval={"systems": ["zero_shot", "majority", "finetuned"]})
+    out = tmp_path / "run"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    for name in RUN_FILES:
+        assert (out / name).exists(), name
+    results = _results(out)["results"]
+    assert set(results) == {"majority", "finetuned"}  # an encoder has no zero-shot: skipped, said so
+    train_labels = [json.loads(line)["label"] for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    majority = [json.loads(line)["prediction"] for line in (out / "predictions" / "majority.jsonl").read_text().splitlines()]
+    assert len(set(majority)) == 1  # one constant answer: a most frequent training label
+    assert train_labels.count(majority[0]) == max(train_labels.count(x) for x in train_labels)
+    assert {"accuracy", "f1_macro", "confusion_matrix"} <= set(results["finetuned"])
+    info = json.loads((out / "final" / "lmtune.json").read_text())
+    assert info["head"] is True
+
+
+def _regression_data(tmp_path, n=40):
+    rows = [{"text": f"{(GOOD if i % 2 else BAD)[i % 2]} #{i}", "score": 4.0 if i % 2 else -2.0} for i in range(n)]
+    return write_jsonl(tmp_path / "scores.jsonl", rows)
+
+
+def test_regression_head_learns_a_number_and_reports_mse_mae_pearson(recipe_file, tmp_path):
+    data = _regression_data(tmp_path)
+    path = recipe_file(task={"type": "regression", "labels": None, "template": None},
+                       data={"train": str(data), "fields": {"label": "score"},
+                             "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       method={"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+                       training={"max_steps": 30, "learning_rate": 3e-2, "batch_size": 8},
+                       eval={"systems": ["majority", "finetuned"]})
+    out = tmp_path / "reg"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    results = _results(out)["results"]
+    assert {"mse", "mae", "pearson"} <= set(results["finetuned"])
+    assert results["majority"]["pearson"] is None  # a constant predictor has no correlation
+    assert results["finetuned"]["mse"] < results["majority"]["mse"]
+    rows = [json.loads(line) for line in (out / "predictions" / "finetuned.jsonl").read_text().splitlines()]
+    assert isinstance(rows[0]["prediction"], float)
+
+
+def test_preference_dpo_end_to_end_raises_reward_accuracy(recipe_file, tmp_path):
+    rows = [{"prompt": f"how was the movie {i}?", "chosen": GOOD[i % 2], "rejected": BAD[i % 2]} for i in range(30)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    path = recipe_file(task={"type": "preference", "labels": None, "template": None},
+                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       training={"max_steps": 10, "learning_rate": 3e-2, "dpo_beta": 0.5},
+                       eval={"systems": ["zero_shot", "few_shot", "finetuned"]})
+    out = tmp_path / "dpo"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    results = _results(out)["results"]
+    assert set(results) == {"zero_shot", "finetuned"}
+    assert results["zero_shot"]["reward_margin"] == pytest.approx(0.0, abs=1e-4)  # the base is its own reference
+    assert results["finetuned"]["reward_accuracy"] > results["zero_shot"]["reward_accuracy"]
+    assert results["finetuned"]["reward_margin"] > 0
+
+
+def test_language_modeling_packs_documents_into_full_blocks():
+    from lmtune.data.encode import Encoder, pack_blocks
+
+    enc = Encoder(build_tokenizer(chat=False), 16)
+    docs = [([], " ".join(GOOD * (i + 1))) for i in range(5)]
+    blocks = pack_blocks(enc, docs, 16)
+    stream = [t for messages, text in docs for t in enc.prompt_ids(messages) + enc.target_ids(text)]
+    assert [t for b in blocks for t in b.input_ids] == stream  # nothing truncated away
+    assert all(len(b.input_ids) == 16 for b in blocks[:-1]) and blocks[0].labels == blocks[0].input_ids
+    assert stream.count(enc.eos) == 5  # each document ends with EOS
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir):
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("export")
+    from conftest import sentiment_records
+    data = write_jsonl(tmp / "reviews.jsonl", sentiment_records())
+    recipe = {"name": "x", "seed": 0, "model": str(tiny_model_dir),
+              "task": {"type": "classification", "labels": ["negative", "neutral", "positive"], "template": "sentiment"},
+              "data": {"train": str(data), "fields": {"text": "review", "label": "rating"}},
+              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+              "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
+              "eval": {"systems": ["finetuned"]}}
+    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
+    code, output = _run("train", tmp / "r.yaml", "--out", tmp / "run", "--quiet")
+    assert code == 0, output
+    return tmp / "run"
+
+
+def test_export_adapter_loads_with_peft_and_merged_model_gives_the_same_logits(lora_run, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    code, output = _run("export", lora_run, "--out", tmp_path / "adapter")
+    assert code == 0, output
+    code, output = _run("export", lora_run, "--merge", "--out", tmp_path / "merged")
+    assert code == 0, output
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    assert list((tmp_path / "merged").glob("*.safetensors"))
+
+    ids = torch.tensor([[5, 17, 42, 9, 3, 100, 7]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    unmerged = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        want = unmerged(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert not torch.allclose(want, AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_export_refuses_what_is_not_a_run_or_would_overwrite(lora_run, tmp_path):
+    code, output = _run("export", tmp_path, "--out", tmp_path / "x")
+    assert code == 2 and "not a finished lmtune run" in output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    code, output = _run("export", lora_run, "--out", tmp_path / "full")
+    assert code == 2 and "not empty" in output
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
