@@ -85,8 +85,6 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [
-    ("training.replay={data: general.jsonl, ratio: 0.1}", "training.replay"),
-    ("eval.forgetting={data: general.jsonl}", "eval.forgetting"),
     ("eval.metrics=[bleu]", "eval.metrics"),
     ("tracking=[jsonl, wandb]", "tracking"),
 ])

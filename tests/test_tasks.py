@@ -88,7 +88,9 @@ def test_language_modeling_packs_documents_into_full_blocks():
     blocks = pack_blocks(enc, docs, 16)
     stream = [t for messages, text in docs for t in enc.prompt_ids(messages) + enc.target_ids(text)]
     assert [t for b in blocks for t in b.input_ids] == stream  # nothing truncated away
-    assert all(len(b.input_ids) == 16 for b in blocks[:-1]) and blocks[0].labels == blocks[0].input_ids
+    assert all(len(b.input_ids) == 16 for b in blocks[:-1])
+    assert blocks[0].labels[1:] == blocks[0].input_ids[1:] and blocks[0].labels[0] == -100  # nothing predicts it
+    assert sum(b.n_targets for b in blocks) == len(stream) - len(blocks)
     assert stream.count(enc.eos) == 5  # each document ends with EOS
 
 

@@ -76,6 +76,16 @@ def export(run: Path = typer.Argument(..., help="Run directory of a finished `lm
     print(f"exported {'merged model' if merge else 'adapter'} to {path}")
 
 
+@app.command()
+@user_errors
+def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each with an eval.json)."),
+            out: Path = typer.Option(Path("compare.html"), "--out", help="HTML page to write.")):
+    """Put several runs side by side in one HTML page: metrics with intervals, cost, latency, verdicts."""
+    from lmtune.evaluate.compare import compare as run_compare
+
+    print(f"comparison: {run_compare(runs, out)}")
+
+
 @data_app.command("check")
 @user_errors
 def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet file."),
@@ -105,6 +115,67 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     data_stage.write(prepared, target)
     print(data_stage.steps_table(prepared.report))
     print(f"wrote {target} (splits and data_report.json)")
+
+
+@app.command()
+@user_errors
+def serve(models: list[str] = typer.Argument(..., help="Run directories and/or models (alias, directory)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+          port: int = typer.Option(8000, "--port", help="Port to listen on."),
+          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LMTUNE_API_KEY",
+                                                help="Require this bearer key on /v1 (env LMTUNE_API_KEY)."),
+          state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Uploaded files, fine-tuning jobs and "
+                                                   "their database (default $LMTUNE_HOME/serve)."),
+          max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most sequences decoded together."),
+          max_queue: int = typer.Option(256, "--max-queue", min=1, help="Most sequences waiting; more get HTTP 429."),
+          max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Reply length when a request sets none."),
+          precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware has it), fp32, "
+                                        "bf16 or fp16."),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress lines or access log.")):
+    """OpenAI-compatible server: chat/completions over the models, and fine-tuning jobs."""
+    from lmtune.serve.server import serve as run_server
+
+    run_server(models, host=host, port=port, api_key=api_key, state_dir=state_dir, max_batch=max_batch_size,
+               max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet)
+
+
+@app.command()
+@user_errors
+def predict(model: str = typer.Argument(..., help="Run directory of `lmtune train`, or a model (alias, directory)."),
+            input_file: Path = typer.Option(..., "--input", help="JSONL records: {messages}, {prompt}, or the run's "
+                                            "training format."),
+            output: Path = typer.Option(..., "--output", help="JSONL predictions; lines already there are skipped."),
+            max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Most tokens generated per record."),
+            batch_size: int = typer.Option(8, "--batch-size", min=1, help="Records generated together."),
+            temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy; above: sampling."),
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
+    """Batch inference over a JSONL file (resumable: an existing --output is continued)."""
+    from lmtune.predict_file import predict_file
+
+    result = predict_file(model, input_file, output, max_tokens, batch_size, temperature, quiet)
+    rate = f", {result['tokens_per_s']} generated tokens/s" if result["tokens_per_s"] is not None else ""
+    print(f"wrote {result['written']} predictions to {output} ({result['skipped']} already there, "
+          f"{result['total']} records){rate}")
+
+
+@app.command()
+@user_errors
+def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"prediction\", \"reference\"} per line."),
+          metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all "
+                                                "of the task's), e.g. rougeL,bleu or f1_macro,per_class."),
+          task: Optional[str] = typer.Option(None, "--task", help="classification | generation | regression "
+                                             "(default: inferred from the file)."),
+          resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the resampling.")):
+    """Score predictions against references: JSON {metric: {value, ci_low, ci_high}} (bootstrap 95% CI)."""
+    import json
+
+    from lmtune.evaluate.score import score_file
+
+    result = score_file(predictions, metrics, task, resamples, seed)
+    how = "given" if task else "inferred; --task overrides"
+    print(f"scored {result['n']} examples as {result['task']} ({how})", file=sys.stderr)
+    print(json.dumps(result["metrics"], indent=2))
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from lmtune import atomic, manifest, precision, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
-from lmtune.evaluate import baselines, metrics
+from lmtune.evaluate import baselines, bootstrap, cost, metrics
+from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.evaluate.report import write_report
 from lmtune.methods import registry
 from lmtune.recipe import Recipe
@@ -72,12 +73,13 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
                               recipe.eval.batch_size, precision.resolve(recipe.training.precision))
     results = _load_previous_results(run_dir) if resume else {}
+    bias_reports: dict[str, Any] = _load_previous(run_dir, "bias") if resume else {}
     say(f"[3/5] baselines on {len(test)} test examples: "
-        f"{', '.join(s for s in recipe.eval.systems if s != 'finetuned') or 'none'}", quiet)
+        f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
     shots = baselines.few_shot_examples(prepared.splits["train"], recipe.eval.few_shot_k, recipe.seed,
                                         recipe.task.labels) if "few_shot" in recipe.eval.systems else []
     for system in recipe.eval.systems:
-        if system == "finetuned" or system in results or not test:
+        if system.startswith("finetuned") or system in results or not test:
             continue
         result = kind.run(system, model, tokenizer, encoder, spec, test, test_encoded, shots,
                           prepared.splits["train"], quiet)
@@ -85,8 +87,19 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
             say(f"      {system}: does not apply to this task ({type(kind).__name__}: "
                 f"{', '.join(kind.systems)}); skipped", quiet)
             continue
-        results[system] = result
-        _save_results(run_dir, recipe, spec, results, len(test))
+        results[system] = _with_intervals(result, spec, recipe)
+        _check_bias(kind, system, result, bias_reports, model, tokenizer, encoder, spec, test, shots,
+                    prepared.splits["train"], quiet)
+        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports)
+
+    probes, forgetting = _forgetting_probes(recipe, kind), _load_previous(run_dir, "forgetting") if resume else {}
+    if probes and "base" not in forgetting:
+        say(f"      forgetting probes on the base model: {', '.join(p.name for p in probes)}", quiet)
+        forgetting["base"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
+    n_task = len(encoded["train"])
+    if recipe.training.replay is not None:
+        encoded["train"] = kind.with_replay(encoded["train"], encoder)
+        say(f"      replay: {len(encoded['train']) - n_task} general-text blocks mixed into {n_task} examples", quiet)
 
     say(f"[4/5] fine-tune: {recipe.method.name} on {len(encoded['train'])} examples", quiet)
     model = method.apply(model, recipe.method.peft, recipe.method.freeze)
@@ -96,16 +109,29 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
                         pad_id, resume=resume, quiet=quiet, objective=kind.objective())
     save_final(run_dir / "final", model, tokenizer, method, recipe, source)
 
-    if "finetuned" in recipe.eval.systems and test:
-        say("[5/5] evaluate the fine-tuned model", quiet)
+    tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
+    if tuned_systems and test:
+        say(f"[5/5] evaluate the fine-tuned model: {', '.join(tuned_systems)}", quiet)
         with merged_adapter(model):
-            results["finetuned"] = kind.run("finetuned", model, tokenizer, encoder, spec, test, test_encoded,
-                                            None, prepared.splits["train"], quiet)
+            for system in tuned_systems:
+                tuned = kind.run(system, model, tokenizer, encoder, spec, test, test_encoded, None,
+                                 prepared.splits["train"], quiet)
+                if tuned is not None:
+                    results[system] = _with_intervals(tuned, spec, recipe)
+                    _check_bias(kind, system, tuned, bias_reports, model, tokenizer, encoder, spec, test, None,
+                                prepared.splits["train"], quiet)
+    if probes:
+        say("      forgetting probes on the fine-tuned model", quiet)
+        with merged_adapter(model):
+            forgetting["finetuned"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
+        forgetting["change"] = forgetting_probe.compare(forgetting["base"], forgetting["finetuned"])
     summary = {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
                "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
                "best_step": result.best_step, "stopped_early": result.stopped_early,
-               "trainable_parameters": trainable, "total_parameters": total}
-    _save_results(run_dir, recipe, spec, results, len(test), summary)
+               "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
+               "replay_examples": len(encoded["train"]) - n_task}
+    _save_results(run_dir, recipe, spec, results, len(test), summary, bias=bias_reports, forgetting=forgetting,
+                  significance=_significance(results, spec, recipe))
     write_report(run_dir)
     return run_dir
 
@@ -173,13 +199,86 @@ def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _check_bias(kind, system, result, reports, model, tokenizer, encoder, spec, test, shots, train, quiet) -> None:
+    """``eval.bias``: the system again on term-swapped test inputs; its report goes into ``reports``."""
+    if kind.recipe.eval.bias is None:
+        return
+    say(f"      bias check: {system} on term-swapped test inputs", quiet)
+    found = kind.bias_check(system, result, model, tokenizer, encoder, spec, test, shots, train)
+    if found is not None:
+        reports[system] = found
+
+
+def _with_intervals(result, spec, recipe: Recipe):
+    """Add a bootstrap 95% interval to every metric computed from the system's predictions."""
+    rows = result.predictions
+    if not recipe.eval.bootstrap or not rows or spec.type in ("language_modeling", "preference"):
+        return result
+    intervals = bootstrap.confidence_intervals(spec.type, [r["reference"] for r in rows],
+                                               [r["prediction"] for r in rows], spec.labels,
+                                               n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
+    result.metrics["ci"] = {k: [v["ci_low"], v["ci_high"]] for k, v in intervals.items()
+                            if v.get("ci_low") is not None}
+    return result
+
+
+def _significance(results: dict[str, Any], spec, recipe: Recipe) -> list[dict[str, Any]]:
+    """Paired bootstrap p-values of the winner on the task metric against every other system."""
+    metric = metrics.PRIMARY_METRIC.get(spec.type)
+    scored = {k: v for k, v in results.items() if getattr(v, "predictions", None)
+              and isinstance(v.metrics.get(metric), (int, float))}
+    if not recipe.eval.bootstrap or len(scored) < 2:
+        return []
+    winner = metrics.best_systems({k: v.metrics[metric] for k, v in scored.items()}, metric)[0]
+    refs = [r["reference"] for r in scored[winner].predictions]
+    out = []
+    for other, res in scored.items():
+        if other == winner or len(res.predictions) != len(refs):
+            continue
+        p = bootstrap.paired_p_value(spec.type, metric, refs, [r["prediction"] for r in scored[winner].predictions],
+                                     [r["prediction"] for r in res.predictions], spec.labels,
+                                     n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
+        out.append({"a": winner, "b": other, "metric": metric, "p_value": p})
+    return out
+
+
+def _forgetting_probes(recipe: Recipe, kind) -> list:
+    config = recipe.eval.forgetting
+    if config is None:
+        return []
+    if not kind.prompted:
+        raise UserError("the forgetting probes score a causal LM's text; a head model has none: remove "
+                        "eval.forgetting", source="eval.forgetting")
+    return forgetting_probe.load_probes(config.model_dump(), recipe.seed)
+
+
+def _measure(model, tokenizer, probes, recipe: Recipe, spec, quiet: bool) -> dict[str, Any]:
+    return forgetting_probe.measure(model, tokenizer, probes, recipe.eval.batch_size, spec.precision,
+                                    recipe.training.max_length, quiet)
+
+
+def _load_previous(run_dir: Path, key: str) -> dict[str, Any]:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text()).get(key) or {} if path.exists() else {}
+
+
 def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], n: int,
-                  summary: dict[str, Any] | None = None) -> None:
+                  summary: dict[str, Any] | None = None, bias: dict[str, Any] | None = None,
+                  forgetting: dict[str, Any] | None = None, significance: list | None = None) -> None:
+    prices = recipe.eval.cost.model_dump()
     body = {"task": recipe.task.type, "n": n, "labels": recipe.task.labels,
             "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
-            "results": {k: (v.metrics if hasattr(v, "metrics") else v) for k, v in results.items()}}
+            "prices_per_1k_tokens": prices,
+            "results": {k: {**m, **cost.per_query(m, prices)}
+                        for k, m in ((k, v.metrics if hasattr(v, "metrics") else v) for k, v in results.items())}}
+    if bias:
+        body["bias"] = bias
+    if forgetting:
+        body["forgetting"] = forgetting
+    if significance:
+        body["significance"] = significance
     if summary:
-        body["training"] = summary
+        body["training"] = {**summary, **cost.training(summary["train_tokens"], summary["train_seconds"], prices)}
     for name, res in results.items():
         if getattr(res, "predictions", None):
             atomic.write_jsonl(run_dir / "predictions" / f"{name}.jsonl", res.predictions)

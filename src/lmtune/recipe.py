@@ -129,6 +129,14 @@ class EarlyStopping(_Strict):
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
 
 
+class ReplayConfig(_Strict):
+    """General text mixed into the training data, against catastrophic forgetting."""
+
+    data: str = Field(description="{\"text\"} records of general text (JSONL, CSV, Parquet).")
+    ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the training examples that are general text.")
+    max_records: int | None = Field(None, gt=0, description="Read at most this many records.")
+
+
 class TrainingConfig(_Strict):
     """The optimisation."""
 
@@ -146,13 +154,8 @@ class TrainingConfig(_Strict):
     save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (default: eval_every).")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stops improving.")
-    replay: dict[str, Any] | None = Field(None, description="{data, ratio}: general data mixed in.")
+    replay: ReplayConfig | None = Field(None, description="General data mixed into training against forgetting.")
     log_every: int = Field(5, ge=1, description="Steps between training-loss log lines.")
-
-    @field_validator("replay")
-    @classmethod
-    def _replay(cls, value):
-        return _not_yet(value, "replay of general data")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
@@ -161,6 +164,35 @@ class TrainingConfig(_Strict):
         False, description="Recompute layer activations in the backward pass: much less memory, ~1/3 more compute.")
     compile: bool = Field(False, description="torch.compile each decoder layer (a one-off compile before the first step).")
     dpo_beta: float = Field(0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
+
+
+SYSTEMS = {"zero_shot", "few_shot", "rag", "finetuned", "finetuned+rag", "majority"}
+
+
+class RagConfig(_Strict):
+    corpus: str = Field(description="Passages, one per record (JSONL, CSV, Parquet).")
+    field: str = Field("text", description="The record field holding the passage.")
+    top_k: int = Field(3, ge=1, description="Passages placed in each prompt.")
+    max_passages: int | None = Field(None, gt=0, description="Index only the first N passages.")
+
+
+class ForgettingConfig(_Strict):
+    data: str | list[str] = Field(description="Probe files: {\"text\"} (perplexity) or {question, choices, answer}.")
+    max_examples: int = Field(200, ge=1, description="Records sampled per probe file.")
+
+
+class BiasConfig(_Strict):
+    terms: str | list[str] = Field(default_factory=lambda: ["gender"],
+                                   description="Term-pair lists: gender, names, or TSV files of swap pairs.")
+    group_field: str | None = Field(None, description="A test-record field whose values form groups.")
+
+
+class CostConfig(_Strict):
+    """Prices per 1,000 tokens (inputs, not measurements). Defaults: a hosted small model's list prices."""
+
+    prompt_per_1k_tokens: float = Field(0.0003, ge=0)
+    completion_per_1k_tokens: float = Field(0.0012, ge=0)
+    training_per_1k_tokens: float = Field(0.003, ge=0)
 
 
 class EvalConfig(_Strict):
@@ -172,12 +204,13 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
     batch_size: int = Field(8, ge=1, description="Examples per evaluation batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N test examples.")
-    forgetting: dict[str, Any] | None = Field(None, description="General-ability probes.")
-
-    @field_validator("forgetting")
-    @classmethod
-    def _forgetting(cls, value):
-        return _not_yet(value, "the forgetting probe")
+    few_shot_selection: Literal["random", "bm25"] = Field(
+        "random", description="Few-shot examples: the same k for every query, or the k most similar (BM25).")
+    rag: RagConfig | None = Field(None, description="Corpus for the rag and finetuned+rag systems.")
+    forgetting: ForgettingConfig | None = Field(None, description="General-ability probes, base vs fine-tuned.")
+    bias: BiasConfig | None = Field(None, description="Counterfactual bias check on the test inputs.")
+    cost: CostConfig = Field(default_factory=lambda: CostConfig(), description="Prices per 1,000 tokens.")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0: none).")
 
     @field_validator("metrics")
     @classmethod
@@ -187,10 +220,11 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_systems(self):
-        known = {"zero_shot", "few_shot", "finetuned", "majority"}
-        bad = [s for s in self.systems if s not in known]
+        bad = [s for s in self.systems if s not in SYSTEMS and not s.startswith("model:")]
         if bad:
-            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(known)}")
+            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(SYSTEMS)} or model:<ref>")
+        if any(s.endswith("rag") for s in self.systems) and self.rag is None:
+            raise ValueError("rag: the rag systems need a corpus: rag: {corpus: passages.jsonl}")
         return self
 
 

@@ -21,6 +21,7 @@ from lmtune import models
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.templates import render
 from lmtune.evaluate import baselines, heads
+from lmtune.errors import UserError
 from lmtune.evaluate.baselines import SystemResult, TaskSpec
 from lmtune.recipe import Recipe
 from lmtune.train.objectives import HeadObjective, Objective
@@ -29,11 +30,12 @@ from lmtune.train.objectives import HeadObjective, Objective
 class TokenTask:
     """Target tokens of a causal LM; the path every generative task takes."""
 
-    systems = ("zero_shot", "few_shot", "finetuned")
+    systems = ("zero_shot", "few_shot", "rag", "finetuned", "finetuned+rag", "model:<ref>")
     prompted = True  # examples go through a prompt template
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self._cache: dict[Any, Any] = {}  # retrieval results, shots and term swaps, computed once per test list
 
     def load(self, load_kwargs: dict[str, Any]):
         return models.load_causal_lm(self.recipe.model, **load_kwargs)
@@ -52,10 +54,88 @@ class TokenTask:
 
     def run(self, system: str, model, tokenizer, encoder, spec: TaskSpec, test, test_encoded, shots, train,
             quiet: bool) -> SystemResult | None:
-        if system == "few_shot" and spec.type == "language_modeling":
-            return None  # perplexity of raw text: there is nothing to show examples of
-        return baselines.run_system(model, tokenizer, encoder, spec, test,
-                                    shots if system == "few_shot" else None, system, quiet)
+        lm = spec.type == "language_modeling"
+        if lm and system not in ("zero_shot", "finetuned") and not system.startswith("model:"):
+            return None  # perplexity of raw text: no examples to show, no question to retrieve for
+        if system.startswith("model:"):
+            return self._other_model(system.removeprefix("model:"), spec, test, quiet)
+        if system == "few_shot":
+            shots = self._similar_shots(train, test) if self.recipe.eval.few_shot_selection == "bm25" else shots
+        contexts = self._contexts(test) if system.endswith("rag") else None
+        return baselines.run_system(model, tokenizer, encoder, spec, test, shots if system == "few_shot" else None,
+                                    system, quiet, contexts)
+
+    def _similar_shots(self, train, test):
+        from lmtune.evaluate.retrieval import similar_shots
+
+        key = ("shots", id(test))
+        if key not in self._cache:
+            self._cache[key] = similar_shots(train, test, self.recipe.eval.few_shot_k)
+        return self._cache[key]
+
+    def _contexts(self, test) -> list[list[str]]:
+        """Passages retrieved once per test list (rag and finetuned+rag read the same)."""
+        from lmtune.evaluate import retrieval
+
+        key = ("contexts", id(test))
+        if key not in self._cache:
+            rag = self.recipe.eval.rag
+            if "corpus" not in self._cache:
+                self._cache["corpus"] = retrieval.load_corpus(rag.corpus, rag.field, rag.max_passages)
+            self._cache[key] = retrieval.retrieve(self._cache["corpus"], test, rag.top_k)
+        return self._cache[key]
+
+    def bias_check(self, system: str, result: SystemResult, model, tokenizer, encoder, spec: TaskSpec, test,
+                   shots, train) -> dict[str, Any] | None:
+        """Rerun ``system`` on the test inputs with group terms swapped; flip rate and per-group metrics."""
+        from lmtune.evaluate import bias
+
+        config = self.recipe.eval.bias
+        if config is None or not result.predictions or spec.type in ("language_modeling", "preference"):
+            return None
+        terms = self._cache.setdefault("terms", bias.load_terms(config))
+        key = ("swapped", id(test))
+        if key not in self._cache:
+            self._cache[key] = bias.counterfactuals(test, terms)
+        swapped, index, groups = self._cache[key]
+        if not swapped:
+            return {"n_tested": 0, "flip_rate": None, "note": "no test input contains a term of the lists"}
+        again = self.run(system, model, tokenizer, encoder, spec, swapped, self.encode_test(tokenizer, swapped),
+                         shots, train, quiet=True)
+        rows = result.predictions
+        return bias.report(spec.type, spec.labels, [r["reference"] for r in rows], [r["prediction"] for r in rows],
+                           [r["prediction"] for r in again.predictions], index, groups, test=test,
+                           group_field=config.group_field, terms=terms)
+
+    def encode_test(self, tokenizer, examples) -> list:
+        return []  # prompts are encoded by the evaluation itself
+
+    def with_replay(self, train: list, encoder) -> list:
+        """Training examples with general-text blocks mixed in (``training.replay``).
+
+        Blocks are cut to the median training-example length: the loss is averaged over target
+        tokens, so 512-token blocks beside 150-token examples would weigh far more than ``ratio``.
+        """
+        from lmtune.train import replay
+
+        config = self.recipe.training.replay
+        if not self.prompted or self.recipe.task.type == "preference":
+            raise UserError("training.replay mixes general text into causal-LM training; this task trains a "
+                            f"{'head' if not self.prompted else 'preference objective'}: remove training.replay",
+                            source="training.replay")
+        lengths = sorted(len(e.input_ids) for e in train)
+        block = max(16, min(self.recipe.training.max_length, lengths[len(lengths) // 2]))
+        general = replay.load_general(config.data, encoder, block, config.max_records)
+        return replay.mix(train, general, config.ratio, self.recipe.seed)
+
+    def _other_model(self, ref: str, spec: TaskSpec, test, quiet: bool) -> SystemResult:
+        """Zero-shot prompting of another model (e.g. a larger base) on the same test split."""
+        model, tokenizer, _ = models.load_causal_lm(ref)
+        encoder = Encoder(tokenizer, self.recipe.training.max_length, self.recipe.task.chat_template)
+        try:
+            return baselines.run_system(model, tokenizer, encoder, spec, test, None, f"model:{ref}", quiet)
+        finally:
+            del model
 
 
 class HeadTask(TokenTask):
@@ -75,12 +155,13 @@ class HeadTask(TokenTask):
         return None  # the head reads the record's text as it is, without a prompt template
 
     def encode(self, prepared, tokenizer, encoder, template) -> dict[str, list]:
-        task = self.recipe.task
-        spec = TaskSpec(task.type, task.labels, None)
-        encoded = {name: heads.encode(tokenizer, examples, spec, self.recipe.training.max_length)
-                   for name, examples in prepared.splits.items()}
+        encoded = {name: self.encode_test(tokenizer, examples) for name, examples in prepared.splits.items()}
         _count(prepared, encoded, self.recipe.training.max_length)
         return encoded
+
+    def encode_test(self, tokenizer, examples) -> list:
+        task = self.recipe.task
+        return heads.encode(tokenizer, examples, TaskSpec(task.type, task.labels, None), self.recipe.training.max_length)
 
     def objective(self) -> Objective:
         return HeadObjective(regression=self.recipe.task.type == "regression")

@@ -59,7 +59,7 @@ class Encoder:
             ids = (prompt + target)
             truncated = len(ids) > self.max_length
             ids = ids[: self.max_length]
-            return Encoded(ids, list(ids), truncated)
+            return Encoded(ids, [IGNORE] + ids[1:], truncated)  # the first token has nothing to be predicted from
         prompt, target, truncated = self.fit(prompt, target)
         return Encoded(prompt + target, [IGNORE] * len(prompt) + target, truncated)
 
@@ -90,10 +90,11 @@ def pack_blocks(encoder: Encoder, documents: list[tuple[list[dict[str, str]], st
     """Continued pre-training data: documents (each ending in EOS) concatenated and cut into blocks.
 
     As in transformers' ``run_clm`` example: no text is truncated away and no position is padding;
-    the last, shorter block is kept. Every token is a target.
+    the last, shorter block is kept. Every token is a target except each block's first, which has
+    nothing before it to be predicted from (so token counts are the predicted tokens).
     """
     stream: list[int] = []
     for messages, text in documents:
         stream += encoder.prompt_ids(messages) + encoder.target_ids(text)
-    return [Encoded(stream[i:i + block_size], stream[i:i + block_size])
+    return [Encoded(stream[i:i + block_size], [IGNORE] + stream[i + 1:i + block_size])
             for i in range(0, len(stream), block_size) if len(stream[i:i + block_size]) > 1]

@@ -13,6 +13,7 @@ from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, predict
+from lmtune.evaluate.retrieval import with_context
 from lmtune.train.loop import evaluate_loss
 
 
@@ -64,15 +65,28 @@ def with_shots(query: Rendered, shots: list[Rendered]) -> list[dict[str, str]]:
 
 
 def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Example],
-               shots: list[Example] | None = None, desc: str = "eval", quiet: bool = False) -> SystemResult:
-    """Evaluate one system (a model plus a prompting strategy) on the test examples."""
+               shots: list[Example] | list[list[Example]] | None = None, desc: str = "eval", quiet: bool = False,
+               contexts: list[list[str]] | None = None) -> SystemResult:
+    """Evaluate one system (a model plus a prompting strategy) on the test examples.
+
+    Args:
+        shots: solved examples shown before each query: the same list for every query, or one
+            list per query (BM25-selected shots).
+        contexts: retrieved passages per query, placed in its prompt (RAG).
+    """
     with precision.autocast(next(model.parameters()).device, spec.precision):
-        return _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet)
+        return _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, contexts)
 
 
-def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet) -> SystemResult:
+def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, contexts=None) -> SystemResult:
     rendered = [render(spec.template, ex, spec.labels) for ex in test]
-    shot_rendered = [render(spec.template, ex, spec.labels) for ex in shots or []]
+    if contexts is not None:
+        rendered = [with_context(r, c) for r, c in zip(rendered, contexts)]
+    per_query = shots if shots and isinstance(shots[0], list) else [shots or []] * len(test)
+    cache: dict[int, Rendered] = {}
+
+    def shown(examples: list[Example]) -> list[Rendered]:
+        return [cache.setdefault(id(ex), render(spec.template, ex, spec.labels)) for ex in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     started = time.perf_counter()
     if spec.type == "language_modeling":
@@ -83,7 +97,7 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet) -> Sy
         result = {"perplexity": metrics.perplexity(loss * n_tokens, n_tokens), "loss": loss}
         return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]))
 
-    prompts = [encoder.prompt_ids(with_shots(r, shot_rendered) if shots else r.messages) for r in rendered]
+    prompts = [encoder.prompt_ids(with_shots(r, shown(sh)) if sh else r.messages) for r, sh in zip(rendered, per_query)]
     references = [r.completion for r in rendered]
     label_ids = [encoder.target_ids(label) for label in spec.labels or []]
     # Test prompts are not cut to training.max_length (few-shot prompts are longer by design), only

@@ -80,13 +80,15 @@ def loss_curves(train: Sequence[tuple[float, float]], validation: Sequence[tuple
     return to_data_uri(fig)
 
 
-def metric_bars(values: Mapping[str, float], metric: str, best: str | None = None) -> str:
+def metric_bars(values: Mapping[str, float], metric: str, best: str | None = None,
+                intervals: Mapping[str, Sequence[float]] | None = None) -> str:
     """Horizontal bars of one metric per system, the best one highlighted.
 
     Args:
         values: metric value per system, drawn top to bottom in this order.
         metric: the metric's name, for the axis label.
         best: the system to highlight, if any.
+        intervals: ``(low, high)`` 95% confidence interval per system, drawn as error bars.
 
     Returns:
         A PNG data URI.
@@ -96,7 +98,11 @@ def metric_bars(values: Mapping[str, float], metric: str, best: str | None = Non
     ax = fig.subplots()
     colors = [_COLORS[1] if name == best else _COLORS[0] for name in names]
     positions = np.arange(len(names))
-    bars = ax.barh(positions, [values[n] for n in names], color=colors)
+    xerr = None
+    if intervals and all(n in intervals for n in names):
+        xerr = np.array([[max(values[n] - intervals[n][0], 0.0) for n in names],
+                         [max(intervals[n][1] - values[n], 0.0) for n in names]])
+    bars = ax.barh(positions, [values[n] for n in names], color=colors, xerr=xerr, capsize=4)
     ax.set_yticks(positions, labels=names)
     ax.invert_yaxis()  # first system on top, as in the table above it
     ax.bar_label(bars, labels=[f"{values[n]:.4g}" for n in names], padding=3)
@@ -167,7 +173,7 @@ def length_histogram(lengths: Mapping[str, Sequence[float]], max_length: float |
     return to_data_uri(fig)
 
 
-def grouped_bars(groups: Mapping[str, Mapping[str, float]], title: str) -> str:
+def grouped_bars(groups: Mapping[str, Mapping[str, float]], title: str, ylabel: str = "examples") -> str:
     """Grouped bar chart: one group per category, one bar per series (e.g. split).
 
     Args:
@@ -187,11 +193,34 @@ def grouped_bars(groups: Mapping[str, Mapping[str, float]], title: str) -> str:
         heights = [float(groups[name].get(c, 0)) for c in categories]
         bars = ax.bar(positions + (i - (len(series) - 1) / 2) * width, heights, width, label=name,
                       color=_COLORS[i % len(_COLORS)])
-        ax.bar_label(bars, labels=[f"{h:g}" for h in heights], fontsize=8, padding=2)
+        ax.bar_label(bars, labels=[f"{h:.4g}" for h in heights], fontsize=8, padding=2)
     ax.set_xticks(positions, labels=categories, rotation=20 if len(categories) > 6 else 0)
-    ax.set_ylabel("examples")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.margins(y=0.12)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
+    return to_data_uri(fig)
+
+
+def cost_quality(points: Mapping[str, tuple[float, float]], metric: str, cost_label: str) -> str:
+    """Each system as a point: cost per 1,000 queries (x) against its task metric (y).
+
+    Args:
+        points: ``{system: (cost, metric value)}``.
+        metric: the metric's name (y axis).
+        cost_label: the x axis label.
+
+    Returns:
+        A PNG data URI.
+    """
+    fig = _figure(6.0, 3.8)
+    ax = fig.subplots()
+    for i, (name, (x, y)) in enumerate(points.items()):
+        ax.scatter([x], [y], s=60, color=_COLORS[i % len(_COLORS)], zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(metric)
+    ax.margins(x=0.25, y=0.2)
+    ax.grid(alpha=0.3)
     return to_data_uri(fig)

@@ -79,8 +79,8 @@ def write_report(run_dir: Path) -> Path:
 
 def _render(run: _Run) -> str:
     name = str(run.recipe.get("name") or run.directory.name)
-    sections = [_header(run, name), _systems(run), _details(run), _training(run),
-                _data(run), _environment(run)]
+    sections = [_header(run, name), _verdict(run), _systems(run), _forgetting(run), _bias(run), _details(run),
+                _training(run), _data(run), _environment(run)]
     notes = "".join(f'<p class="note">{html.esc(n)}</p>' for n in run.notes)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -196,6 +196,106 @@ def summary_sentence(values: dict[str, float], metric: str) -> str:
     link = "over" if higher_is_better(metric) else "vs"
     others = [f"{top - v:+.4g} {link} {name}" for name, v in values.items() if name not in winners]
     return f"{who} the {word} {metric} ({top:.4g})" + (f": {', '.join(others)}." if others else ".")
+
+
+def verdict_sentences(evaluation: dict, metric: str) -> list[str]:
+    """Which system wins on ``metric``, whether that is significant, and what it costs, in plain words."""
+    results = {k: v for k, v in (evaluation.get("results") or {}).items() if isinstance(v, dict)}
+    values = {s: float(r[metric]) for s, r in results.items() if html.is_number(r.get(metric))}
+    if not values:
+        return []
+    winners = best_systems(values, metric)
+    winner = winners[0]
+    w = results[winner]
+    ci = (w.get("ci") or {}).get(metric)
+    out = [f"{winner} wins on {metric}: {values[winner]:.4g}"
+           + (f" (95% CI {ci[0]:.4g} to {ci[1]:.4g})." if ci else ".")]
+    rest = {k: v for k, v in values.items() if k != winner}
+    if rest:
+        runner = best_systems(rest, metric)[0]
+        p = _p_value(evaluation, metric, winner, runner)
+        test = (f"significant (paired bootstrap p = {p:.3g})" if p is not None and p < 0.05
+                else f"not significant (paired bootstrap p = {p:.3g})" if p is not None
+                else "not tested for significance")
+        out.append(f"Its lead over the runner-up, {runner} ({values[runner]:.4g}), is {test}.")
+    if html.is_number(w.get("cost_per_1k_queries")):
+        tokens = f"{w.get('prompt_tokens_mean', 0):.0f} prompt + {w.get('completion_tokens_mean', 0):.1f} completion"
+        latency = f", {1000 * w['latency_s']:.0f} ms per query here" if html.is_number(w.get("latency_s")) else ""
+        out.append(f"It costs {w['cost_per_1k_queries']:.4g} per 1,000 queries at the recipe's prices "
+                   f"({tokens} tokens per query{latency}).")
+    training = evaluation.get("training") or {}
+    if winner.startswith("finetuned") and html.is_number(training.get("training_cost")):
+        line = (f"Fine-tuning cost {training['training_cost']:.4g} once ({training.get('training_tokens', 0):,} "
+                f"tokens, {training.get('training_wall_s', 0):.0f} s of training here)")
+        prompting = {k: v for k, v in values.items() if not k.startswith("finetuned") and k != "majority"}
+        if prompting:
+            best_prompt = best_systems(prompting, metric)[0]
+            gap = results[best_prompt].get("cost_per_1k_queries", 0) - w.get("cost_per_1k_queries", 0)
+            if gap > 0:
+                line += (f"; at {gap:.4g} less per 1,000 queries than {best_prompt} it pays for itself after "
+                         f"{1000 * training['training_cost'] / gap:,.0f} queries")
+        out.append(line + ".")
+    elif any(k.startswith("finetuned") for k in values) and not winner.startswith("finetuned"):
+        out.append("Fine-tuning did not beat the best alternative on this metric: keep the cheaper system.")
+    return out
+
+
+def _p_value(evaluation: dict, metric: str, a: str, b: str) -> float | None:
+    for entry in evaluation.get("significance") or []:
+        if entry.get("metric") == metric and {entry.get("a"), entry.get("b")} == {a, b}:
+            return entry.get("p_value")
+    return None
+
+
+def _verdict(run: _Run) -> str:
+    results = _results(run)
+    primary = _primary(run, results)
+    if not primary:
+        return ""
+    sentences = verdict_sentences(run.evaluation or {}, primary)
+    if not sentences:
+        return ""
+    parts = ['<section><h2>Verdict: was fine-tuning worth it?</h2>',
+             f'<p class="summary">{html.esc(" ".join(sentences))}</p><div class="row">']
+    values = {s: float(r[primary]) for s, r in results.items() if html.is_number(r.get(primary))}
+    intervals = {s: r["ci"][primary] for s, r in results.items() if (r.get("ci") or {}).get(primary)}
+    winners = best_systems(values, primary)
+    parts.append(html.img(plots.metric_bars(values, primary, winners[0] if len(winners) == 1 else None,
+                                            intervals or None), f"{primary} per system with 95% intervals"))
+    points = {s: (float(r["cost_per_1k_queries"]), float(r[primary])) for s, r in results.items()
+              if html.is_number(r.get("cost_per_1k_queries")) and html.is_number(r.get(primary))}
+    if len(points) > 1:
+        parts.append(html.img(plots.cost_quality(points, primary, "cost per 1,000 queries"), "cost vs quality"))
+    return "".join(parts) + "</div></section>"
+
+
+def _forgetting(run: _Run) -> str:
+    change = ((run.evaluation or {}).get("forgetting") or {}).get("change") or {}
+    if not change:
+        return ""
+    rows = [[f"<th>{html.esc(probe)}</th>", html.cell(c.get("metric")), html.cell(c.get("before")),
+             html.cell(c.get("after")), html.cell(c.get("change")), html.cell("yes" if c.get("forgot") else "no")]
+            for probe, c in change.items()]
+    series = {"base": {p: float(c["before"]) for p, c in change.items() if html.is_number(c.get("before"))},
+              "fine-tuned": {p: float(c["after"]) for p, c in change.items() if html.is_number(c.get("after"))}}
+    return ("<section><h2>Forgetting: general ability before and after</h2>"
+            + html.table(["probe", "metric", "base", "fine-tuned", "change", "forgot"], rows)
+            + html.img(plots.grouped_bars(series, "general-ability probes", "perplexity or accuracy"), "forgetting") + "</section>")
+
+
+def _bias(run: _Run) -> str:
+    bias = (run.evaluation or {}).get("bias") or {}
+    if not bias:
+        return ""
+    rows = []
+    for system, r in bias.items():
+        gap = r.get("metric_gap") or {}
+        rows.append([f"<th>{html.esc(system)}</th>", html.cell(r.get("n_tested")), html.cell(r.get("flip_rate")),
+                     html.cell(gap.get("metric")), html.cell(" vs ".join(map(str, gap.get("groups") or []))),
+                     html.cell(gap.get("gap"))])
+    return ("<section><h2>Bias check: counterfactual term swaps</h2>"
+            + html.table(["system", "inputs with terms", "prediction flip rate", "metric", "groups", "gap"], rows)
+            + "</section>")
 
 
 def _systems(run: _Run) -> str:

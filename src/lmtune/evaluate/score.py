@@ -1,0 +1,141 @@
+"""``lmtune score``: metrics with 95% confidence intervals for a file of predictions.
+
+The file is JSONL with one ``{"prediction": ..., "reference": ...}`` object per line (other
+keys are ignored, so ``predictions/<system>.jsonl`` of a run scores as it is). When no task is
+given it is inferred from the references and predictions, in this order:
+
+1. every reference and prediction is a number (a JSON number, or a string that parses as a
+   finite one) -> ``regression``;
+2. the references take at most :data:`MAX_LABELS` distinct values, each at most
+   :data:`MAX_LABEL_WORDS` words, and on average every value occurs at least twice ->
+   ``classification``, with the sorted distinct references as the labels;
+3. otherwise -> ``generation``.
+
+Pass ``task`` to override (e.g. integer class ids 0/1 would otherwise be regression).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from lmtune.data.io import iter_rows
+from lmtune.errors import UserError
+from lmtune.evaluate import bootstrap, metrics
+
+#: Most distinct references a file may have to be taken for classification.
+MAX_LABELS = 20
+#: Most words a reference may have to be taken for a class label.
+MAX_LABEL_WORDS = 3
+#: Task types ``score`` accepts (their metric families: see ``metrics.TASK_FAMILY``).
+TASKS = ("classification", "generation", "chat", "regression")
+
+_FIELDS = ("prediction", "reference")
+
+
+def score_file(path: str | Path, metric_names: str | list[str] | None = None, task: str | None = None,
+               n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Score a predictions file: each metric's value and bootstrap confidence interval.
+
+    Args:
+        path: JSONL file, one ``{"prediction", "reference"}`` object per line.
+        metric_names: metric names (comma-separated or a list); None for all of the task's.
+        task: ``classification``, ``generation``, ``chat`` or ``regression``; None to infer.
+        n_resamples: bootstrap resamples for the intervals.
+        seed: seeds the resampling.
+        confidence: interval coverage.
+
+    Returns:
+        ``{"task", "n", "labels", "metrics": {key: {"value", "ci_low", "ci_high"}}}``
+        (``labels`` is None unless the task is classification).
+
+    Raises:
+        UserError: missing or unreadable file, a line without both fields or with a value that
+            is not text or a number (``file:line``), an unknown task or metric.
+    """
+    sources, references, predictions = read_pairs(path)
+    if task is not None and task not in TASKS:
+        hint = "; perplexity needs token log-likelihoods, not text pairs" if task == "language_modeling" else ""
+        raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}{hint}", source="--task")
+    task = task or infer_task(references, predictions)
+    labels = None
+    if task == "regression":
+        references, predictions = _numbers(references, sources), _numbers(predictions, sources)
+    else:
+        references, predictions = [_text(x) for x in references], [_text(x) for x in predictions]
+        if task == "classification":
+            labels = sorted(set(references))
+    names = metrics.select_metrics(task, metric_names, source="--metrics")
+    scores = bootstrap.confidence_intervals(task, references, predictions, labels, names, n_resamples, seed,
+                                            confidence)
+    return {"task": task, "n": len(references), "labels": labels, "metrics": scores}
+
+
+def read_pairs(path: str | Path) -> tuple[list[str], list[Any], list[Any]]:
+    """``(sources, references, predictions)`` of a JSONL file, checking each line's two fields.
+
+    Raises:
+        UserError: with ``file:line`` of the first line that lacks a field or holds a value that
+            is neither text nor a number.
+    """
+    sources, references, predictions = [], [], []
+    for where, record in iter_rows(path):
+        missing = [name for name in _FIELDS if name not in record]
+        if missing:
+            raise UserError(f"no {' and no '.join(repr(m) for m in missing)} field; every line needs "
+                            '{"prediction": ..., "reference": ...}', source=where)
+        for name in _FIELDS:
+            value = record[name]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise UserError(f"{name!r} is {_json_type(value)}; it must be text or a number", source=where)
+        sources.append(where)
+        references.append(record["reference"])
+        predictions.append(record["prediction"])
+    return sources, references, predictions
+
+
+def infer_task(references: list[Any], predictions: list[Any]) -> str:
+    """The task the pairs look like (the rule is in this module's docstring)."""
+    if all(_as_number(x) is not None for x in references + predictions):
+        return "regression"
+    distinct = {_text(x) for x in references}
+    short = all(len(label.split()) <= MAX_LABEL_WORDS for label in distinct)
+    if short and len(distinct) <= MAX_LABELS and len(references) >= 2 * len(distinct):
+        return "classification"
+    return "generation"
+
+
+def _json_type(value: Any) -> str:
+    """How JSON names the type of ``value`` (for messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: list[Any], sources: list[str]) -> list[float]:
+    out = []
+    for value, where in zip(values, sources, strict=True):
+        number = _as_number(value)
+        if number is None:
+            raise UserError(f"{value!r} is not a finite number; regression scores numbers (or pass another "
+                            "--task)", source=where)
+        out.append(number)
+    return out
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)

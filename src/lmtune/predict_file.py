@@ -1,0 +1,179 @@
+"""``lmtune predict RUN_OR_MODEL --input F --output F``: batch inference over a JSONL file.
+
+Each input line gets one output line: the input record plus ``prediction`` (and ``reference``
+when the record carries the expected reply). The prompt is built as training built it: chat
+records (``{"messages"}``) through the run's chat template; other records through the run's
+prompt template and column mapping (so a held-out file of the training format works as is); a
+plain ``{"prompt"}`` as one user message. Lines are appended in chunks and flushed to disk; a
+second call with the same output skips the lines already written, so an interrupted job resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from lmtune.data import io
+from lmtune.data.encode import Encoder
+from lmtune.data.formats import Example
+from lmtune.data.templates import TEMPLATES, Template, render, resolve
+from lmtune.errors import UserError
+
+
+def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int = 256, batch_size: int = 8,
+                 temperature: float = 0.0, quiet: bool = False) -> dict[str, Any]:
+    """Write a prediction for every input record not yet in ``output_path``; return counts and speed.
+
+    Args:
+        ref: a run directory of ``lmtune train`` or a model (alias, directory).
+        input_path: JSONL records.
+        output_path: JSONL predictions, appended to (created if missing).
+        max_tokens: most tokens generated per record.
+        batch_size: records generated together.
+        temperature: 0 for greedy decoding, else sampling temperature.
+        quiet: no progress bar.
+
+    Raises:
+        UserError: unreadable input, a record that gives no prompt, or an output longer than the input.
+    """
+    rows = io.read_rows(input_path)
+    done = _complete_lines(Path(output_path))
+    if done > len(rows):
+        raise UserError(f"has {done} lines but the input has only {len(rows)} records; is it the output of "
+                        "another input file? Choose a new --output", source=str(output_path))
+    todo = rows[done:]
+    if not todo:
+        return {"written": 0, "skipped": done, "total": len(rows), "generated_tokens": 0, "seconds": 0.0,
+                "tokens_per_s": None}
+    final = _run_final(ref)
+    prompter = prompter_for(final)
+    prompts = [prompter(record, source) for source, record in todo]  # every bad record fails before loading
+    model, tokenizer = _load_model(ref, final)
+    encoder = Encoder(tokenizer, _context(model), use_chat_template=prompter.chat)
+    ids = [encoder.prompt_ids(p["messages"]) for p in prompts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
+    from lmtune.evaluate.predict import generate
+    from lmtune.lifecycle import merged_adapter
+
+    bar = tqdm(total=len(rows), initial=done, desc="predict", unit="rec", dynamic_ncols=True,
+               disable=quiet or not sys.stderr.isatty())
+    chunk = batch_size * 4
+    tokens, started = 0, time.perf_counter()
+    with merged_adapter(model), open(output_path, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), chunk):
+            part = prompts[start:start + chunk]
+            texts, counts = generate(model, tokenizer, ids[start:start + chunk], max_tokens, pad_id, batch_size,
+                                     quiet=True, **sampling)
+            lines = []
+            for (_, record), prompt, text in zip(todo[start:start + chunk], part, texts):
+                extra = {"reference": prompt["reference"]} if prompt["reference"] is not None else {}
+                lines.append(json.dumps({**record, **extra, "prediction": text}, ensure_ascii=False) + "\n")
+            out.write("".join(lines))  # whole lines in one write; a crash leaves at most one partial line
+            out.flush()
+            os.fsync(out.fileno())
+            tokens += sum(counts)
+            bar.update(len(part))
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"written": len(todo), "skipped": done, "total": len(rows), "generated_tokens": tokens,
+            "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None}
+
+
+def _complete_lines(path: Path) -> int:
+    """Lines already written; a partial last line (from a crash) is cut off so it is written again."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(end)
+    return data[:end].count(b"\n")
+
+
+def _run_final(ref: str) -> Path | None:
+    """The run's ``final/`` (None for a model reference); a head-only run cannot generate."""
+    from lmtune.serve.models import run_final
+
+    final = run_final(ref)
+    if final is not None and json.loads((final / "lmtune.json").read_text()).get("head"):
+        raise UserError("this run trained a classification/regression head, which does not generate text; "
+                        "use lmtune eval for its predictions", source=str(final.parent))
+    return final
+
+
+def prompter_for(final: Path | None) -> Prompter:
+    """How records become messages: the run's template, column mapping and chat setting (none for a model)."""
+    if final is None:
+        return Prompter(None, {}, None, True)
+    info = json.loads((final / "lmtune.json").read_text())
+    recipe_path = final.parent / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else {}
+    task = recipe.get("task") or info.get("task", {})
+    return Prompter(_template(task.get("template")), (recipe.get("data") or {}).get("fields") or {},
+                    task.get("labels"), task.get("chat_template", True))
+
+
+def _load_model(ref: str, final: Path | None):
+    """(model, tokenizer): the run's fine-tuned model with its saved tokenizer, or the model ``ref``."""
+    if final is None:
+        from lmtune import models
+
+        model, tokenizer, _ = models.load_causal_lm(ref)
+        return model, tokenizer
+    from lmtune.export import load_final
+
+    model, tokenizer = load_final(final)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+class Prompter:
+    """Turns one input record into chat messages (and its reference reply, if it has one)."""
+
+    def __init__(self, template: Template | None, fields: dict[str, str], labels: list[str] | None, chat: bool):
+        self.template, self.fields, self.labels, self.chat = template, fields, labels, chat
+
+    def __call__(self, record: dict[str, Any], source: str) -> dict[str, Any]:
+        reference = None
+        if isinstance(record.get("messages"), list) and record["messages"]:
+            messages = [{"role": m.get("role"), "content": str(m.get("content"))} for m in record["messages"]
+                        if isinstance(m, dict)]
+            if messages and messages[-1]["role"] == "assistant":
+                reference = messages.pop()["content"]
+        elif self.template is not None or "instruction" in record:
+            template = self.template or TEMPLATES["instruction"]
+            mapped = {**record, **{k: record[c] for k, c in self.fields.items() if c in record}}
+            prompt_only = Template(prompt=template.prompt, completion="", system=template.system)
+            try:
+                messages = render(prompt_only, Example(mapped, source, "record"), self.labels).messages
+            except KeyError as exc:
+                raise UserError(f"record has no field {exc.args[0]!r}, which the run's prompt template needs "
+                                f"(record keys: {sorted(record)})", source=source) from None
+            target = self.fields.get("label", "label")
+            reference = next((record[k] for k in (target, "completion", "output") if k in record), None)
+        elif isinstance(record.get("prompt"), str):
+            messages = [{"role": "user", "content": record["prompt"]}]
+        else:
+            raise UserError('record gives no prompt: use {"messages": [...]} or {"prompt": "..."}', source=source)
+        if not messages:
+            raise UserError('"messages" is empty; give at least one message', source=source)
+        return {"messages": messages, "reference": reference}
+
+
+def _template(spec) -> Template | None:
+    """The run's named or inline prompt template (None: records carry their own structure, or a default)."""
+    return None if spec is None else resolve(spec, "record")
+
+
+def _context(model) -> int:
+    return getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048

@@ -1,0 +1,7 @@
+"""Serving: an OpenAI-compatible HTTP server (inference and fine-tuning jobs) over lmtune runs.
+
+``server.py`` starts it; ``app.py`` is the FastAPI app; ``inference.py``, ``files.py`` and
+``fine_tuning.py`` are its endpoints; ``models.py`` maps request model names onto engines;
+``batching.py`` and ``decode.py`` are the continuous batcher; ``store.py``, ``supervisor.py`` and
+``worker.py`` persist and run fine-tuning jobs.
+"""

@@ -1,0 +1,153 @@
+"""The HTTP API: an OpenAI-compatible FastAPI app over the served models and the job store.
+
+``/v1/...`` follows the OpenAI API (models, chat completions, completions, files, fine-tuning
+jobs) so code written for it runs unchanged; ``/health`` and ``/metrics`` (Prometheus) are for
+operators and need no key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from lmtune import assets
+from lmtune.serve import errors, files, fine_tuning, inference
+from lmtune.serve.metrics import Metrics
+from lmtune.serve.models import Registry, Served
+from lmtune.serve.store import Store
+from lmtune.serve.supervisor import Supervisor
+
+
+@dataclass
+class ServerState:
+    """Everything a request handler needs, in ``app.state.lmtune``."""
+
+    registry: Registry
+    metrics: Metrics
+    store: Store
+    supervisor: Supervisor
+    state_dir: Path
+    api_key: str | None = None
+    default_max_tokens: int = 256
+
+    @property
+    def files_dir(self) -> Path:
+        return self.state_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "jobs"
+
+    def served(self, name: str) -> Served:
+        served = self.registry.get(name)
+        if served is None:
+            raise errors.model_not_found(name)
+        return served
+
+    def base_ref(self, name: str) -> str | None:
+        """The model reference a job named ``name`` trains on: a served base, an alias or a local model directory."""
+        served = self.registry.get(name)
+        if served is not None:
+            return served.source if served.kind == "base" else None
+        if name in assets.known_aliases() or (Path(name).expanduser() / "config.json").is_file():
+            return name
+        return None
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The FastAPI app; its lifespan starts the job runner and stops it and the engines."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.supervisor.start()
+        try:
+            yield
+        finally:
+            state.supervisor.stop()
+            state.registry.close()
+
+    app = FastAPI(title="lmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.lmtune = state
+    errors.install(app)
+
+    @app.middleware("http")
+    async def authenticate_and_count(request: Request, call_next):
+        path = request.url.path
+        if state.api_key and path.startswith("/v1"):
+            header = request.headers.get("authorization", "")
+            given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            if not given:
+                return errors.error_response(401, "You didn't provide an API key. Send it as "
+                                             "'Authorization: Bearer <key>' (the key given to lmtune serve "
+                                             "--api-key).", None, "missing_api_key")
+            if not hmac.compare_digest(given.encode(), state.api_key.encode()):
+                return errors.error_response(401, "Incorrect API key provided.", None, "invalid_api_key")
+        response = await call_next(request)
+        route = request.scope.get("route")
+        state.metrics.http.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    @app.get("/health")
+    def health():
+        engines = state.registry.engines()
+        return {"status": "ok", "models": state.registry.names(),
+                "waiting": sum(e.waiting for e in engines), "running": sum(e.active for e in engines),
+                "jobs": {s: len(state.store.jobs([s])) for s in ("queued", "running")}}
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(state.metrics.render(state.registry.engines()), media_type=state.metrics.content_type)
+
+    @app.get("/v1/models")
+    def list_models():
+        return {"object": "list", "data": [_model_object(s) for s in state.registry.all()]}
+
+    @app.get("/v1/models/{name:path}")
+    def retrieve_model(name: str):
+        return _model_object(state.served(name))
+
+    app.include_router(inference.router)
+    app.include_router(files.router)
+    app.include_router(fine_tuning.router)
+    return app
+
+
+def _model_object(served: Served) -> dict:
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "lmtune"}
+
+
+def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, max_batch: int = 32,
+                max_queue: int = 256, default_max_tokens: int = 256, say=lambda m: None,
+                precision: str = "auto") -> ServerState:
+    """Load the models, open the state directory, and serve the models of earlier succeeded jobs.
+
+    Raises:
+        UserError: a model or run that cannot be served.
+    """
+    metrics = Metrics()
+    registry = Registry(max_batch, max_queue, metrics.batch_rows.observe, say, precision)
+    try:
+        for ref in refs:
+            registry.add(ref)
+        state_dir = Path(state_dir)
+        (state_dir / "files").mkdir(parents=True, exist_ok=True)
+        store = Store(state_dir / "state.db")
+        for job in store.jobs(["succeeded"], newest_first=False):
+            try:
+                registry.add(str(Path(job["run_dir"])), name=job["fine_tuned_model"])
+            except Exception as exc:  # a deleted run or base must not keep the server from starting
+                say(f"not serving {job['fine_tuned_model']}: {exc}")
+    except BaseException:
+        registry.close()
+        raise
+
+    def publish(job: dict) -> None:
+        registry.add(job["run_dir"], name=job["fine_tuned_model_name"])
+
+    supervisor = Supervisor(store, state_dir, publish, say)
+    return ServerState(registry, metrics, store, supervisor, state_dir, api_key, default_max_tokens)

@@ -1,0 +1,190 @@
+"""``/v1/fine_tuning/jobs``: create, list, retrieve and cancel jobs; their events and checkpoints.
+
+Jobs are rows in the state database and run one at a time in a worker process (see
+``supervisor.py``); a succeeded job's model is served as ``ft:<base>:<suffix>:<job id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lmtune.serve.errors import APIError, model_not_found
+from lmtune.serve.job_recipe import (
+    BASE_LEARNING_RATE,
+    build_recipe,
+    resolve_hyperparameters,
+)
+from lmtune.serve.store import new_id
+
+router = APIRouter()
+SUFFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class JobRequest(BaseModel):
+    """``POST /v1/fine_tuning/jobs`` as OpenAI defines it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _checks(self):
+        extra = sorted(self.model_extra or {})
+        if extra:
+            raise APIError(400, f"Unrecognized request argument supplied: {extra[0]}", extra[0], "unknown_parameter")
+        if self.integrations:
+            raise APIError(400, "integrations (Weights & Biases) are not supported by lmtune serve.", "integrations",
+                           "unsupported_parameter")
+        if self.suffix is not None and not SUFFIX.fullmatch(self.suffix):
+            raise APIError(400, "suffix: 1 to 64 letters, digits, '_', '-' or '.'.", "suffix", "invalid_value")
+        return self
+
+
+@router.post("/v1/fine_tuning/jobs")
+def create_job(body: JobRequest, request: Request):
+    state = request.app.state.lmtune
+    train = _file(state, body.training_file, "training_file")
+    validation = _file(state, body.validation_file, "validation_file") if body.validation_file else None
+    base_ref = state.base_ref(body.model)
+    if base_ref is None:
+        raise model_not_found(body.model)
+    method = dict(body.method or {"type": "supervised"})
+    kind = method.get("type", "supervised")
+    nested = ((method.get(kind) or {}).get("hyperparameters")) if isinstance(method.get(kind), dict) else None
+    hyper = resolve_hyperparameters({**(body.hyperparameters or {}), **(nested or {})})
+    job_id = new_id("ftjob")
+    seed = body.seed if body.seed is not None else random.randrange(2**31)
+    run_dir = state.jobs_dir / job_id / "run"
+    recipe = build_recipe(job_id, base_ref, train, validation, hyper, method, seed)
+    training = recipe["training"]  # method.lmtune may have changed them: report what runs
+    hyper = {"n_epochs": training["epochs"], "batch_size": training["batch_size"],
+             "learning_rate_multiplier": training["learning_rate"] / BASE_LEARNING_RATE}
+    row = {"id": job_id, "created_at": int(time.time()), "model": body.model, "base_ref": base_ref,
+           "training_file": body.training_file, "validation_file": body.validation_file,
+           "hyperparameters": hyper, "method": method, "suffix": body.suffix, "seed": seed,
+           "metadata": body.metadata, "recipe": recipe, "run_dir": str(run_dir),
+           "fine_tuned_model_name": f"ft:{body.model}:{body.suffix or ''}:{job_id}", "status": "queued"}
+    state.store.add_job(row)
+    state.store.add_event(job_id, f"Created fine-tuning job: {job_id}")
+    state.store.add_event(job_id, f"Training file {body.training_file}: {train['summary']['records']} "
+                          f"{train['summary']['format']} records; recipe: {json.dumps(recipe['method'])}, "
+                          f"{json.dumps(recipe['training'])}")
+    state.supervisor.notify()
+    return job_object(state.store.job(job_id))
+
+
+@router.get("/v1/fine_tuning/jobs")
+def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
+    jobs = [job_object(j) for j in request.app.state.lmtune.store.jobs()]
+    return _page(jobs, after, limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}")
+def retrieve_job(job_id: str, request: Request):
+    return job_object(_job(request.app.state.lmtune, job_id))
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, request: Request):
+    state = request.app.state.lmtune
+    job = _job(state, job_id)
+    if not state.supervisor.cancel(job_id):
+        raise APIError(400, f"Job {job_id} has already {state.store.job(job_id)['status']}; only queued or running "
+                       "jobs can be cancelled.", "job_id", "job_not_cancellable")
+    return job_object(state.store.job(job["id"]))
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+def job_events(job_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=1000)):
+    state = request.app.state.lmtune
+    _job(state, job_id)
+    events = [{"id": f"ftevent-{e['id']}", "object": "fine_tuning.job.event", "created_at": e["created_at"],
+               "level": e["level"], "message": e["message"], "type": e["type"], "data": e["data"] or {}}
+              for e in state.store.events(job_id)]
+    return _page(events, after, limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+def job_checkpoints(job_id: str, request: Request, after: str | None = None, limit: int = Query(10, ge=1, le=100)):
+    job = _job(request.app.state.lmtune, job_id)
+    return _page(checkpoints(job), after, limit)
+
+
+def job_object(job: dict) -> dict:
+    """A job row in OpenAI's ``fine_tuning.job`` shape."""
+    hyper = {k: job["hyperparameters"][k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    method = {"type": job["method"].get("type", "supervised")}
+    method[method["type"]] = {"hyperparameters": hyper}
+    return {"id": job["id"], "object": "fine_tuning.job", "created_at": job["created_at"], "model": job["model"],
+            "fine_tuned_model": job["fine_tuned_model"], "finished_at": job["finished_at"], "error": job["error"],
+            "hyperparameters": hyper, "organization_id": "lmtune", "result_files": [], "seed": job["seed"],
+            "status": job["status"], "trained_tokens": job["trained_tokens"], "training_file": job["training_file"],
+            "validation_file": job["validation_file"], "estimated_finish": None, "integrations": [],
+            "metadata": job["metadata"], "method": method}
+
+
+def checkpoints(job: dict) -> list[dict]:
+    """The run's saved checkpoints, newest first, with the losses logged at their step."""
+    run_dir = Path(job["run_dir"])
+    found = sorted((p for p in (run_dir / "checkpoints").glob("step-*")
+                    if p.is_dir() and (p / "state.json").exists()), key=lambda p: -int(p.name.split("-")[1]))
+    losses: dict[tuple[int, str], float] = {}
+    metrics = run_dir / "metrics.jsonl"
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in record:
+            losses[(record.get("step"), record.get("split"))] = record["loss"]
+    out = []
+    for path in found:
+        step = int(path.name.split("-")[1])
+        out.append({"id": f"ftckpt-{job['id'].removeprefix('ftjob-')}-{step}", "object": "fine_tuning.job.checkpoint",
+                    "created_at": int(path.stat().st_mtime), "fine_tuning_job_id": job["id"], "step_number": step,
+                    "fine_tuned_model_checkpoint": f"{job['fine_tuned_model_name']}:ckpt-step-{step}",
+                    "metrics": {"step": float(step), "train_loss": losses.get((step, "train")),
+                                "valid_loss": losses.get((step, "validation"))}})
+    return out
+
+
+def _page(items: list[dict], after: str | None, limit: int) -> dict:
+    """A cursor page, as the client's auto-pagination follows it (``after`` = the last id seen)."""
+    start = 0
+    if after is not None:
+        ids = [item["id"] for item in items]
+        start = ids.index(after) + 1 if after in ids else len(items)
+    page = items[start:start + limit]
+    return {"object": "list", "data": page, "has_more": start + limit < len(items)}
+
+
+def _job(state, job_id: str) -> dict:
+    job = state.store.job(job_id)
+    if job is None:
+        raise APIError(404, f"No fine-tuning job {job_id}; GET /v1/fine_tuning/jobs lists them.", "job_id",
+                       "job_not_found")
+    return job
+
+
+def _file(state, file_id: str, param: str) -> dict:
+    row = state.store.file(file_id)
+    if row is None:
+        raise APIError(400, f"Invalid file '{file_id}': no such uploaded file (upload it with POST /v1/files).",
+                       param, "invalid_file")
+    return row

@@ -1,0 +1,107 @@
+"""A fine-tuning job request (OpenAI's shape) as an lmtune recipe.
+
+Defaults are those of a practitioner's first LoRA run: LoRA (r 16) on the base, learning rate
+2e-4 times ``learning_rate_multiplier``, the data file's own format deciding the task (chat for
+``{"messages"}``, generation for ``{"prompt", "completion"}``, classification for
+``{"text", "label"}``, DPO for ``{"prompt", "chosen", "rejected"}``), 10% held out for the
+validation loss unless a validation file is given (or the file is small). ``method.lmtune`` takes
+any recipe sections (``method``, ``training``, ``data``, ``task``) laid over these defaults:
+where lmtune has more than the OpenAI API (DoRA, IA3, full fine-tuning, max_steps, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmtune.errors import UserError
+from lmtune.recipe import recipe_from_dict
+from lmtune.serve.errors import APIError
+
+BASE_LEARNING_RATE = 2e-4
+FORMAT_TASK = {"chat": "chat", "instruction": "chat", "completion": "generation", "classification": "classification",
+               "text": "language_modeling", "preference": "preference"}
+OVERRIDABLE = ("task", "data", "method", "training", "eval")
+MIN_RECORDS_FOR_SPLIT = 20
+
+
+def resolve_hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's ``n_epochs``/``batch_size``/``learning_rate_multiplier`` with ``auto`` resolved to lmtune's defaults."""
+    given = dict(given or {})
+    unknown = set(given) - {"n_epochs", "batch_size", "learning_rate_multiplier", "beta"}
+    if unknown:
+        name = min(unknown)
+        raise APIError(400, f"Unknown hyperparameter '{name}'; use n_epochs, batch_size, learning_rate_multiplier.",
+                       f"hyperparameters.{name}", "invalid_value")
+    out = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
+    checks = {"n_epochs": (int, 1), "batch_size": (int, 1), "learning_rate_multiplier": ((int, float), 1e-9),
+              "beta": ((int, float), 1e-9)}
+    for key, value in given.items():
+        if value in (None, "auto"):
+            continue
+        kind, low = checks[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+            raise APIError(400, f"Invalid value for '{key}': expected 'auto' or a positive number, got {value!r}.",
+                           f"hyperparameters.{key}", "invalid_value")
+        out[key] = value
+    return out
+
+
+def build_recipe(job_id: str, base_ref: str, train: dict[str, Any], validation: dict[str, Any] | None,
+                 hyperparameters: dict[str, Any], method: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The recipe (a validated plain dict) that runs this job.
+
+    Args:
+        job_id: names the run.
+        base_ref: the base model reference (alias or directory).
+        train / validation: the uploaded files' rows (``path`` and the ``summary`` of their check).
+        hyperparameters: resolved by :func:`resolve_hyperparameters`.
+        method: the request's ``method`` (``type`` supervised or dpo, optional ``lmtune`` sections).
+        seed: the job's seed.
+
+    Raises:
+        APIError: data that does not suit the method, or lmtune sections the recipe schema refuses.
+    """
+    summary = train["summary"]
+    fmt = summary["format"]
+    kind = method.get("type", "supervised")
+    if kind not in ("supervised", "dpo"):
+        raise APIError(400, f"method.type {kind!r} is not supported; use supervised or dpo.", "method.type",
+                       "invalid_value")
+    if (kind == "dpo") != (fmt == "preference"):
+        need = ('{"prompt", "chosen", "rejected"} records' if kind == "dpo"
+                else "method.type dpo for preference records")
+        raise APIError(400, f"The training file has {fmt} records; {kind} fine-tuning needs {need}.", "method.type",
+                       "invalid_value")
+    task: dict[str, Any] = {"type": FORMAT_TASK[fmt]}
+    if task["type"] == "classification":
+        task["labels"] = sorted(summary.get("labels") or {})
+    held_out = 0.0 if validation or summary["records"] < MIN_RECORDS_FOR_SPLIT else 0.1
+    training = {"epochs": hyperparameters["n_epochs"], "batch_size": hyperparameters["batch_size"],
+                "learning_rate": BASE_LEARNING_RATE * hyperparameters["learning_rate_multiplier"]}
+    if "beta" in hyperparameters:
+        training["dpo_beta"] = hyperparameters["beta"]
+    recipe: dict[str, Any] = {
+        "name": job_id, "seed": seed, "model": base_ref, "task": task,
+        "data": {"train": train["path"], "validation": validation["path"] if validation else None,
+                 "split": {"validation": held_out, "test": 0.0}},
+        "method": {"name": "lora"}, "training": training, "eval": {"systems": ["finetuned"]},
+    }
+    extra = method.get("lmtune") or {}
+    if not isinstance(extra, dict) or set(extra) - set(OVERRIDABLE):
+        odd = min(set(extra) - set(OVERRIDABLE)) if isinstance(extra, dict) else "lmtune"
+        raise APIError(400, f"method.lmtune takes recipe sections {', '.join(OVERRIDABLE)}; not {odd!r}.",
+                       f"method.lmtune.{odd}", "invalid_value")
+    for section, values in extra.items():
+        recipe[section] = _merge(recipe.get(section, {}), values)
+    try:
+        recipe_from_dict(recipe, source="method.lmtune")
+    except UserError as exc:
+        raise APIError(400, f"method.lmtune: {exc.problems[0][0]}: {exc.problems[0][1]}",
+                       f"method.lmtune.{exc.problems[0][0]}", "invalid_value") from None
+    return recipe
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in extra.items()}}
+    return extra

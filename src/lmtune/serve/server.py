@@ -1,0 +1,129 @@
+"""``lmtune serve``: load the models, bind the port, run uvicorn until Ctrl-C.
+
+The port is bound before any model loads, so a busy port fails in a second with a clear message;
+a lock file keeps a second server off the same state directory (two job runners would run each
+job twice).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from filelock import FileLock, Timeout
+
+from lmtune import assets
+from lmtune.errors import UserError
+from lmtune.serve.app import build_state, create_app
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def default_state_dir() -> Path:
+    """``$LMTUNE_HOME/serve`` (``~/.cache/lmtune/serve``)."""
+    return assets.cache_root() / "serve"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0 picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or stop the "
+                        "program using it", source="--port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def lock_state_dir(state_dir: Path) -> FileLock:
+    """Hold the state directory for this server, or fail naming the directory."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(state_dir / "server.lock"), thread_local=False)  # released by the serving thread
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError("another lmtune serve is using this state directory; stop it or give --state-dir",
+                        source=str(state_dir)) from None
+    return lock
+
+
+class Server:
+    """A configured server: ``run()`` in the foreground, or ``start()``/``stop()`` it in a thread.
+
+    Args:
+        refs: run directories and model references to serve.
+        host / port: where to listen (port 0: a free port, see ``url``).
+        state_dir: files, jobs and the job database.
+        api_key: required as a bearer token on /v1 when set.
+        max_batch / max_queue / default_max_tokens: batching and generation limits.
+        precision: autocast for generation: auto (bf16 where native), fp32, bf16, fp16.
+        quiet: no progress lines or access log.
+    """
+
+    def __init__(self, refs: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: Path | None = None,
+                 api_key: str | None = None, max_batch: int = 32, max_queue: int = 256, default_max_tokens: int = 256,
+                 precision: str = "auto", quiet: bool = False):
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}", source="--precision")
+        self.say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.sock = bind(host, port)
+        self.lock = None
+        try:
+            self.lock = lock_state_dir(self.state_dir)
+            self.state = build_state(refs, self.state_dir, api_key, max_batch, max_queue, default_max_tokens, self.say,
+                                     precision)
+        except BaseException:
+            self._release()
+            raise
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(create_app(self.state), log_level="warning" if quiet else "info",
+                                access_log=not quiet, timeout_graceful_shutdown=5)
+        self.uvicorn = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve until interrupted (Ctrl-C): stops the job runner, checkpointing a running job."""
+        self.say(f"serving {', '.join(self.state.registry.names()) or 'no models yet'} at {self.url}/v1 "
+                 f"(state in {self.state_dir})")
+        try:
+            self.uvicorn.run(sockets=[self.sock])
+        finally:
+            self._release()
+
+    def start(self, timeout: float = 60) -> Server:
+        """Serve in a background thread; return once it accepts requests."""
+        self._thread = threading.Thread(target=self.run, name="lmtune-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Shut down as Ctrl-C would, and wait for it."""
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+
+    def _release(self) -> None:
+        self.sock.close()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def serve(refs: list[str], **options) -> None:
+    """Serve ``refs`` (run directories or model references) until interrupted; see :class:`Server`."""
+    Server(refs, **options).run()

@@ -1,0 +1,110 @@
+"""``python -m lmtune.serve.worker STATE_DIR JOB_ID``: run one fine-tuning job (the server's worker process).
+
+The job's recipe runs through the whole lifecycle into the job's run directory; a run directory
+left by an interrupted attempt is resumed from its newest checkpoint. Training and validation
+losses become job events as ``metrics.jsonl`` grows. The worker records failures itself; on
+success it exits 0 and leaves the job ``running``, so the server marks it succeeded only once
+its model is being served.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from lmtune.serve.store import Store
+
+EXIT_INTERRUPTED = 130
+
+
+class MetricsEvents:
+    """Turns new lines of ``metrics.jsonl`` into job events, every ``interval`` seconds and once at the end."""
+
+    def __init__(self, path: Path, store: Store, job_id: str, interval: float = 1.0):
+        self.path, self.store, self.job_id, self.interval = path, store, job_id, interval
+        self.seen = {(e["data"].get("step"), e["data"].get("split")) for e in store.events(job_id)
+                     if e["type"] == "metrics" and e["data"]}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+        self.poll()
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            key = (record.get("step"), record.get("split"))
+            if key in self.seen or "loss" not in record:
+                continue
+            self.seen.add(key)
+            what = "training" if record.get("split") == "train" else "validation"
+            data = {"step": record["step"], "split": record.get("split"),
+                    f"{'train' if what == 'training' else 'valid'}_loss": record["loss"]}
+            if "tokens_per_s" in record:
+                data["tokens_per_s"] = record["tokens_per_s"]
+            self.store.add_event(self.job_id, f"Step {record['step']}: {what} loss={record['loss']:.4f}",
+                                 kind="metrics", data=data)
+
+
+def run_job(state_dir: Path, job_id: str) -> int:
+    """Run the job; return the process exit code (0 trained, 2 bad input, 1 internal error, 130 interrupted)."""
+    from lmtune.errors import UserError
+    from lmtune.lifecycle import run_recipe
+    from lmtune.recipe import recipe_from_dict
+
+    store = Store(state_dir / "state.db")
+    job = store.job(job_id)
+    run_dir = Path(job["run_dir"])
+    resume = run_dir.exists() and any(run_dir.iterdir())
+    store.add_event(job_id, "Resuming the fine-tuning job from its newest checkpoint" if resume
+                    else "Fine-tuning job started")
+    try:
+        with MetricsEvents(run_dir / "metrics.jsonl", store, job_id):
+            run_recipe(recipe_from_dict(job["recipe"], source=f"job {job_id}"), out=run_dir, resume=resume, quiet=True)
+    except UserError as exc:
+        _fail(store, job_id, "invalid_training_data", str(exc), exc.source)
+        return 2
+    except KeyboardInterrupt:
+        store.add_event(job_id, "Interrupted; the job resumes from its newest checkpoint when the server starts "
+                        "again", level="warn")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # anything else is our bug: record it with the job, keep the traceback in the log
+        traceback.print_exc()
+        _fail(store, job_id, "internal_error", f"{type(exc).__name__}: {exc}", None)
+        return 1
+    tokens = json.loads((run_dir / "eval.json").read_text()).get("training", {}).get("train_tokens")
+    if tokens is not None:
+        store.update_job(job_id, ["running"], trained_tokens=int(tokens))
+    return 0
+
+
+def _fail(store: Store, job_id: str, code: str, message: str, param: str | None) -> None:
+    if store.finish_job(job_id, "failed", error={"code": code, "message": message, "param": param}):
+        store.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    state_dir, job_id = (argv or sys.argv[1:])[:2]
+    return run_job(Path(state_dir), job_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

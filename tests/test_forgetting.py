@@ -1,0 +1,275 @@
+"""Forgetting probes (perplexity, multiple choice) and replay, on tiny models."""
+
+import copy
+import json
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import write_jsonl
+from tiny import SENTENCES, build_model, build_tokenizer
+
+from lmtune.data.encode import Encoder, pack_blocks
+from lmtune.errors import UserError
+from lmtune.evaluate import forgetting
+from lmtune.evaluate.forgetting import LETTERS, Probe, Question, mc_prompt
+from lmtune.train import loop, replay
+
+WORDS = ["positive", "negative", "neutral", "great", "boring", "awful"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on shared, busy cores the threads' spin-waits
+    made this file 20x slower (180 s instead of 8 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _settings(**kw):
+    base = {"learning_rate": 1e-2, "batch_size": 8, "max_steps": 40, "eval_every": None, "log_every": 10,
+            "precision": "fp32", "warmup_ratio": 0.0, "seed": 0}
+    return loop.Settings(**{**base, **kw})
+
+
+def _quiz() -> list[Question]:
+    """One question per sentence; the right letter follows no rule the model could guess."""
+    return [Question(s, WORDS[i % 3:i % 3 + 4], (i * 3) % 4, f"quiz:{i + 1}") for i, s in enumerate(SENTENCES)]
+
+
+def _documents(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(SENTENCES) for _ in range(4)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def quiz_model(tok, tmp_path_factory):
+    """(model before, model after) training on the quiz's right letters."""
+    before = build_model(len(tok), seed=0)
+    after = copy.deepcopy(before)
+    enc = Encoder(tok, 128)
+    data = [enc.encode([{"role": "user", "content": mc_prompt(q)}], LETTERS[q.answer]) for q in _quiz()]
+    loop.train(after, data, [], _settings(learning_rate=2e-2, batch_size=11, max_steps=60),
+               tmp_path_factory.mktemp("quiz"), tok.pad_token_id, quiet=True)
+    return before, after
+
+
+def _direct_choice(model, tok, q: Question) -> int:
+    """The letter with the highest log-likelihood after the prompt, from one plain forward per letter."""
+    text = tok.apply_chat_template([{"role": "user", "content": mc_prompt(q)}], add_generation_prompt=True,
+                                   tokenize=False)
+    prompt = tok(text, add_special_tokens=False)["input_ids"]
+    scores = []
+    with torch.no_grad():
+        for letter in LETTERS[:len(q.choices)]:
+            ids = prompt + tok(letter, add_special_tokens=False)["input_ids"]
+            logp = F.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+            scores.append(sum(logp[i - 1, ids[i]].item() for i in range(len(prompt), len(ids))))
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+def test_mc_prompt_format():
+    q = Question("What is 2+2?", ["3", "4"], 1, "x:1")
+    assert mc_prompt(q) == "What is 2+2?\nA. 3\nB. 4\nAnswer:"
+
+
+def test_mc_accuracy_equals_the_direct_argmax(tok, quiz_model):
+    model = quiz_model[1]
+    direct = [_direct_choice(model, tok, q) for q in _quiz()]
+    assert len(set(direct)) > 1  # the model's choice depends on the question
+    # Answer keys built from the direct argmax: all right, all wrong, then exactly the first 4 right.
+    for key, expected in [(direct, 1.0), ([(d + 1) % 4 for d in direct], 0.0),
+                          ([d if i < 4 else (d + 2) % 4 for i, d in enumerate(direct)], 4 / len(direct))]:
+        questions = [Question(q.question, q.choices, k, q.source) for q, k in zip(_quiz(), key)]
+        result = forgetting.measure(model, tok, [Probe("quiz", "multiple_choice", "-", questions)], batch_size=3,
+                                    quiet=True)["quiz"]
+        assert result == {"kind": "multiple_choice", "accuracy": pytest.approx(expected), "n": len(direct),
+                          "truncated_prompts": 0}
+
+
+def test_a_model_that_learned_the_answers_scores_higher(tok, quiz_model):
+    probe = Probe("quiz", "multiple_choice", "-", _quiz())
+    before, after = (forgetting.measure(m, tok, [probe], quiet=True)["quiz"]["accuracy"] for m in quiz_model)
+    assert after == 1.0 and before < 0.5
+    change = forgetting.compare({"quiz": {"kind": "multiple_choice", "accuracy": after}},
+                                {"quiz": {"kind": "multiple_choice", "accuracy": before}})["quiz"]
+    assert change["metric"] == "accuracy" and change["forgot"] and change["change"] == pytest.approx(before - 1)
+
+
+def test_perplexity_is_exp_of_the_mean_token_nll(tok):
+    model = build_model(len(tok), seed=1)
+    docs = _documents(5, seed=1)
+    probe = Probe("general", "perplexity", "-", docs)
+    result = forgetting.measure(model, tok, [probe], batch_size=3, max_length=16, quiet=True)["general"]
+    # Directly: BOS + text + EOS per document, one stream cut into 16-token blocks, every token after
+    # a block's first predicted from what precedes it in the block.
+    stream = [t for d in docs for t in [tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"]
+              + [tok.eos_token_id]]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(stream), 16):
+            block = torch.tensor([stream[i:i + 16]])
+            if block.size(1) < 2:
+                continue
+            logits = model(block).logits[0, :-1]
+            nll += F.cross_entropy(logits, block[0, 1:], reduction="sum").item()
+            count += block.size(1) - 1
+    assert result["kind"] == "perplexity" and result["tokens"] == count
+    assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+def test_load_probes_reads_both_kinds_and_samples(tmp_path):
+    general = write_jsonl(tmp_path / "general.jsonl", [{"text": d} for d in _documents(30, 0)])
+    (tmp_path / "mmlu").mkdir()
+    rows = [{"subject": s, "question": f"{s} question {i}", "choices": ["w", "x", "y", "z"],
+             "answer": LETTERS[i % 4], "answer_index": i % 4}
+            for s, n in [("algebra", 20), ("biology", 5), ("chemistry", 3)] for i in range(n)]
+    mmlu = write_jsonl(tmp_path / "mmlu" / "test.jsonl", rows)
+    probes = forgetting.load_probes({"data": [str(general), str(mmlu)], "max_examples": 9}, seed=3)
+    assert [(p.name, p.kind, len(p.items)) for p in probes] == [("general", "perplexity", 9),
+                                                                ("mmlu/test", "multiple_choice", 9)]
+    subjects = [q.subject for q in probes[1].items]
+    assert {s: subjects.count(s) for s in set(subjects)} == {"algebra": 3, "biology": 3, "chemistry": 3}
+    assert all(q.answer == rows[int(q.source.rsplit(":", 1)[1]) - 1]["answer_index"] for q in probes[1].items)
+    again = forgetting.load_probes({"data": str(mmlu), "max_examples": 9}, seed=3)[0]
+    other = forgetting.load_probes({"data": str(mmlu), "max_examples": 9}, seed=4)[0]
+    assert [q.source for q in again.items] == [q.source for q in probes[1].items]
+    assert [q.source for q in other.items] != [q.source for q in again.items]
+
+
+@pytest.mark.parametrize("answer, expected", [("C", 2), ("c", 2), (2, 2), (0, 0), ("dog", 3), (" B ", 1)])
+def test_answers_as_letter_index_or_text(answer, expected):
+    assert forgetting.parse_answer(answer, ["cat", "cow", "hen", "dog"], "f:1") == expected
+
+
+@pytest.mark.parametrize("record, words", [
+    ({"question": "q", "choices": ["a", "b"], "answer": "C"}, "neither a letter A-B"),
+    ({"question": "q", "choices": ["a", "b"], "answer": 2}, "an index 0-1"),
+    ({"question": "q", "choices": ["a", "b"], "answer": True}, "neither"),
+    ({"question": "q", "choices": "ab", "answer": 0}, "\"choices\" must be a list"),
+    ({"question": "q", "choices": ["a"], "answer": 0}, "\"choices\" must be a list"),
+    ({"question": "", "choices": ["a", "b"], "answer": 0}, "\"question\" must be"),
+    ({"text": "general text"}, "keep one kind per file"),
+    ({"prompt": "p", "completion": "c"}, "needs {\"text\"}"),
+])
+def test_bad_probe_records_name_file_and_line(tmp_path, record, words):
+    good = {"question": "fine", "choices": ["a", "b"], "answer": "A"}
+    path = write_jsonl(tmp_path / "quiz.jsonl", [good, record])
+    with pytest.raises(UserError) as err:
+        forgetting.load_probes({"data": str(path)})
+    assert err.value.source == f"{path}:2" and words in err.value.message
+
+
+def test_bad_probe_spec_and_duplicate_names(tmp_path):
+    a = write_jsonl(tmp_path / "general.jsonl", [{"text": "some text"}])
+    (tmp_path / "b").mkdir()
+    b = write_jsonl(tmp_path / "b" / "general.jsonl", [{"text": "other text"}])
+    with pytest.raises(UserError, match="both named 'general'"):
+        forgetting.load_probes({"data": [str(a), str(b)]})
+    with pytest.raises(UserError) as err:
+        forgetting.load_probes({"data": str(a), "max_examples": 0})
+    assert err.value.source == "eval.forgetting.max_examples"
+    with pytest.raises(UserError) as err:
+        forgetting.load_probes({"data": str(tmp_path / "missing.jsonl")})
+    assert "no such data file" in err.value.message
+
+
+def test_compare_flags_worse_by_more_than_one_percent():
+    before = {"ppl": {"kind": "perplexity", "perplexity": 10.0, "tokens": 5},
+              "mc": {"kind": "multiple_choice", "accuracy": 0.5, "n": 10},
+              "zero": {"kind": "multiple_choice", "accuracy": 0.0, "n": 10}}
+    after = {"ppl": {"kind": "perplexity", "perplexity": 10.05, "tokens": 5},
+             "mc": {"kind": "multiple_choice", "accuracy": 0.6, "n": 10},
+             "zero": {"kind": "multiple_choice", "accuracy": 0.1, "n": 10}}
+    out = forgetting.compare(before, after)
+    assert out["ppl"]["metric"] == "perplexity" and out["ppl"]["relative_change"] == pytest.approx(0.005)
+    assert not out["ppl"]["forgot"] and not out["mc"]["forgot"] and not out["zero"]["forgot"]
+    assert out["zero"]["relative_change"] is None
+    after["ppl"]["perplexity"], after["mc"]["accuracy"] = 10.2, 0.45
+    out = forgetting.compare(before, after)
+    assert out["ppl"]["forgot"] and out["mc"]["forgot"] and out["mc"]["change"] == pytest.approx(-0.05)
+    json.dumps(out)  # goes into eval.json as is
+
+
+def test_replay_reduces_forgetting_of_general_text(tok, tmp_path):
+    """Pre-train on general text, fine-tune hard on a narrow task with and without replay."""
+    enc = Encoder(tok, 64)
+    general = pack_blocks(enc, [([], d) for d in _documents(40, seed=0)], 16)
+    probe = Probe("general", "perplexity", "-", _documents(20, seed=1))
+    model = build_model(len(tok), seed=0)
+    loop.train(model, general, [], _settings(max_steps=100, learning_rate=2e-2), tmp_path / "pre", tok.pad_token_id,
+               quiet=True)
+    base_state = copy.deepcopy(model.state_dict())
+    base = forgetting.measure(model, tok, [probe], max_length=64, quiet=True)
+    rng = random.Random(0)
+    task = [enc.encode([{"role": "user", "content": rng.choice(SENTENCES)}], "neutral neutral neutral")
+            for _ in range(64)]
+    task_loss_before = loop.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
+    changes, task_losses = {}, {}
+    for ratio in (0.0, 0.3):
+        model.load_state_dict(base_state)
+        data = replay.mix(task, general, ratio, seed=0)
+        loop.train(model, data, [], _settings(), tmp_path / f"ratio-{ratio}", tok.pad_token_id, quiet=True)
+        after = forgetting.measure(model, tok, [probe], max_length=64, quiet=True)
+        changes[ratio] = forgetting.compare(base, after)["general"]
+        task_losses[ratio] = loop.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
+    print({r: (round(c["before"], 3), round(c["after"], 3), round(c["relative_change"], 3))
+           for r, c in changes.items()}, {"task loss before": round(task_loss_before, 3), **task_losses})
+    assert changes[0.0]["forgot"] and changes[0.0]["relative_change"] > 0.5
+    assert changes[0.3]["relative_change"] < changes[0.0]["relative_change"] / 2
+    # Replay did not stop the task from being learned.
+    assert task_losses[0.3] < task_loss_before / 10
+
+
+def test_mix_ratio_arithmetic_and_determinism():
+    train, general = [f"t{i}" for i in range(90)], [f"g{i}" for i in range(50)]
+    mixed = replay.mix(train, general, 0.1, seed=0)
+    assert len(mixed) == 100 and mixed[:90] == train
+    assert sum(x.startswith("g") for x in mixed) / len(mixed) == pytest.approx(0.1)
+    assert len(set(mixed[90:])) == 10  # no repeats while there are enough general examples
+    assert replay.mix(train, general, 0.1, seed=0) == mixed
+    assert replay.mix(train, general, 0.1, seed=1) != mixed
+    assert replay.mix(train, general, 0.0, seed=0) == train
+    assert len(replay.mix(train[:7], general, 0.5, seed=0)) == 14
+
+
+def test_mix_repeats_a_short_general_set_evenly():
+    mixed = replay.mix(list(range(30)), ["a", "b", "c"], 0.25, seed=0)  # 10 general examples needed
+    extra = mixed[30:]
+    assert len(extra) == 10 and sorted(extra.count(g) for g in "abc") == [3, 3, 4]
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1, "0.1"])
+def test_mix_refuses_a_ratio_outside_0_1(ratio):
+    with pytest.raises(UserError) as err:
+        replay.mix([1, 2], [3], ratio, seed=0)
+    assert err.value.source == "training.replay.ratio"
+
+
+def test_mix_needs_general_examples():
+    with pytest.raises(UserError) as err:
+        replay.mix([1, 2], [], 0.5, seed=0)
+    assert err.value.source == "training.replay.data"
+
+
+def test_load_general_packs_text_blocks_and_names_bad_lines(tok, tmp_path):
+    enc = Encoder(tok, 64)
+    docs = _documents(6, seed=2)
+    path = write_jsonl(tmp_path / "general.jsonl", [{"text": d} for d in docs])
+    blocks = replay.load_general(path, enc, 8)
+    assert blocks == pack_blocks(enc, [([], d) for d in docs], 8)
+    assert all(b.labels[1:] == b.input_ids[1:] and b.labels[0] == -100 and len(b.input_ids) <= 8 for b in blocks)
+    assert replay.load_general(path, enc, 8, limit=2) == pack_blocks(enc, [([], d) for d in docs[:2]], 8)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"prompt": "x", "completion": "y"}])
+    with pytest.raises(UserError) as err:
+        replay.load_general(bad, enc, 8)
+    assert err.value.source == f"{bad}:2"

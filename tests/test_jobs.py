@@ -1,0 +1,174 @@
+"""Files and fine-tuning jobs through the official openai client: upload, train, serve, cancel, restart.
+
+Jobs train the tiny model for two or three steps in the server's worker process, so a whole job
+takes seconds; the restart test stops the server with jobs still queued and checks that a new
+server on the same state directory finishes them.
+"""
+
+import json
+import time
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from lmtune.serve.server import Server
+
+SENTENCES = ["the movie was great and i loved it", "the movie was terrible and boring",
+             "this drug helped my pain a lot",
+             "this drug gave me awful side effects", "it was fine, nothing special"]
+QUICK = {"type": "supervised", "lmtune": {"training": {"max_steps": 2, "batch_size": 4, "eval_every": 1}}}
+
+
+def chat_jsonl(n: int = 24) -> bytes:
+    records = [{"messages": [{"role": "user", "content": f"{SENTENCES[i % 5]} (review {i})"},
+                             {"role": "assistant", "content": ["positive", "negative", "neutral"][i % 3]}]}
+               for i in range(n)]
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    srv = Server([str(tiny_model_dir)], port=0, state_dir=tmp_path_factory.mktemp("jobs-state"), quiet=True).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def training_file(client):
+    return client.files.create(file=("train.jsonl", chat_jsonl()), purpose="fine-tune")
+
+
+def wait(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
+
+
+def test_upload_is_checked_with_line_numbers(client, training_file):
+    assert training_file.purpose == "fine-tune" and training_file.status == "processed"
+    assert training_file.bytes == len(chat_jsonl())
+    assert client.files.retrieve(training_file.id).filename == "train.jsonl"
+    assert training_file.id in {f.id for f in client.files.list()}
+    assert client.files.content(training_file.id).read() == chat_jsonl()
+    broken = chat_jsonl(2) + b'{"messages": [{"role": "user", "content": "hi"}\n'
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("mine.jsonl", broken), purpose="fine-tune")
+    assert caught.value.body["message"].startswith("mine.jsonl:3: not valid JSON")
+    no_reply = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
+    with pytest.raises(openai.BadRequestError, match=r"mine.jsonl:1: .*assistant"):
+        client.files.create(file=("mine.jsonl", no_reply), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        client.files.create(file=("mine.jsonl", chat_jsonl()), purpose="assistants")
+    with pytest.raises(openai.BadRequestError, match="JSONL"):
+        client.files.create(file=("mine.csv", b"text,label\n"), purpose="fine-tune")
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-missing")
+
+
+def test_job_trains_and_its_model_is_served_at_once(client, training_file, tiny_model_dir):
+    job = client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=training_file.id, suffix="reviews",
+                                         hyperparameters={"learning_rate_multiplier": 50}, method=QUICK)
+    assert job.status == "queued" and job.hyperparameters.learning_rate_multiplier == 50
+    assert job.hyperparameters.batch_size == 4  # method.lmtune.training overrides what runs, and shows it
+    done = wait(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == f"ft:{tiny_model_dir.name}:reviews:{job.id}"
+    assert done.finished_at >= done.created_at
+    assert done.fine_tuned_model in {m.id for m in client.models.list()}
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=6, temperature=0,
+                                           messages=[{"role": "user", "content": "the movie was great"}])
+    assert reply.model == done.fine_tuned_model and reply.usage.completion_tokens >= 1
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert messages[0] == "The job has successfully completed" and messages[-1].startswith("Created fine-tuning job")
+    assert any(m.startswith("Step 2: training loss=") for m in messages)
+    steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
+    assert steps and steps == sorted(steps, reverse=True) and steps[0] == 2
+    assert job.id in {j.id for j in client.fine_tuning.jobs.list()}
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one(client, training_file, tiny_model_dir):
+    long = {"type": "supervised", "lmtune": {"training": {"max_steps": 100000, "batch_size": 2}}}
+    running = client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=training_file.id, method=long)
+    queued = client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=training_file.id, method=long)
+    assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"
+    wait(client, running.id, statuses=("running",))
+    cancelled = client.fine_tuning.jobs.cancel(running.id)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):
+        client.fine_tuning.jobs.cancel(running.id)
+    time.sleep(1)
+    assert client.fine_tuning.jobs.retrieve(running.id).status == "cancelled"  # the dead worker changes nothing
+
+
+def test_bad_job_requests(client, server, training_file, tiny_model_dir):
+    base = tiny_model_dir.name
+    with pytest.raises(openai.BadRequestError, match="no such uploaded file"):
+        client.fine_tuning.jobs.create(model=base, training_file="file-missing")
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.create(model="no-such-model", training_file=training_file.id)
+    with pytest.raises(openai.BadRequestError, match="n_epochs"):
+        client.fine_tuning.jobs.create(model=base, training_file=training_file.id, hyperparameters={"n_epochs": 0})
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model=base, training_file=training_file.id,
+                                       method={"type": "supervised", "lmtune": {"training": {"learning_rate": 5}}})
+    assert caught.value.body["param"] == "method.lmtune.training.learning_rate"
+    with pytest.raises(openai.BadRequestError, match="dpo"):
+        client.fine_tuning.jobs.create(model=base, training_file=training_file.id, method={"type": "dpo"})
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-missing")
+    response = httpx.post(server.url + "/v1/fine_tuning/jobs", json={"training_file": training_file.id})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "model"
+
+
+def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path):
+    state = tmp_path / "state"
+    first = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True).start()
+    client = openai.OpenAI(base_url=first.url + "/v1", api_key="x", max_retries=0)
+    upload = client.files.create(file=("train.jsonl", chat_jsonl()), purpose="fine-tune")
+    slow = {"type": "supervised", "lmtune": {"training": {"max_steps": 20, "batch_size": 2, "save_every": 4,
+                                                           "eval_every": 100}}}
+    jobs = [client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=upload.id, suffix=f"r{i}",
+                                           method=method).id for i, method in enumerate([slow, QUICK])]
+    deadline = time.monotonic() + 120
+    while not client.fine_tuning.jobs.checkpoints.list(jobs[0]).data:  # training, with a checkpoint on disk
+        assert time.monotonic() < deadline, "the first job wrote no checkpoint"
+        time.sleep(0.1)
+    first.stop()
+    assert [job_row(state, j)["status"] for j in jobs] == ["running", "queued"]
+
+    second = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True).start()
+    try:
+        client = openai.OpenAI(base_url=second.url + "/v1", api_key="x", max_retries=0)
+        finished = [wait(client, j) for j in jobs]
+        assert [j.status for j in finished] == ["succeeded", "succeeded"], [j.error for j in finished]
+        served = {m.id for m in client.models.list()}
+        assert {j.fine_tuned_model for j in finished} <= served
+        events = [e.message for e in client.fine_tuning.jobs.list_events(jobs[0], limit=200)]
+        assert "Resuming the fine-tuning job from its newest checkpoint" in events
+    finally:
+        second.stop()
+    log = (state / "jobs" / jobs[0] / "worker.log").read_text()
+    assert "resuming from" in log and "step-" in log  # the training loop continued from a checkpoint
+    # A third start serves the models of finished jobs without training anything again.
+    third = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True)
+    try:
+        assert {j.fine_tuned_model for j in finished} <= set(third.state.registry.names())
+    finally:
+        third.state.registry.close()
+        third._release()
+
+
+def job_row(state_dir, job_id: str) -> dict:
+    from lmtune.serve.store import Store
+
+    return Store(state_dir / "state.db").job(job_id)

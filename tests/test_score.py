@@ -1,0 +1,116 @@
+"""`lmtune score` end to end: numbers equal rouge-score, sacrebleu and scikit-learn; bad lines exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+from sklearn.metrics import accuracy_score, mean_squared_error, precision_recall_fscore_support
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from lmtune.cli import app
+from lmtune.evaluate.score import infer_task
+
+REFS = ["the dose was reduced after two weeks", "patients reported mild headaches",
+        "no side effects at all", "it stopped working after a month"]
+PREDS = ["the dose was lowered after two weeks", "some patients report headaches",
+         "no side effects", "it worked for a month then stopped"]
+LABELS = ["positive", "negative", "neutral", "positive", "negative", "positive", "neutral", "negative"]
+LABEL_PREDS = ["positive", "positive", "neutral", "negative", "negative", "positive", "positive", "negative"]
+
+
+def _score(*args):
+    result = CliRunner().invoke(app, ["score", *map(str, args), "--resamples", "200"])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _pairs(tmp_path, refs, preds, **extra):
+    return write_jsonl(tmp_path / "predictions.jsonl",
+                       [{"input": f"x{i}", "reference": r, "prediction": p, **extra} for i, (r, p) in
+                        enumerate(zip(refs, preds, strict=True))])
+
+
+def test_generation_scores_equal_rouge_score_and_sacrebleu(tmp_path):
+    code, stdout, stderr = _score(_pairs(tmp_path, REFS, PREDS), "--metrics", "rouge1,rouge2,rougeL,bleu,chrf")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert list(result) == ["rouge1", "rouge2", "rougeL", "bleu", "chrf"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(r, p) for r, p in zip(REFS, PREDS, strict=True)]
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert result[key]["value"] == pytest.approx(sum(s[key].fmeasure for s in scores) / len(scores), abs=1e-12)
+    assert result["bleu"]["value"] == sacrebleu.corpus_bleu(PREDS, [REFS]).score
+    assert result["chrf"]["value"] == sacrebleu.corpus_chrf(PREDS, [REFS]).score
+    for interval in result.values():
+        assert set(interval) == {"value", "ci_low", "ci_high"}
+        assert interval["ci_low"] <= interval["value"] <= interval["ci_high"]
+    assert "as generation (inferred" in stderr
+
+
+def test_classification_is_inferred_and_equals_sklearn(tmp_path):
+    code, stdout, stderr = _score(_pairs(tmp_path, LABELS, LABEL_PREDS))
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    labels = sorted(set(LABELS))
+    assert result["accuracy"]["value"] == accuracy_score(LABELS, LABEL_PREDS)
+    for average in ("macro", "micro"):
+        p, r, f, _ = precision_recall_fscore_support(LABELS, LABEL_PREDS, labels=labels, average=average,
+                                                     zero_division=0)
+        assert [result[f"{m}_{average}"]["value"] for m in ("precision", "recall", "f1")] == [p, r, f]
+    per = precision_recall_fscore_support(LABELS, LABEL_PREDS, labels=labels, average=None, zero_division=0)
+    assert result["f1[neutral]"]["value"] == per[2][labels.index("neutral")]
+    assert "as classification" in stderr
+
+
+def test_regression_and_explicit_task(tmp_path):
+    refs, preds = [1, 2, 3, 4, 5], ["1.5", 2, 2.5, 4, 6]
+    code, stdout, _ = _score(_pairs(tmp_path, refs, preds), "--metrics", "mse")
+    assert code == 0
+    assert json.loads(stdout)["mse"]["value"] == mean_squared_error(refs, [float(p) for p in preds])
+    code, stdout, _ = _score(_pairs(tmp_path, refs, preds), "--task", "generation", "--metrics", "exact_match")
+    assert code == 0 and json.loads(stdout)["exact_match"]["value"] == 0.4
+
+
+def test_broken_line_exits_2_naming_file_and_line(tmp_path):
+    path = _pairs(tmp_path, REFS, PREDS)
+    path.write_text(path.read_text() + '{"reference": "a", "prediction": \n')
+    code, stdout, stderr = _score(path)
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"error: {path}:5: not valid JSON") and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("line,message", [
+    ({"reference": "a"}, "no 'prediction' field"),
+    ({"reference": "a", "prediction": None}, "'prediction' is null"),
+    ({"reference": ["a"], "prediction": "a"}, "'reference' is an array"),
+])
+def test_bad_record_exits_2_naming_file_and_line(tmp_path, line, message):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"reference": "b", "prediction": "b"}, line])
+    code, _, stderr = _score(path)
+    assert code == 2 and stderr.startswith(f"error: {path}:2: {message}") and len(stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,where", [
+    (["--metrics", "blue"], "--metrics: unknown metric 'blue'"),
+    (["--metrics", "accuracy"], "--metrics: 'accuracy' is a classification metric"),
+    (["--task", "language_modeling"], "--task: unknown task"),
+])
+def test_bad_options_exit_2(tmp_path, args, where):
+    code, _, stderr = _score(_pairs(tmp_path, REFS, PREDS), *args)
+    assert code == 2 and stderr.startswith(f"error: {where}")
+
+
+def test_missing_file_exits_2(tmp_path):
+    code, _, stderr = _score(tmp_path / "nope.jsonl")
+    assert code == 2 and "no such data file" in stderr
+
+
+def test_task_inference_rule():
+    assert infer_task([1, 2.5, "3"], [1, 2, 3]) == "regression"
+    assert infer_task(LABELS, LABEL_PREDS) == "classification"
+    assert infer_task(LABELS[:3], LABEL_PREDS[:3]) == "generation"  # every label once: no evidence of a label set
+    assert infer_task(REFS * 5, PREDS * 5) == "generation"  # repeated, but sentences are not labels
+    assert infer_task(["1", "2"] * 4, ["1", "x"] * 4) == "classification"
