@@ -24,20 +24,29 @@ def target_loss_sum(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) -
     Returning a sum (not a mean) lets the caller divide by the target tokens of the whole
     optimizer step, so gradient accumulation gives exactly the gradient of the larger batch.
     """
-    parts = _body_and_head(model)
-    if parts is None:
+    found = target_states(model, batch)
+    if found is None:
         return full_logits_loss_sum(model, batch)
-    body, head = parts
-    hidden = body(**_inputs(batch)).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    where = targets != IGNORE
-    selected = hidden[:, :-1][where]
-    wanted = targets[where]
-    total = hidden.new_zeros((), dtype=torch.float32)
+    head, selected, wanted, _ = found
+    total = selected.new_zeros((), dtype=torch.float32)
     for i in range(0, wanted.numel(), chunk):
         logits = head(selected[i:i + chunk]).float()
         total = total + F.cross_entropy(logits, wanted[i:i + chunk], reduction="sum")
     return total
+
+
+def target_states(model, batch: dict[str, torch.Tensor]):
+    """Run the transformer body once; return (output layer, hidden states at the positions that predict
+    a target, those targets, the (rows, positions-1) target mask), or None when the output layer is not
+    a plain linear map of the last hidden state (then use the model's own forward)."""
+    parts = _body_and_head(model)
+    if parts is None:
+        return None
+    body, head = parts
+    hidden = body(**_inputs(batch)).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    where = targets != IGNORE
+    return head, hidden[:, :-1][where], targets[where], where
 
 
 def full_logits_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lmtune.data.encode import IGNORE, Encoded, Encoder
 from lmtune.errors import UserError
 from lmtune.train.batches import collate
-from lmtune.train.loss import CHUNK, _body_and_head, _inputs
+from lmtune.train.loss import CHUNK, _inputs, target_states
 from lmtune.train.objectives import Objective
 
 REFERENCE_KEY = "reference_logps"  # batch key: precomputed reference log-probs, chosen rows then rejected
@@ -81,18 +81,13 @@ def sequence_logps(model, batch: dict[str, torch.Tensor], chunk: int = CHUNK) ->
     As ``loss.target_loss_sum``: the transformer body runs once and the output layer only at
     positions that predict a target, in chunks, so the (tokens x vocabulary) logits never exist.
     """
-    parts = _body_and_head(model)
-    if parts is None:
+    found = target_states(model, batch)
+    if found is None:
         return _full_logits_logps(model, batch)
-    body, head = parts
-    hidden = body(**_inputs(batch)).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    where = targets != IGNORE
-    selected = hidden[:, :-1][where]
-    wanted = targets[where]
+    head, selected, wanted, where = found
     per_token = [-F.cross_entropy(head(selected[i:i + chunk]).float(), wanted[i:i + chunk], reduction="none")
                  for i in range(0, wanted.numel(), chunk)]
-    return _per_row(where, torch.cat(per_token) if per_token else hidden.new_zeros(0, dtype=torch.float32))
+    return _per_row(where, torch.cat(per_token) if per_token else selected.new_zeros(0, dtype=torch.float32))
 
 
 def _full_logits_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
