@@ -85,7 +85,6 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [
-    ("eval.metrics=[bleu]", "eval.metrics"),
     ("tracking=[jsonl, wandb]", "tracking"),
 ])
 def test_schema_keys_not_supported_yet_are_errors_not_silently_ignored(tmp_path, override, key):
@@ -106,3 +105,13 @@ def test_method_and_training_switches_that_cannot_work_together_fail_when_read(t
     with pytest.raises(UserError) as info:
         load_recipe(path, overrides)
     assert [src for src, _ in info.value.problems] == [key]
+
+
+def test_eval_metrics_are_checked_against_the_task(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    assert load_recipe(path, ["eval.metrics=[accuracy, f1_micro]"]).eval.metrics == ["accuracy", "f1_micro"]
+    with pytest.raises(UserError) as info:
+        load_recipe(path, ["eval.metrics=[bleu]"])
+    assert [src for src, _ in info.value.problems] == ["eval.metrics"]
+    assert "generation metric" in info.value.problems[0][1]

@@ -140,3 +140,13 @@ def test_replay_on_a_head_task_is_a_clear_error(recipe_file, tmp_path):
                        eval={"systems": ["majority", "finetuned"]})
     code, output = _run("train", path, "--out", tmp_path / "x")
     assert code == 2 and "training.replay" in output
+
+
+def test_eval_metrics_choose_what_gets_intervals(recipe_file, tmp_path):
+    path = recipe_file(eval={"systems": ["zero_shot", "finetuned"], "metrics": ["accuracy", "f1_micro"]})
+    out = tmp_path / "run"
+    code, output = _run("train", path, "--out", out, "--quiet")
+    assert code == 0, output
+    for result in json.loads((out / "eval.json").read_text())["results"].values():
+        assert set(result["ci"]) == {"accuracy", "f1_micro"}
+        assert result["ci"]["f1_micro"][0] <= result["f1_micro"] <= result["ci"]["f1_micro"][1]

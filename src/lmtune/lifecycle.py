@@ -214,9 +214,12 @@ def _with_intervals(result, spec, recipe: Recipe):
     rows = result.predictions
     if not recipe.eval.bootstrap or not rows or spec.type in ("language_modeling", "preference"):
         return result
+    chosen = None if recipe.eval.metrics == "auto" else recipe.eval.metrics
     intervals = bootstrap.confidence_intervals(spec.type, [r["reference"] for r in rows],
-                                               [r["prediction"] for r in rows], spec.labels,
+                                               [r["prediction"] for r in rows], spec.labels, metrics=chosen,
                                                n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
+    # Metrics named in eval.metrics are reported even where the task's defaults leave them out.
+    result.metrics.update({k: v["value"] for k, v in intervals.items() if k not in result.metrics})
     result.metrics["ci"] = {k: [v["ci_low"], v["ci_high"]] for k, v in intervals.items()
                             if v.get("ci_low") is not None}
     return result

@@ -200,7 +200,8 @@ class EvalConfig(_Strict):
 
     systems: list[str] = Field(default_factory=lambda: ["zero_shot", "few_shot", "finetuned"])
     few_shot_k: int = Field(4, ge=1, description="Examples placed in the few-shot prompt.")
-    metrics: str | list[str] = Field("auto", description="'auto' picks the task's metrics.")
+    metrics: str | list[str] = Field(
+        "auto", description="'auto': all of the task's metrics; or names (see `lmtune score`), each with an interval.")
     max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
     batch_size: int = Field(8, ge=1, description="Examples per evaluation batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N test examples.")
@@ -212,11 +213,6 @@ class EvalConfig(_Strict):
     cost: CostConfig = Field(default_factory=lambda: CostConfig(), description="Prices per 1,000 tokens.")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0: none).")
 
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, value):
-        _not_yet(value != "auto", "choosing metrics (each task's own are used: metrics: auto)")
-        return value
 
     @model_validator(mode="after")
     def _known_systems(self):
@@ -240,6 +236,17 @@ class Recipe(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self):
+        from lmtune.evaluate.metrics import select_metrics
+
+        if self.eval.metrics != "auto" and self.task.type not in ("language_modeling", "preference"):
+            try:
+                select_metrics(self.task.type, self.eval.metrics)
+            except UserError as exc:
+                raise ValueError(f"eval.metrics: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _method_fits_training(self):
