@@ -23,6 +23,7 @@ from lmtune.evaluate import baselines, bootstrap, cost, metrics
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.evaluate.report import write_report
 from lmtune.methods import registry
+from lmtune.models import pad_id
 from lmtune.recipe import Recipe
 from lmtune.train import loop
 
@@ -65,8 +66,8 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     encoded = kind.encode(prepared, tokenizer, encoder, template)
     data_stage.write(prepared, run_dir / "data")
-    pad_id = _pad_id(tokenizer)
-    kind.prepare_reference(model, encoded, pad_id)
+    pad = pad_id(tokenizer)
+    kind.prepare_reference(model, encoded, pad)
 
     test = prepared.splits.get("test", [])[: recipe.eval.max_examples]
     test_encoded = encoded.get("test", [])[: recipe.eval.max_examples]
@@ -106,7 +107,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     trainable, total = registry.count_parameters(model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
     result = loop.train(model, encoded["train"], encoded.get("validation", []), _settings(recipe), run_dir,
-                        pad_id, resume=resume, quiet=quiet, objective=kind.objective())
+                        pad, resume=resume, quiet=quiet, objective=kind.objective())
     save_final(run_dir / "final", model, tokenizer, method, recipe, source)
 
     tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
@@ -183,10 +184,6 @@ def _settings(recipe: Recipe) -> loop.Settings:
                          log_every=t.log_every, seed=recipe.seed, precision=t.precision,
                          group_by_length=t.group_by_length, packing=t.packing, max_length=t.max_length,
                          gradient_checkpointing=t.gradient_checkpointing, compile=t.compile)
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -290,12 +287,9 @@ def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], 
 
 def _load_previous_results(run_dir: Path) -> dict[str, Any]:
     """Baseline results already measured by an interrupted run (they do not change on resume)."""
-    path = run_dir / "eval.json"
-    if not path.exists():
-        return {}
-    previous = json.loads(path.read_text()).get("results", {})
+    previous = _load_previous(run_dir, "results")
     return {k: baselines.SystemResult(v, _read_predictions(run_dir, k)) for k, v in previous.items()
-            if k != "finetuned"}
+            if not k.startswith("finetuned")}
 
 
 def _read_predictions(run_dir: Path, system: str) -> list[dict[str, Any]]:

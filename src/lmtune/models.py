@@ -80,6 +80,11 @@ def is_causal_lm(ref: str) -> bool:
             and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its EOS."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def load_tokenizer(ref: str, source: ModelSource | None = None):
     """Load the tokenizer of a model reference, with pad token = eos token if it has none.
 

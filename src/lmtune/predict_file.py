@@ -25,6 +25,7 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES, Template, render, resolve
 from lmtune.errors import UserError
+from lmtune.models import pad_id
 
 
 def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int = 256, batch_size: int = 8,
@@ -58,7 +59,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
     model, tokenizer = _load_model(ref, final)
     encoder = Encoder(tokenizer, _context(model), use_chat_template=prompter.chat)
     ids = [encoder.prompt_ids(p["messages"]) for p in prompts]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
     from lmtune.evaluate.predict import generate
     from lmtune.lifecycle import merged_adapter
@@ -70,7 +71,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
     with merged_adapter(model), open(output_path, "a", encoding="utf-8") as out:
         for start in range(0, len(todo), chunk):
             part = prompts[start:start + chunk]
-            texts, counts = generate(model, tokenizer, ids[start:start + chunk], max_tokens, pad_id, batch_size,
+            texts, counts = generate(model, tokenizer, ids[start:start + chunk], max_tokens, pad, batch_size,
                                      quiet=True, **sampling)
             lines = []
             for (_, record), prompt, text in zip(todo[start:start + chunk], part, texts):

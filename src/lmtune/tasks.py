@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from lmtune import models
+from lmtune.models import pad_id
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.templates import render
 from lmtune.evaluate import baselines, heads
@@ -93,7 +94,9 @@ class TokenTask:
         config = self.recipe.eval.bias
         if config is None or not result.predictions or spec.type in ("language_modeling", "preference"):
             return None
-        terms = self._cache.setdefault("terms", bias.load_terms(config))
+        if "terms" not in self._cache:
+            self._cache["terms"] = bias.load_terms(config)
+        terms = self._cache["terms"]
         key = ("swapped", id(test))
         if key not in self._cache:
             self._cache[key] = bias.counterfactuals(test, terms)
@@ -132,10 +135,7 @@ class TokenTask:
         """Zero-shot prompting of another model (e.g. a larger base) on the same test split."""
         model, tokenizer, _ = models.load_causal_lm(ref)
         encoder = Encoder(tokenizer, self.recipe.training.max_length, self.recipe.task.chat_template)
-        try:
-            return baselines.run_system(model, tokenizer, encoder, spec, test, None, f"model:{ref}", quiet)
-        finally:
-            del model
+        return baselines.run_system(model, tokenizer, encoder, spec, test, None, f"model:{ref}", quiet)
 
 
 class HeadTask(TokenTask):
@@ -205,7 +205,7 @@ class PreferenceTask(TokenTask):
 
         if system not in ("zero_shot", "finetuned"):
             return None
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id(tokenizer)
         started = time.perf_counter()
         result = preference_metrics(model, test_encoded, self.recipe.training.dpo_beta, spec.batch_size, pad)
         result["latency_s"] = (time.perf_counter() - started) / max(len(test_encoded), 1)

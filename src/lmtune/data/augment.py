@@ -99,8 +99,9 @@ def _rewrite(model, tok, encoder, texts: list[str], steps: list[str], options: d
     import torch
 
     from lmtune.evaluate import predict
+    from lmtune.models import pad_id
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     torch.manual_seed(seed)
     for step in steps:
         prompts = [encoder.prompt_ids([{"role": "user", "content": step.format(text=t, pivot=options.get("pivot", "French"))}])

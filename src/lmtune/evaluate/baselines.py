@@ -15,6 +15,7 @@ from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, predict
 from lmtune.evaluate.retrieval import with_context
 from lmtune.train.loop import evaluate_loss
+from lmtune.models import pad_id
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
 
     def shown(examples: list[Example]) -> list[Rendered]:
         return [cache.setdefault(id(ex), render(spec.template, ex, spec.labels)) for ex in examples]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     started = time.perf_counter()
     if spec.type == "language_modeling":
         encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)

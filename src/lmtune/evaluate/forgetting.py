@@ -43,6 +43,7 @@ from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics, predict
 from lmtune.train.loop import evaluate_loss
+from lmtune.models import pad_id
 
 #: A probe counts as forgotten when it got worse by more than this fraction of its base value
 #: (perplexity up, or accuracy down, by more than 1% relative).
@@ -230,7 +231,7 @@ def measure(model, tokenizer, probes: list[Probe], batch_size: int = 8, precisio
         ``{"kind": "multiple_choice", "accuracy", "n", "truncated_prompts"}``.
     """
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     results = {}
     with amp.autocast(device, precision):
         for probe in probes:

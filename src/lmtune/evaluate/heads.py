@@ -19,6 +19,7 @@ from lmtune.errors import UserError
 from lmtune.evaluate import metrics
 from lmtune.evaluate.baselines import SystemResult, TaskSpec
 from lmtune.train.objectives import HeadObjective, Labelled
+from lmtune.models import pad_id
 
 
 def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int) -> list[Labelled]:
@@ -60,7 +61,7 @@ def predict(model, examples: list[Labelled], pad_id: int, spec: TaskSpec) -> lis
 
 def run_head(model, tokenizer, examples: list[Labelled], test: list[Example], spec: TaskSpec) -> SystemResult:
     """Evaluate a head model on the encoded test examples."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     started = time.perf_counter()
     outputs = predict(model, examples, pad, spec)
     if spec.type == "regression":

@@ -20,6 +20,7 @@ from lmtune import models
 from lmtune.assets import resolve_model
 from lmtune.data.encode import Encoder
 from lmtune.errors import UserError
+from lmtune.models import pad_id
 from lmtune.serve.batching import BASE, Engine
 
 SHARED_BASE = {"lora", "dora", "ia3"}  # peft tuners added to a shared base with load_adapter
@@ -181,7 +182,7 @@ class Registry:
 
         if torch.cuda.is_available():
             model = model.to("cuda")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id(tokenizer)
         context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048
         engine = Engine(model, pad or 0, context, self.max_batch, self.max_queue, self.observe_batch, self.precision)
         self._started.append(engine)
