@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from lmtune.errors import UserError
@@ -119,6 +120,20 @@ def test_perplexity_interval_resamples_documents():
     assert result["value"] == pytest.approx(math.exp(sum(nll) / sum(tokens)))
     assert result["ci_low"] <= result["value"] <= result["ci_high"]
 
+
+
+def test_paired_change_of_a_mean_is_the_difference_with_an_interval():
+    rng = np.random.default_rng(1)
+    before = rng.normal(0.0, 1.0, size=(200, 1))
+    after = before + 0.3 + rng.normal(0.0, 0.1, size=(200, 1))
+    mean = lambda rows: rows[..., 0].mean(-1)  # noqa: E731
+    result = bootstrap.paired_change(before, after, mean, n_resamples=500)
+    assert result["value"] == pytest.approx(after.mean() - before.mean())
+    assert result["ci_low"] < result["value"] < result["ci_high"] and result["ci_low"] > 0.25
+    assert result["p_value"] < 0.01
+    assert bootstrap.paired_change(before, before, mean, n_resamples=100)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        bootstrap.paired_change(before, after[:10], mean)
 
 @pytest.mark.parametrize("kwargs,match", [({"n_resamples": 0}, "n_resamples"), ({"confidence": 95}, "confidence")])
 def test_bad_settings_raise(kwargs, match):

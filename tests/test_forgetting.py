@@ -5,6 +5,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,8 +93,10 @@ def test_mc_accuracy_equals_the_direct_argmax(tok, quiz_model):
         questions = [Question(q.question, q.choices, k, q.source) for q, k in zip(_quiz(), key)]
         result = forgetting.measure(model, tok, [Probe("quiz", "multiple_choice", "-", questions)], batch_size=3,
                                     quiet=True)["quiz"]
+        correct = result.pop("correct")
         assert result == {"kind": "multiple_choice", "accuracy": pytest.approx(expected), "n": len(direct),
                           "truncated_prompts": 0}
+        assert correct == [int(d == k) for d, k in zip(direct, key)]  # one 1/0 per question, in order
 
 
 def test_a_model_that_learned_the_answers_scores_higher(tok, quiz_model):
@@ -124,6 +127,8 @@ def test_perplexity_is_exp_of_the_mean_token_nll(tok):
             nll += F.cross_entropy(logits, block[0, 1:], reduction="sum").item()
             count += block.size(1) - 1
     assert result["kind"] == "perplexity" and result["tokens"] == count
+    assert len(result["units"]) == math.ceil(len(range(0, len(stream), 16)) / 3)  # one per batch of 3 blocks
+    assert sum(n for _, n in result["units"]) == count and sum(x for x, _ in result["units"]) == pytest.approx(nll, rel=1e-4)
     assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
 
 
@@ -198,6 +203,33 @@ def test_compare_flags_worse_by_more_than_one_percent():
     out = forgetting.compare(before, after)
     assert out["ppl"]["forgot"] and out["mc"]["forgot"] and out["mc"]["change"] == pytest.approx(-0.05)
     json.dumps(out)  # goes into eval.json as is
+
+
+def test_compare_counts_only_a_change_beyond_noise_as_forgetting():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3000, 4000, size=40)
+    nll = tokens * rng.normal(3.0, 0.2, size=40)  # per-unit mean NLL around 3 nats
+    right = rng.random(100) < 0.3
+
+    def probes(nll_after, right_after):
+        return [{"ppl": {"kind": "perplexity", "perplexity": math.exp(n.sum() / tokens.sum()), "tokens": int(tokens.sum()),
+                         "units": [[float(a), int(b)] for a, b in zip(n, tokens)]},
+                 "mc": {"kind": "multiple_choice", "accuracy": float(r.mean()), "n": 100, "correct": r.astype(int).tolist()}}
+                for n, r in ((nll, right), (nll_after, right_after))]
+
+    same = forgetting.compare(*probes(nll, right))
+    assert same["ppl"]["p_value"] == 1.0 and same["mc"]["p_value"] == 1.0 and not same["ppl"]["forgot"]
+    # Every unit's NLL up by 5%: a clear, consistent rise in perplexity (about +16%).
+    worse = forgetting.compare(*probes(nll * 1.05, right & (rng.random(100) < 0.5)))
+    assert worse["ppl"]["forgot"] and worse["ppl"]["p_value"] < 0.01
+    assert worse["ppl"]["ci_low"] <= worse["ppl"]["change"] <= worse["ppl"]["ci_high"] and worse["ppl"]["ci_low"] > 0
+    assert worse["mc"]["forgot"] and worse["mc"]["ci_high"] < 0
+    # One question of 100 answered wrongly now: 3% worse, but not more than the noise of 100 questions.
+    flipped = right.copy()
+    flipped[np.flatnonzero(right)[0]] = False
+    noisy = forgetting.compare(*probes(nll, flipped))["mc"]
+    assert noisy["relative_change"] < -0.01 and noisy["p_value"] > 0.05 and not noisy["forgot"]
+    json.dumps(worse)
 
 
 def test_replay_reduces_forgetting_of_general_text(tok, tmp_path):

@@ -1,6 +1,7 @@
 """Evaluation systems on one test split: BM25 few-shot, RAG, fine-tuned + RAG, another model; costs."""
 
 import json
+import re
 
 import pytest
 
@@ -128,6 +129,10 @@ def test_forgetting_probes_and_replay_end_to_end(recipe_file, tmp_path):
     change = forgetting["change"]["general"]
     assert change["change"] == pytest.approx(change["after"] - change["before"])
     assert "Forgetting: general ability" in (out / "report.html").read_text()
+    # The console names each probe's change with its paired interval; 6 questions still get one.
+    assert "p_value" in forgetting["change"]["mcq"]
+    assert re.search(r"forgetting: general perplexity [\d.]+ -> [\d.]+ \([+-][\d.]+%\), 95% CI of the change", output)
+    assert "verdict: finetuned wins" in output
     # The replayed blocks joined training: 25% of the training examples are general text.
     n_train = sum(1 for _ in open(out / "data" / "train.jsonl"))
     replayed = json.loads((out / "eval.json").read_text())["training"]["replay_examples"]

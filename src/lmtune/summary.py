@@ -24,7 +24,26 @@ def summary_table(run_dir: Path) -> str:
         lines.append(f"training: {training['train_steps']} steps in {training['train_seconds']} s, "
                      f"{training['train_tokens_per_s']} tokens/s, best validation loss {_fmt(training['best_val_loss'])}")
     lines.append(f"test examples: {data.get('n')}")
+    lines += _forgetting_lines(data)
+    if data.get("primary_metric"):
+        from lmtune.evaluate.report import verdict_sentences
+
+        sentences = verdict_sentences(data, data["primary_metric"])
+        if sentences:
+            lines.append("verdict: " + " ".join(sentences))
     return "\n".join(lines)
+
+
+def _forgetting_lines(data: dict) -> list[str]:
+    """One line per forgetting probe: before -> after, the change's interval and p, forgot or not."""
+    lines = []
+    for probe, c in ((data.get("forgetting") or {}).get("change") or {}).items():
+        relative = f" ({100 * c['relative_change']:+.1f}%)" if c.get("relative_change") is not None else ""
+        tested = (f", 95% CI of the change {c['ci_low']:+.4g} to {c['ci_high']:+.4g}, p = {c['p_value']:.3g}"
+                  if c.get("ci_low") is not None and c.get("ci_high") is not None else "")
+        lines.append(f"forgetting: {probe} {c['metric']} {c['before']:.4g} -> {c['after']:.4g}{relative}{tested}: "
+                     + ("forgotten" if c.get("forgot") else "not forgotten"))
+    return lines
 
 
 def print_summary(run_dir: Path) -> None:

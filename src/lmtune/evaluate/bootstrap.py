@@ -161,6 +161,32 @@ def perplexity_interval(nll: Sequence[float], tokens: Sequence[int], n_resamples
     return {"value": value, "ci_low": low, "ci_high": high}
 
 
+def paired_change(before: np.ndarray, after: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray],
+                  n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, float | None]:
+    """The change of a statistic between two measurements of the same items, with its interval and p.
+
+    Args:
+        before, after: ``(n, k)`` per-item rows of the two measurements, row ``i`` the same item.
+        reduce: rows ``(..., n, k)`` to the statistic ``(...)``, e.g. a mean or a ratio of sums.
+        n_resamples, seed, confidence: as for :func:`confidence_intervals`.
+
+    Returns:
+        ``{"value", "ci_low", "ci_high", "p_value"}`` for ``reduce(after) - reduce(before)``: a
+        paired bootstrap (the same resampled items for both), ``p_value`` two-sided as in
+        :func:`paired_p_value`; interval None and p NaN below two items.
+    """
+    _check_settings(n_resamples, confidence)
+    if before.shape != after.shape or before.ndim != 2:
+        raise ValueError(f"need two (n, k) arrays of the same shape, got {before.shape} and {after.shape}")
+    value = float(reduce(after) - reduce(before))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        statistic = lambda idx: (reduce(after[idx]) - reduce(before[idx]))[None]  # noqa: E731
+        resampled = _resample(statistic, (len(before), 2 * before.shape[1]), n_resamples, seed, confidence)
+    low, high = _interval(resampled, 0, value)
+    p = _two_sided_p(None if resampled is None else resampled.bootstrap_distribution[0], value)
+    return {"value": value, "ci_low": low, "ci_high": high, "p_value": p}
+
+
 def _check_settings(n_resamples: int, confidence: float) -> None:
     if int(n_resamples) != n_resamples or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")

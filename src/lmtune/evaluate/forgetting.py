@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lmtune import precision as amp
 from lmtune.data.encode import IGNORE, Encoder, pack_blocks
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
-from lmtune.evaluate import metrics, predict
+from lmtune.evaluate import bootstrap, metrics, predict
 from lmtune.train.loop import evaluate_loss
 from lmtune.models import pad_id
 
@@ -247,25 +248,28 @@ def _perplexity(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_l
     encoder = Encoder(tokenizer, max_length, use_chat_template=False)
     blocks = pack_blocks(encoder, [([], text) for text in probe.items], max_length)
     device = next(model.parameters()).device
-    total_nll = 0.0
+    units = []  # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval
     bar = tqdm(total=len(blocks), desc=f"forgetting {probe.name}", unit="block", dynamic_ncols=True,
                disable=quiet or not sys.stderr.isatty())
     for start in range(0, len(blocks), batch_size):
         chunk = blocks[start:start + batch_size]
         # evaluate_loss averages over every labelled position; the loss sums only those that are predicted.
-        total_nll += evaluate_loss(model, chunk, batch_size, pad, device) * sum(b.n_targets for b in chunk)
+        nll = evaluate_loss(model, chunk, batch_size, pad, device) * sum(b.n_targets for b in chunk)
+        # The first token of a block has nothing before it to be predicted from, so it is not counted.
+        units.append([nll, sum(sum(1 for t in b.labels[1:] if t != IGNORE) for b in chunk)])
         bar.update(len(chunk))
     bar.close()
-    # The first token of a block has nothing before it to be predicted from, so it is not counted.
-    tokens = sum(sum(1 for t in b.labels[1:] if t != IGNORE) for b in blocks)
-    return {"kind": "perplexity", "perplexity": metrics.perplexity(total_nll, tokens), "tokens": tokens}
+    tokens = sum(n for _, n in units)
+    return {"kind": "perplexity", "perplexity": metrics.perplexity(sum(nll for nll, _ in units), tokens),
+            "tokens": tokens, "units": units}
 
 
 def _multiple_choice(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_length: int,
                      quiet: bool) -> dict[str, Any]:
     encoder = Encoder(tokenizer, max_length)
     letters = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS]
-    correct, cut = 0, 0
+    correct: list[int] = []  # 1/0 per question, grouped by choice count (the same order on every model)
+    cut = 0
     by_count: dict[int, list[Question]] = defaultdict(list)
     for q in probe.items:
         by_count[len(q.choices)].append(q)
@@ -278,16 +282,21 @@ def _multiple_choice(model, tokenizer, probe: Probe, pad: int, batch_size: int, 
         # prompt once and scores all letters from it (equal to completion_logprobs, n times cheaper).
         best, _ = predict.classify(model, [p for p, _ in fitted], label_ids, pad, batch_size,
                                    desc=f"forgetting {probe.name}", quiet=quiet)
-        correct += sum(b == q.answer for b, q in zip(best, questions))
-    return {"kind": "multiple_choice", "accuracy": correct / len(probe.items), "n": len(probe.items),
-            "truncated_prompts": cut}
+        correct += [int(b == q.answer) for b, q in zip(best, questions)]
+    return {"kind": "multiple_choice", "accuracy": sum(correct) / len(probe.items), "n": len(probe.items),
+            "truncated_prompts": cut, "correct": correct}
 
 
-def compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What changed on each probe measured on both models.
+def compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+            n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """What changed on each probe measured on both models, and whether it is more than noise.
 
+    The change gets a paired bootstrap 95% interval and p-value: the same questions, or the same
+    batches of text blocks, resampled for both models (:func:`bootstrap.paired_change`).
     ``forgot`` is true when the probe got worse by more than :data:`FORGET_THRESHOLD` (1%) of its
-    base value: perplexity up, or accuracy down. ``relative_change`` is None when the base value is 0.
+    base value (perplexity up, or accuracy down) and the change is significant (p < 0.05), or, for
+    results without per-item scores, by the threshold alone. ``relative_change`` is None when the
+    base value is 0.
     """
     out = {}
     for name in before.keys() & after.keys():
@@ -295,6 +304,20 @@ def compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]])
         b, a = before[name][metric], after[name][metric]
         relative = (a - b) / b if b else None
         worse = -1 if metric == "accuracy" else 1
-        out[name] = {"metric": metric, "before": b, "after": a, "change": a - b, "relative_change": relative,
-                     "forgot": relative is not None and worse * relative > FORGET_THRESHOLD}
+        entry = {"metric": metric, "before": b, "after": a, "change": a - b, "relative_change": relative}
+        key = "units" if metric == "perplexity" else "correct"
+        rows_b, rows_a = before[name].get(key), after[name].get(key)
+        significant = True
+        if rows_b is not None and rows_a is not None and len(rows_b) == len(rows_a):
+            if metric == "perplexity":
+                reduce = lambda r: np.exp(r[..., 0].sum(-1) / r[..., 1].sum(-1))  # noqa: E731
+            else:
+                reduce = lambda r: r[..., 0].mean(-1)  # noqa: E731
+            tested = bootstrap.paired_change(np.asarray(rows_b, dtype=float).reshape(len(rows_b), -1),
+                                             np.asarray(rows_a, dtype=float).reshape(len(rows_a), -1),
+                                             reduce, n_resamples, seed)
+            entry.update(ci_low=tested["ci_low"], ci_high=tested["ci_high"], p_value=tested["p_value"])
+            significant = tested["p_value"] < 0.05
+        entry["forgot"] = relative is not None and worse * relative > FORGET_THRESHOLD and significant
+        out[name] = entry
     return {name: out[name] for name in before if name in out}

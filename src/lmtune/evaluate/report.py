@@ -274,13 +274,21 @@ def _forgetting(run: _Run) -> str:
     if not change:
         return ""
     rows = [[f"<th>{html.esc(probe)}</th>", html.cell(c.get("metric")), html.cell(c.get("before")),
-             html.cell(c.get("after")), html.cell(c.get("change")), html.cell("yes" if c.get("forgot") else "no")]
+             html.cell(c.get("after")), html.cell(c.get("change")), html.cell(_interval_text(c)),
+             html.cell(c.get("p_value")), html.cell("yes" if c.get("forgot") else "no")]
             for probe, c in change.items()]
     series = {"base": {p: float(c["before"]) for p, c in change.items() if html.is_number(c.get("before"))},
               "fine-tuned": {p: float(c["after"]) for p, c in change.items() if html.is_number(c.get("after"))}}
     return ("<section><h2>Forgetting: general ability before and after</h2>"
-            + html.table(["probe", "metric", "base", "fine-tuned", "change", "forgot"], rows)
+            + html.table(["probe", "metric", "base", "fine-tuned", "change", "95% CI of change", "p", "forgot"], rows)
             + html.img(plots.grouped_bars(series, "general-ability probes", "perplexity or accuracy"), "forgetting") + "</section>")
+
+
+def _interval_text(c: dict) -> str | None:
+    """``low to high`` of a paired interval, None when the result has none."""
+    if not (html.is_number(c.get("ci_low")) and html.is_number(c.get("ci_high"))):
+        return None
+    return f"{c['ci_low']:.4g} to {c['ci_high']:.4g}"
 
 
 def _bias(run: _Run) -> str:
