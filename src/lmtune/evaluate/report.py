@@ -277,11 +277,17 @@ def _forgetting(run: _Run) -> str:
              html.cell(c.get("after")), html.cell(c.get("change")), html.cell(_interval_text(c)),
              html.cell(c.get("p_value")), html.cell("yes" if c.get("forgot") else "no")]
             for probe, c in change.items()]
-    series = {"base": {p: float(c["before"]) for p, c in change.items() if html.is_number(c.get("before"))},
-              "fine-tuned": {p: float(c["after"]) for p, c in change.items() if html.is_number(c.get("after"))}}
+    charts = []
+    # One chart per metric: perplexity in the thousands beside accuracy below 1 would flatten the accuracy bars.
+    for metric in dict.fromkeys(c.get("metric") for c in change.values()):
+        probes = {p: c for p, c in change.items() if c.get("metric") == metric}
+        series = {"base": {p: float(c["before"]) for p, c in probes.items() if html.is_number(c.get("before"))},
+                  "fine-tuned": {p: float(c["after"]) for p, c in probes.items() if html.is_number(c.get("after"))}}
+        charts.append(html.img(plots.grouped_bars(series, f"general-ability probes: {metric}", str(metric)),
+                               f"forgetting: {metric}"))
     return ("<section><h2>Forgetting: general ability before and after</h2>"
             + html.table(["probe", "metric", "base", "fine-tuned", "change", "95% CI of change", "p", "forgot"], rows)
-            + html.img(plots.grouped_bars(series, "general-ability probes", "perplexity or accuracy"), "forgetting") + "</section>")
+            + '<div class="row">' + "".join(charts) + "</div></section>")
 
 
 def _interval_text(c: dict) -> str | None:
