@@ -123,14 +123,18 @@ def test_language_modeling_reports_perplexity_before_and_after(recipe_file, tmp_
     data.write_text("".join(json.dumps({"text": f"this drug helped my pain a lot, day {i}"}) + "\n" for i in range(30)))
     path = recipe_file(task={"type": "language_modeling", "labels": None, "template": None},
                        data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
-                       eval={"systems": ["zero_shot", "few_shot", "finetuned"]},
-                       training={"learning_rate": 5e-2, "max_steps": 10})
+                       eval={"systems": ["zero_shot", "few_shot", "finetuned"], "batch_size": 1},
+                       training={"learning_rate": 5e-2, "max_steps": 10, "max_length": 16})
     out = tmp_path / "lm"
     code, output = _run("train", path, "--out", out, "--quiet")
     assert code == 0, output
     results = json.loads((out / "eval.json").read_text())["results"]
     assert set(results) == {"zero_shot", "finetuned"}  # few-shot has no meaning for raw text
     assert results["finetuned"]["perplexity"] < results["zero_shot"]["perplexity"]
+    # Perplexity has its bootstrap interval too, resampling the test text's blocks (one per batch here).
+    for result in results.values():
+        low, high = result["ci"]["perplexity"]
+        assert low <= result["perplexity"] <= high and low < high
 
 
 def test_chat_records_train_on_the_last_assistant_turn(recipe_file, tmp_path):

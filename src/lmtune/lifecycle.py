@@ -207,8 +207,17 @@ def _check_bias(kind, system, result, reports, model, tokenizer, encoder, spec, 
 
 
 def _with_intervals(result, spec, recipe: Recipe):
-    """Add a bootstrap 95% interval to every metric computed from the system's predictions."""
+    """Add a bootstrap 95% interval to every metric computed from the system's predictions.
+
+    Perplexity has no per-example predictions: its interval resamples the batches of text blocks.
+    """
     rows = result.predictions
+    if recipe.eval.bootstrap and result.nll_units:
+        nll, tokens = zip(*result.nll_units)
+        interval = bootstrap.perplexity_interval(nll, tokens, n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
+        if interval["ci_low"] is not None:
+            result.metrics["ci"] = {"perplexity": [interval["ci_low"], interval["ci_high"]]}
+        return result
     if not recipe.eval.bootstrap or not rows or spec.type in ("language_modeling", "preference"):
         return result
     chosen = None if recipe.eval.metrics == "auto" else recipe.eval.metrics

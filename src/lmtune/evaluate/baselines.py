@@ -14,7 +14,6 @@ from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, predict
 from lmtune.evaluate.retrieval import with_context
-from lmtune.train.loop import evaluate_loss
 from lmtune.models import pad_id
 
 
@@ -34,6 +33,7 @@ class TaskSpec:
 class SystemResult:
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    nll_units: list[list[float]] | None = None  # language modelling: [NLL, tokens] per batch of blocks
 
 
 def few_shot_examples(train: list[Example], k: int, seed: int, labels: list[str] | None) -> list[Example]:
@@ -92,11 +92,11 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
     started = time.perf_counter()
     if spec.type == "language_modeling":
         encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)
-        device = next(model.parameters()).device
-        loss = evaluate_loss(model, encoded, spec.batch_size, pad, device)
-        n_tokens = sum(e.n_targets for e in encoded)
-        result = {"perplexity": metrics.perplexity(loss * n_tokens, n_tokens), "loss": loss}
-        return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]))
+        units = predict.block_nll(model, encoded, pad, spec.batch_size, desc, quiet)
+        nll, n_tokens = sum(x for x, _ in units), sum(n for _, n in units)
+        result = {"perplexity": metrics.perplexity(nll, n_tokens), "loss": nll / n_tokens}
+        return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]),
+                            nll_units=units)
 
     prompts = [encoder.prompt_ids(with_shots(r, shown(sh)) if sh else r.messages) for r, sh in zip(rendered, per_query)]
     references = [r.completion for r in rendered]

@@ -29,21 +29,18 @@ from __future__ import annotations
 
 import random
 import string
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lmtune import precision as amp
-from lmtune.data.encode import IGNORE, Encoder, pack_blocks
+from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
 from lmtune.evaluate import bootstrap, metrics, predict
-from lmtune.train.loop import evaluate_loss
 from lmtune.models import pad_id
 
 #: A probe counts as forgotten when it got worse by more than this fraction of its base value
@@ -247,18 +244,8 @@ def _perplexity(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_l
                 quiet: bool) -> dict[str, Any]:
     encoder = Encoder(tokenizer, max_length, use_chat_template=False)
     blocks = pack_blocks(encoder, [([], text) for text in probe.items], max_length)
-    device = next(model.parameters()).device
-    units = []  # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval
-    bar = tqdm(total=len(blocks), desc=f"forgetting {probe.name}", unit="block", dynamic_ncols=True,
-               disable=quiet or not sys.stderr.isatty())
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start:start + batch_size]
-        # evaluate_loss averages over every labelled position; the loss sums only those that are predicted.
-        nll = evaluate_loss(model, chunk, batch_size, pad, device) * sum(b.n_targets for b in chunk)
-        # The first token of a block has nothing before it to be predicted from, so it is not counted.
-        units.append([nll, sum(sum(1 for t in b.labels[1:] if t != IGNORE) for b in chunk)])
-        bar.update(len(chunk))
-    bar.close()
+    # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval.
+    units = predict.block_nll(model, blocks, pad, batch_size, f"forgetting {probe.name}", quiet)
     tokens = sum(n for _, n in units)
     return {"kind": "perplexity", "perplexity": metrics.perplexity(sum(nll for nll, _ in units), tokens),
             "tokens": tokens, "units": units}

@@ -10,10 +10,32 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lmtune.methods.peft_base import is_prompt_learning
+from lmtune.train.loop import evaluate_loss
 
 
 def _bar(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+
+
+def block_nll(model, blocks: list, pad_id: int, batch_size: int = 8, desc: str = "perplexity",
+              quiet: bool = False) -> list[list[float]]:
+    """Summed NLL and predicted-token count of each batch of language-modelling blocks.
+
+    ``blocks`` come from ``pack_blocks`` (every label a target but each block's first). One
+    ``[nll, tokens]`` pair per batch of ``batch_size`` blocks: perplexity is ``exp`` of the sums'
+    ratio, and the pairs are the resampling unit of its bootstrap interval.
+    """
+    device = next(model.parameters()).device
+    units = []
+    bar = tqdm(total=len(blocks), desc=desc, unit="block", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    for start in range(0, len(blocks), batch_size):
+        chunk = blocks[start:start + batch_size]
+        tokens = sum(b.n_targets for b in chunk)
+        # evaluate_loss is the mean over the chunk's target tokens; times their count, their sum.
+        units.append([evaluate_loss(model, chunk, batch_size, pad_id, device) * tokens, tokens])
+        bar.update(len(chunk))
+    bar.close()
+    return units
 
 
 @torch.no_grad()
