@@ -97,6 +97,8 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     if probes and "base" not in forgetting:
         say(f"      forgetting probes on the base model: {', '.join(p.name for p in probes)}", quiet)
         forgetting["base"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
+        # Saved now, so a run interrupted in training resumes without measuring the base again.
+        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports, forgetting=forgetting)
     n_task = len(encoded["train"])
     if recipe.training.replay is not None:
         encoded["train"] = kind.with_replay(encoded["train"], encoder)
