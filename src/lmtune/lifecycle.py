@@ -73,6 +73,12 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     test_encoded = encoded.get("test", [])[: recipe.eval.max_examples]
     spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
                               recipe.eval.batch_size, precision.resolve(recipe.training.precision))
+    # The probe and replay files are read before any baseline runs: a wrong path stops the run at once.
+    probes, forgetting = _forgetting_probes(recipe, kind), _load_previous(run_dir, "forgetting") if resume else {}
+    n_task = len(encoded["train"])
+    if recipe.training.replay is not None:
+        encoded["train"] = kind.with_replay(encoded["train"], encoder)
+        say(f"      replay: {len(encoded['train']) - n_task} general-text blocks mixed into {n_task} examples", quiet)
     results = _load_previous_results(run_dir) if resume else {}
     bias_reports: dict[str, Any] = _load_previous(run_dir, "bias") if resume else {}
     say(f"[3/5] baselines on {len(test)} test examples: "
@@ -91,18 +97,13 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         results[system] = _with_intervals(result, spec, recipe)
         _check_bias(kind, system, result, bias_reports, model, tokenizer, encoder, spec, test, shots,
                     prepared.splits["train"], quiet)
-        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports)
+        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports, forgetting=forgetting)
 
-    probes, forgetting = _forgetting_probes(recipe, kind), _load_previous(run_dir, "forgetting") if resume else {}
     if probes and "base" not in forgetting:
         say(f"      forgetting probes on the base model: {', '.join(p.name for p in probes)}", quiet)
         forgetting["base"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
         # Saved now, so a run interrupted in training resumes without measuring the base again.
         _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports, forgetting=forgetting)
-    n_task = len(encoded["train"])
-    if recipe.training.replay is not None:
-        encoded["train"] = kind.with_replay(encoded["train"], encoder)
-        say(f"      replay: {len(encoded['train']) - n_task} general-text blocks mixed into {n_task} examples", quiet)
 
     say(f"[4/5] fine-tune: {recipe.method.name} on {len(encoded['train'])} examples", quiet)
     model = method.apply(model, recipe.method.peft, recipe.method.freeze)
