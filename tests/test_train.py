@@ -167,3 +167,83 @@ def test_gradient_checkpointing_run_logs_the_plain_losses(tok, tmp_path):
     assert plain.keys() == ckpt.keys()
     for step in plain:
         assert ckpt[step] == pytest.approx(plain[step], abs=1e-5)
+
+
+WALL_CLOCK = ("tokens_per_s", "elapsed_s")  # measured times: the only fields two runs may differ in
+
+
+def _logged(run_dir):
+    return [{k: v for k, v in m.items() if k not in WALL_CLOCK} for m in read_metrics(run_dir / "metrics.jsonl")]
+
+
+class _Killed(Exception):
+    """Stands for kill -9: nothing in the loop catches it, so no checkpoint is written on the way out."""
+
+
+def test_a_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(tok, tmp_path, monkeypatch):
+    # save_every (3) is not a multiple of log_every (2): the checkpoint at step 3 falls inside a log window.
+    data, val = _dataset(tok, 16), _dataset(tok, 4)
+    settings = _settings(max_steps=8, save_every=3, log_every=2, eval_every=4, grad_accum=2, batch_size=2)
+    expected = loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+
+    real, calls = loop.accumulate_gradients, {"n": 0}
+
+    def killed_in_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_gradients", killed_in_step_5)
+    with pytest.raises(_Killed):
+        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    resumed = loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
+                         quiet=True)
+    assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
+    assert resumed.train_tokens == expected.train_tokens > 0
+    assert resumed.steps == expected.steps == 8
+
+
+def test_interrupted_run_with_ctrl_c_resumes_with_the_same_logs(tok, tmp_path, monkeypatch):
+    data = _dataset(tok, 16)
+    settings = _settings(max_steps=6, save_every=4, log_every=4)
+    expected = loop.train(_model(tok), data, [], settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    real, calls = loop.accumulate_gradients, {"n": 0}
+
+    def interrupted_in_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_gradients", interrupted_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    resumed = loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
+    assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
+    assert resumed.train_tokens == expected.train_tokens
+
+
+def test_two_runs_of_one_recipe_and_seed_are_identical_bit_for_bit(recipe_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from lmtune.lifecycle import run_recipe
+    from lmtune.recipe import load_recipe
+
+    # Dropout on, so the loop's own random draws are compared too; nothing seeds torch before run_recipe.
+    path = recipe_file(method={"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1}},
+                       training={"max_steps": 5, "log_every": 1, "eval_every": 2},
+                       eval={"systems": ["finetuned"]})
+    runs = []
+    for name in ("one", "two"):
+        torch.manual_seed(len(runs) + 123)  # whatever state the global generator is in before the run
+        run_dir = run_recipe(load_recipe(path, []), tmp_path / name, quiet=True)
+        weights = load_file(str(run_dir / "final" / "adapter_model.safetensors"))
+        runs.append((_logged(run_dir), weights))
+    (logs_a, weights_a), (logs_b, weights_b) = runs
+    assert len(logs_a) >= 5 and logs_a == logs_b
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name

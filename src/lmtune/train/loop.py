@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lmtune import precision
+from lmtune.seeding import seed_everything
 from lmtune.train import checkpoint, speedups
 from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective
@@ -79,7 +80,9 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     """
     if objective is None:
         objective = TokenObjective(settings.max_length if settings.packing else None)
-    torch.manual_seed(settings.seed)
+    # The run seeded everything before the model was built; seeding again here makes the loop's own draws
+    # (dropout) independent of how much randomness the stages before it used (a resumed run skips some).
+    seed_everything(settings.seed)
     accelerator = make_accelerator(settings.precision)
     if settings.gradient_checkpointing:
         speedups.enable_activation_checkpointing(model)
@@ -94,10 +97,13 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     device = accelerator.device
 
     ckpt_dir = run_dir / "checkpoints"
-    state = {"step": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0, "tokens": 0, "seconds": 0.0}
+    # ``window_*``: the steps since the last log line, checkpointed so a resumed run logs what an
+    # uninterrupted one logs (each step's summed loss, as the float32 it was, its targets and tokens).
+    state = {"step": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0, "tokens": 0, "seconds": 0.0,
+             "window_losses": [], "window_targets": 0, "window_tokens": 0, "window_seconds": 0.0}
     found = checkpoint.latest(ckpt_dir) if resume else None
     if found is not None:
-        state = checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        state.update(checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler))
         print(f"resuming from {found} (step {state['step']} of {steps})", file=sys.stderr)
     tracker = JsonlTracker(run_dir / "metrics.jsonl", resume_step=state["step"] if found else None)
     lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
@@ -107,9 +113,9 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     bar = tqdm(total=steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
                disable=quiet or not sys.stderr.isatty())
     stopped_early = False
-    window_tokens, window_start, started = 0, time.perf_counter(), time.perf_counter() - state["seconds"]
-    pending_loss: list[torch.Tensor] = []
-    pending_targets = 0
+    started = time.perf_counter() - state["seconds"]
+    window_start = time.perf_counter() - state["window_seconds"]
+    pending_loss = [torch.tensor(v, dtype=torch.float32, device=device) for v in state["window_losses"]]
     try:
         while state["step"] < steps:
             model.train()
@@ -117,28 +123,30 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
             micro = [[train_set[i] for i in batches.indices(m)] for m in range(first, first + settings.grad_accum)]
             n_targets = sum(objective.units(e) for mb in micro for e in mb)
             pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator, objective))
-            window_tokens += sum(objective.length(e) for mb in micro for e in mb)
+            step_tokens = sum(objective.length(e) for mb in micro for e in mb)
+            state["window_tokens"] += step_tokens
+            state["tokens"] += step_tokens
             if settings.max_grad_norm:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            pending_targets += n_targets
+            state["window_targets"] += n_targets
             state["step"] += 1
             bar.update(1)
             step = state["step"]
 
             if step % settings.log_every == 0 or step == steps:
                 # One host-device sync per log line, not per step.
-                loss = (torch.stack(pending_loss).sum() / max(pending_targets, 1)).item()
+                loss = (torch.stack(pending_loss).sum() / max(state["window_targets"], 1)).item()
                 elapsed = time.perf_counter() - window_start
-                tps = window_tokens / elapsed if elapsed > 0 else 0.0
-                state["tokens"] += window_tokens
+                tps = state["window_tokens"] / elapsed if elapsed > 0 else 0.0
                 tracker.log({"step": step, "epoch": round(batches.epoch_of(first + settings.grad_accum - 1), 4),
                              "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
                              "tokens_per_s": round(tps, 1), "elapsed_s": round(time.perf_counter() - started, 2)})
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:.0f}")
-                pending_loss, pending_targets, window_tokens, window_start = [], 0, 0, time.perf_counter()
+                pending_loss, window_start = [], time.perf_counter()
+                state.update(window_targets=0, window_tokens=0)
 
             if val_set and settings.eval_every and (step % settings.eval_every == 0 or step == steps):
                 val_loss = evaluate_loss(model, val_set, settings.batch_size, pad_id, device, accelerator, objective)
@@ -154,7 +162,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
                     stopped_early = bool(settings.patience and state["bad_evals"] >= settings.patience)
             state["seconds"] = time.perf_counter() - started
             if step % save_every == 0 or step == steps or stopped_early:
-                checkpoint.save(ckpt_dir / f"step-{step}", accelerator.unwrap_model(model), optimizer, scheduler, state)
+                _save(ckpt_dir, model, optimizer, scheduler, state, pending_loss, window_start, accelerator)
                 checkpoint.prune(ckpt_dir, settings.keep_checkpoints)
             if stopped_early:
                 print(f"early stopping at step {step}: validation loss has not improved for "
@@ -163,8 +171,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
                 break
     except KeyboardInterrupt:
         if state["step"] > 0:
-            checkpoint.save(ckpt_dir / f"step-{state['step']}", accelerator.unwrap_model(model), optimizer,
-                            scheduler, state)
+            _save(ckpt_dir, model, optimizer, scheduler, state, pending_loss, window_start, accelerator)
         print(f"\ninterrupted at step {state['step']}; checkpoint saved, continue with --resume", file=sys.stderr)
         raise
     finally:
@@ -179,6 +186,13 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     seconds = time.perf_counter() - started
     return Result(state["step"], state["best_val_loss"], state["best_step"], stopped_early,
                   state["tokens"], seconds, state["tokens"] / seconds if seconds else 0.0)
+
+
+def _save(ckpt_dir: Path, model, optimizer, scheduler, state: dict, pending_loss: list[torch.Tensor],
+          window_start: float, accelerator) -> None:
+    """Checkpoint the step just finished, with the log window still open (its losses read back exactly)."""
+    state.update(window_losses=[t.item() for t in pending_loss], window_seconds=time.perf_counter() - window_start)
+    checkpoint.save(ckpt_dir / f"step-{state['step']}", accelerator.unwrap_model(model), optimizer, scheduler, state)
 
 
 def make_accelerator(choice: str = "auto"):
