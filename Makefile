@@ -30,7 +30,7 @@ test: install
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -c requirements.txt
 	@# Every benchmark runs even if one fails (e.g. serve_load.py without runs/demo); failures are listed at the end.
-	@failed=""; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || failed="$$failed $$f"; done; \
+	@failed=""; for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || failed="$$failed $$f"; done; \
 	 if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx2 as httpx
 import openai
 
+from _server import free_port, wait_healthy
 from lmtune.data import io
 from lmtune.predict_file import prompter_for
 from lmtune.serve.models import run_final
@@ -49,25 +48,11 @@ def load_messages(run: Path, n: int) -> list[list[dict]]:
 
 
 def start_server(run: Path, state: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "lmtune.cli", "serve", str(run), "--port", str(port), "--state-dir", str(state),
            "--max-batch-size", str(max_batch), "--max-queue", "1024", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the server exited with code {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("error: the server did not start within 10 minutes")
+    return proc, wait_healthy(proc, f"http://127.0.0.1:{port}", timeout=600)
 
 
 async def measure(url: str, model: str, requests: list[list[dict]], concurrency: int, max_tokens: int) -> dict:

@@ -3,5 +3,5 @@
 ``server.py`` starts it; ``app.py`` is the FastAPI app; ``inference.py``, ``files.py`` and
 ``fine_tuning.py`` are its endpoints; ``models.py`` maps request model names onto engines;
 ``batching.py`` and ``decode.py`` are the continuous batcher; ``store.py``, ``supervisor.py`` and
-``worker.py`` persist and run fine-tuning jobs.
+``worker.py`` persist and run fine-tuning jobs, and ``joblock.py`` keeps each job to one worker.
 """

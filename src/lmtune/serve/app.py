@@ -54,7 +54,7 @@ class ServerState:
         served = self.registry.get(name)
         if served is not None:
             return served.source if served.kind == "base" else None
-        if name in assets.known_aliases() or (Path(name).expanduser() / "config.json").is_file():
+        if name in assets.known_aliases() or _local_model(name):
             return name
         return None
 
@@ -115,6 +115,14 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(files.router)
     app.include_router(fine_tuning.router)
     return app
+
+
+def _local_model(name: str) -> bool:
+    """Whether ``name`` is a model directory on this machine (any name a client sends is safe to ask about)."""
+    try:
+        return (Path(name).expanduser() / "config.json").is_file()
+    except (OSError, RuntimeError, ValueError):  # a name too long for a path, "~nosuchuser/...", a NUL byte
+        return False
 
 
 def _model_object(served: Served) -> dict:

@@ -6,6 +6,10 @@ the engine thread drops finished or cancelled rows, admits waiting sequences (pr
 then merged into the running KV cache) and runs queued calls such as loading an adapter, so the
 model is only ever touched from this one thread and no request waits behind a lock for another
 to finish.
+
+A failure fails only the rows it belongs to: sampling and taking a token are per row, a failed
+prefill is bisected down to the prompts that fail alone, and after a failed decoding step the rows
+are re-encoded from their prompt and reply so far (see ``Engine._step``). Tracebacks go to stderr.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class Engine:
         self.precision = precision.resolve(precision_choice, self.device)
         self.merge_ok = True  # rows may join a running batch (false for sliding-window caches)
         self.active = 0
+        self._failed_steps = 0  # consecutive failed decoding steps (a rebuilt batch gets one more try)
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._calls: list[tuple[Callable, concurrent.futures.Future]] = []
         self._cond = threading.Condition()
@@ -177,25 +182,10 @@ class Engine:
                 new = self._admit(rows)
                 if new is None:
                     break
-                try:
-                    if new:
-                        joined, fresh = self._prefill(new)
-                        if fresh is not None:
-                            batch = fresh if batch is None else decode.merge(batch, fresh)
-                            rows = rows + joined
-                    if rows:
-                        self.observe_batch(len(rows))
-                        logits = decode.step(self._forward([s.adapter for s in rows]), batch)
-                        tokens = self._sample(logits, rows)
-                        batch.last = torch.tensor(tokens, device=self.device)
-                        for seq, token in zip(rows, tokens):
-                            self._advance(seq, token)
-                    rows, batch = self._drop_finished(rows, batch)
-                except Exception as exc:  # an internal failure: fail these requests, keep serving others
-                    traceback.print_exc(file=sys.stderr)
-                    for seq in rows + (new or []):
-                        _finish(seq, "error", {"message": f"generation failed: {type(exc).__name__}: {exc}"})
-                    rows, batch = [], None
+                if new:
+                    rows, batch = self._join(rows, batch, new)
+                if rows:
+                    rows, batch = self._step(rows, batch)
                 self.active = len(rows)
         for seq in rows + list(self._waiting):
             _finish(seq, "error", {"message": "the server is shutting down"})
@@ -231,25 +221,113 @@ class Engine:
             self._waiting = collections.deque(s for s in self._waiting if id(s) not in chosen)
             return taken
 
+    def _join(self, rows: list[Sequence], batch, new: list[Sequence]) -> tuple[list[Sequence], decode.Batch | None]:
+        """Prefill ``new`` and merge it into the running batch; a failure here fails new rows only."""
+        try:
+            joined, fresh = self._prefill(new)
+            if fresh is None:
+                return rows, batch
+            return rows + joined, fresh if batch is None else decode.merge(batch, fresh)
+        except Exception as exc:  # the running batch is untouched until merge returns: it goes on
+            _log_failure("admitting new requests")
+            for seq in new:
+                _fail(seq, exc)
+            return rows, batch
+
+    def _step(self, rows: list[Sequence], batch: decode.Batch) -> tuple[list[Sequence], decode.Batch | None]:
+        """One decoding step for every running row.
+
+        A failed step is not one row's doing (each row's input went through a forward at prefill): the
+        rows are re-encoded from their prompt and reply so far (rows failing alone fail) and go on.
+        A rebuilt batch whose next step fails again fails all its rows rather than looping.
+        """
+        try:
+            self.observe_batch(len(rows))
+            logits = decode.step(self._forward([s.adapter for s in rows]), batch)
+            self._take(rows, batch, logits)
+            self._failed_steps = 0
+            return self._drop_finished(rows, batch)
+        except Exception as exc:
+            _log_failure("a decoding step")
+            live = [s for s in rows if not _done(s)]
+            self._failed_steps += 1
+            if self._failed_steps > 1:
+                for seq in live:
+                    _fail(seq, exc)
+                self._failed_steps = 0
+                return [], None
+            return self._rebuild(live)
+
     def _prefill(self, new: list[Sequence]) -> tuple[list[Sequence], decode.Batch | None]:
         """Encode new prompts and sample their first tokens; return the rows still going and their batch."""
-        cache = DynamicCache(config=self.model.config)
-        fresh, logits = decode.prefill(self._forward([s.adapter for s in new]), [s.prompt for s in new],
-                                       self.pad_id, self.device, cache)
+        new, fresh, logits = self._encode(new, [s.prompt for s in new])
+        if fresh is None:
+            return [], None
         if not decode.can_merge(fresh.cache):
             self.merge_ok = False
-        tokens = self._sample(logits, new)
-        fresh.last = torch.tensor(tokens, device=self.device)
-        for seq, token in zip(new, tokens):
-            self._advance(seq, token)
+        self._take(new, fresh, logits)
         keep = [i for i, s in enumerate(new) if not _done(s)]
         if not keep:
             return [], None
         return [new[i] for i in keep], decode.select(fresh, keep, trim=self.merge_ok) if len(keep) < len(new) else fresh
 
-    def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> list[int]:
-        return decode.sample(logits, [s.temperature for s in rows], [s.top_p for s in rows],
-                             [s.generator for s in rows])
+    def _rebuild(self, rows: list[Sequence]) -> tuple[list[Sequence], decode.Batch | None]:
+        """A fresh batch holding ``rows`` as they were: prompt and reply so far in the cache, newest token next."""
+        # ``text.tokens`` is every token taken so far; the newest is fed by the next step, as in a live batch.
+        kept, fresh, _ = self._encode(rows, [s.prompt + s.text.tokens[:-1] for s in rows])
+        if fresh is None:
+            return [], None
+        fresh.last = torch.tensor([s.text.tokens[-1] for s in kept], device=self.device)
+        return kept, fresh
+
+    def _encode(self, seqs: list[Sequence], prompts: list[list[int]]):
+        """Prefill ``prompts`` together: (sequences encoded, their batch, logits), batch None if none could be.
+
+        A failed forward is bisected: each half is encoded on its own and the halves merged, so a
+        row that fails alone fails, and its neighbours (or a batch too big for memory) go on.
+        """
+        if not seqs:
+            return [], None, None
+        try:
+            return (seqs, *self._prefill_forward(seqs, prompts))
+        except Exception as exc:
+            _log_failure(f"prefilling {len(seqs)} sequence(s)")
+            if len(seqs) == 1:
+                _fail(seqs[0], exc)
+                return [], None, None
+        half = len(seqs) // 2
+        first, second = self._encode(seqs[:half], prompts[:half]), self._encode(seqs[half:], prompts[half:])
+        if first[1] is None or second[1] is None:
+            return second if first[1] is None else first
+        if decode.can_merge(first[1].cache):
+            return first[0] + second[0], decode.merge(first[1], second[1]), torch.cat([first[2], second[2]])
+        # Sliding-window caches cannot be joined: new sequences wait for the next batch; running ones fail.
+        with self._cond:
+            for seq in reversed(second[0]):
+                if seq.generated:
+                    _finish(seq, "error", {"message": "generation failed: the batch could not be rebuilt"})
+                else:
+                    self._waiting.appendleft(seq)
+        return first
+
+    def _prefill_forward(self, seqs: list[Sequence], prompts: list[list[int]]):
+        cache = DynamicCache(config=self.model.config)
+        return decode.prefill(self._forward([s.adapter for s in seqs]), prompts, self.pad_id, self.device, cache)
+
+    def _take(self, rows: list[Sequence], batch: decode.Batch, logits: torch.Tensor) -> None:
+        """Sample each row's next token and advance it; a row that cannot be sampled or advanced fails alone."""
+        # decode.sample decides every row on its own and gives None for a row it cannot sample.
+        tokens = decode.sample(logits, [s.temperature for s in rows], [s.top_p for s in rows],
+                               [s.generator for s in rows])
+        batch.last = torch.tensor([self.pad_id if t is None else t for t in tokens], device=self.device)
+        for seq, token in zip(rows, tokens):
+            try:
+                if token is None:
+                    raise FloatingPointError("the model produced no finite logits for this request")
+                self._advance(seq, token)
+            except Exception as exc:  # e.g. the tokenizer cannot decode the token: this row only
+                _log_failure("taking a token")
+                _fail(seq, exc)
 
     def _advance(self, seq: Sequence, token: int) -> None:
         """Take one sampled token: send its text, and finish on EOS, a stop string, or the length limit."""
@@ -283,6 +361,16 @@ class Engine:
 def tuner_type(config) -> str:
     """``LORA``, ``IA3``, ... of a peft config."""
     return str(getattr(config.peft_type, "value", config.peft_type))
+
+
+def _log_failure(what: str) -> None:
+    """An internal failure: its traceback goes to the server log (the request gets a one-line error)."""
+    print(f"lmtune engine: {what} failed:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+
+
+def _fail(seq: Sequence, exc: BaseException) -> None:
+    _finish(seq, "error", {"message": f"generation failed: {type(exc).__name__}: {exc}"})
 
 
 def _done(seq: Sequence) -> bool:

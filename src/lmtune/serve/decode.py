@@ -67,7 +67,7 @@ def can_merge(cache: DynamicCache) -> bool:
 
 
 def merge(a: Batch, b: Batch) -> Batch:
-    """One batch with the rows of ``a`` then ``b``; the shorter one is padded on the left."""
+    """One batch with the rows of ``a`` then ``b``; the shorter one is padded on the left (``last`` None if unset)."""
     width = max(a.mask.size(1), b.mask.size(1))
 
     def pad(x: torch.Tensor, dim_from_end: int, n: int) -> torch.Tensor:
@@ -80,7 +80,7 @@ def merge(a: Batch, b: Batch) -> Batch:
     return Batch(DynamicCache(ddp_cache_data=layers),
                  torch.cat([pad(a.mask, 0, pa), pad(b.mask, 0, pb)]),
                  torch.cat([a.positions, b.positions]),
-                 torch.cat([a.last, b.last]))
+                 None if a.last is None or b.last is None else torch.cat([a.last, b.last]))
 
 
 def select(batch: Batch, keep: list[int], trim: bool) -> Batch:
@@ -96,24 +96,53 @@ def select(batch: Batch, keep: list[int], trim: bool) -> Batch:
     return Batch(batch.cache, mask, positions, last)
 
 
+MIN_TEMPERATURE = 1e-5
+"""Temperatures below this sample greedily (as temperature 0 does).
+
+Dividing by a tinier temperature overflows float32 (logits / 1e-40 is inf, and softmax of inf is
+NaN), and between 1e-5 and 0 sampling is already argmax in all but exact ties: two logits would
+have to differ by less than about 1e-4 for the runner-up to get even e^-10 of the mass.
+"""
+
+
 def sample(logits: torch.Tensor, temperature: list[float], top_p: list[float],
-           generators: list[torch.Generator]) -> list[int]:
-    """The next token of each row: argmax at temperature 0, else nucleus sampling with the row's own generator.
+           generators: list[torch.Generator]) -> list[int | None]:
+    """The next token of each row: argmax at temperature 0 (or below ``MIN_TEMPERATURE``), else nucleus sampling.
 
     Each row draws from its own seeded generator, so a request with a ``seed`` samples the same
-    tokens whichever other requests share its batch.
+    tokens whichever other requests share its batch. Every row is decided on its own: NaN and
+    +inf logits (a numerical failure of the model, e.g. an fp16 overflow) are left out and the row
+    samples among its finite logits; a row with no finite logit at all gets None, so the engine
+    fails that row alone.
     """
-    chosen = logits.argmax(-1).tolist()
-    rows = [i for i, t in enumerate(temperature) if t > 0]
+    # -inf is an ordinary "never" (a masked token); NaN and +inf carry no usable ranking.
+    logits = logits.float().masked_fill(logits.isnan() | logits.isposinf(), -float("inf"))
+    chosen: list[int | None] = logits.argmax(-1).tolist()
+    for i, ok in enumerate((logits > -float("inf")).any(-1).tolist()):
+        if not ok:
+            chosen[i] = None
+    rows = [i for i, t in enumerate(temperature) if t >= MIN_TEMPERATURE and chosen[i] is not None]
     if not rows:
         return chosen
-    scaled = logits[rows].cpu() / torch.tensor([temperature[i] for i in rows])[:, None]
-    probs = scaled.softmax(-1)
+    # Shift so each row's best logit is 0 before scaling: the scaled values are <= 0 (finite or -inf),
+    # so softmax never sees inf and the best token always keeps a positive probability.
+    picked = logits[rows].cpu()
+    shifted = (picked - picked.max(-1, keepdim=True).values) / torch.tensor([temperature[i] for i in rows])[:, None]
+    probs = shifted.softmax(-1)
     ordered, order = probs.sort(-1, descending=True)
-    # Drop tokens once the mass before them already reaches top_p (the most likely token always stays).
+    # Drop tokens once the mass before them already reaches top_p; the most likely token always stays
+    # (a top_p that rounds to 0 in float32 would otherwise drop every token).
     before = ordered.cumsum(-1) - ordered
-    ordered = ordered.masked_fill(before >= torch.tensor([top_p[i] for i in rows])[:, None], 0.0)
+    drop = before >= torch.tensor([top_p[i] for i in rows])[:, None]
+    drop[:, 0] = False
+    ordered = ordered.masked_fill(drop, 0.0)
     for k, i in enumerate(rows):
-        pick = torch.multinomial(ordered[k], 1, generator=generators[i])
-        chosen[i] = int(order[k, pick])
+        chosen[i] = _draw(ordered[k], order[k], generators[i], chosen[i])
     return chosen
+
+
+def _draw(probs: torch.Tensor, order: torch.Tensor, generator: torch.Generator, fallback: int) -> int:
+    """One token from a row's (unnormalised) probabilities; the row's argmax if they cannot be sampled."""
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+        return fallback
+    return int(order[torch.multinomial(probs, 1, generator=generator)])

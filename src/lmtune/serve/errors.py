@@ -62,6 +62,9 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"Unknown request URL: {request.method} {request.url.path}."
+        elif message == "There was an error parsing the body" and exc.__cause__ is not None:  # FastAPI's: say why
+            cause = str(exc.__cause__).split(";")[0][:200]
+            message = f"We could not parse the body of your request ({cause}). Send UTF-8 JSON, nested reasonably."
         return error_response(exc.status_code, message)
 
     @app.exception_handler(Exception)

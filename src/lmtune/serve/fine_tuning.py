@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lmtune.serve.errors import APIError, model_not_found
 from lmtune.serve.job_recipe import (
     BASE_LEARNING_RATE,
+    FORMAT_TASK,
     build_recipe,
     resolve_hyperparameters,
 )
@@ -26,6 +27,8 @@ from lmtune.serve.store import new_id
 
 router = APIRouter()
 SUFFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_SEED = 2**32 - 1  # a recipe's seed seeds numpy too, whose seeds are unsigned 32-bit integers
+METHODS = ("supervised", "dpo")
 
 
 class JobRequest(BaseModel):
@@ -39,7 +42,7 @@ class JobRequest(BaseModel):
     hyperparameters: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
     suffix: str | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     metadata: dict[str, str] | None = None
     integrations: list[Any] | None = None
 
@@ -53,7 +56,25 @@ class JobRequest(BaseModel):
                            "unsupported_parameter")
         if self.suffix is not None and not SUFFIX.fullmatch(self.suffix):
             raise APIError(400, "suffix: 1 to 64 letters, digits, '_', '-' or '.'.", "suffix", "invalid_value")
+        self._check_method()
         return self
+
+    def _check_method(self) -> None:
+        """``method`` is ``{"type": "supervised"|"dpo", <type>: {"hyperparameters": {...}}, "lmtune": {...}}``."""
+        kind = (self.method or {}).get("type", "supervised")
+        if not isinstance(kind, str) or kind not in METHODS:
+            raise APIError(400, f"method.type must be one of {', '.join(METHODS)}.", "method.type", "invalid_value")
+        section = (self.method or {}).get(kind)
+        if section is not None and not (isinstance(section, dict)
+                                        and isinstance(section.get("hyperparameters") or {}, dict)):
+            raise APIError(400, f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}.",
+                           f"method.{kind}", "invalid_value")
+
+    def hyperparameters_given(self) -> dict[str, Any]:
+        """The hyperparameters of the request: top-level ones, overridden by those under ``method.<type>``."""
+        method = self.method or {}
+        nested = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
+        return {**(self.hyperparameters or {}), **nested}
 
 
 @router.post("/v1/fine_tuning/jobs")
@@ -61,13 +82,15 @@ def create_job(body: JobRequest, request: Request):
     state = request.app.state.lmtune
     train = _file(state, body.training_file, "training_file")
     validation = _file(state, body.validation_file, "validation_file") if body.validation_file else None
+    formats = [f["summary"]["format"] for f in (train, validation or train)]
+    if FORMAT_TASK.get(formats[0]) != FORMAT_TASK.get(formats[1]):  # a worker would fail on it much later
+        raise APIError(400, f"The validation file has {formats[1]} records, which do not suit the training file's "
+                       f"{formats[0]} records; give both the same format.", "validation_file", "invalid_file")
     base_ref = state.base_ref(body.model)
     if base_ref is None:
         raise model_not_found(body.model)
     method = dict(body.method or {"type": "supervised"})
-    kind = method.get("type", "supervised")
-    nested = ((method.get(kind) or {}).get("hyperparameters")) if isinstance(method.get(kind), dict) else None
-    hyper = resolve_hyperparameters({**(body.hyperparameters or {}), **(nested or {})})
+    hyper = resolve_hyperparameters(body.hyperparameters_given())
     job_id = new_id("ftjob")
     seed = body.seed if body.seed is not None else random.randrange(2**31)
     run_dir = state.jobs_dir / job_id / "run"

@@ -17,6 +17,7 @@ import uuid
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from jinja2.exceptions import TemplateError  # what transformers' chat templates raise
 
 from lmtune.serve.batching import QueueFull, Sequence
 from lmtune.serve.errors import APIError
@@ -31,7 +32,13 @@ router = APIRouter()
 async def chat_completions(body: ChatRequest, request: Request):
     state = request.app.state.lmtune
     served = state.served(body.model)
-    prompt = served.encoder.prompt_ids(body.chat())
+    try:
+        prompt = served.encoder.prompt_ids(body.chat())
+    except TemplateError as exc:  # templates refuse some conversations (roles not alternating, ...)
+        raise APIError(400, f"The model's chat template refused these messages: {exc}", "messages",
+                       "invalid_value") from None
+    if not prompt:
+        raise APIError(400, "The messages make an empty prompt; give some text.", "messages", "invalid_value")
     return await _generate(state, served, [prompt], body, chat=True, param="messages")
 
 

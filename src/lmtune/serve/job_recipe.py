@@ -11,6 +11,7 @@ where lmtune has more than the OpenAI API (DoRA, IA3, full fine-tuning, max_step
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from lmtune.errors import UserError
@@ -22,6 +23,10 @@ FORMAT_TASK = {"chat": "chat", "instruction": "chat", "completion": "generation"
                "text": "language_modeling", "preference": "preference"}
 OVERRIDABLE = ("task", "data", "method", "training", "eval")
 MIN_RECORDS_FOR_SPLIT = 20
+# (type, lowest, highest) of each hyperparameter; OpenAI's ranges for the first two. The bounds also keep
+# NaN and infinity out (every comparison with NaN is false), and a job from running for 1e40 epochs.
+LIMITS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": ((int, float), 1e-9, 1e4),
+          "beta": ((int, float), 1e-9, 1e4)}
 
 
 def resolve_hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -33,17 +38,20 @@ def resolve_hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
         raise APIError(400, f"Unknown hyperparameter '{name}'; use n_epochs, batch_size, learning_rate_multiplier.",
                        f"hyperparameters.{name}", "invalid_value")
     out = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
-    checks = {"n_epochs": (int, 1), "batch_size": (int, 1), "learning_rate_multiplier": ((int, float), 1e-9),
-              "beta": ((int, float), 1e-9)}
     for key, value in given.items():
         if value in (None, "auto"):
             continue
-        kind, low = checks[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-            raise APIError(400, f"Invalid value for '{key}': expected 'auto' or a positive number, got {value!r}.",
-                           f"hyperparameters.{key}", "invalid_value")
+        kind, low, high = LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            raise APIError(400, f"Invalid value for '{key}': expected 'auto' or a number from {low:g} to {high:g}, "
+                           f"got {_shown(value)}.", f"hyperparameters.{key}", "invalid_value")
         out[key] = value
     return out
+
+
+def _shown(value: Any) -> str:
+    """A rejected value as an error message shows it: short, however long or deeply nested the value is."""
+    return reprlib.repr(value)
 
 
 def build_recipe(job_id: str, base_ref: str, train: dict[str, Any], validation: dict[str, Any] | None,

@@ -6,10 +6,24 @@ jobs follow in creation order. Cancelling a running job terminates its process. 
 server interrupts the worker with SIGINT, so the training loop writes a checkpoint before it
 exits, and leaves the job ``running`` for the next start. A job whose worker trained successfully
 is marked ``succeeded`` only after its model has been registered with the server.
+
+A job never has two workers, whatever crashes. Workers run in a session of their own (a Ctrl-C
+meant for the server must not reach them unannounced), so a server killed outright leaves its
+worker alive. Three things together keep that worker alone on its job:
+
+* the worker holds the job's lock (``joblock``: a ``flock`` that dies with its holder) for its
+  whole life, and exits at once with ``EXIT_BUSY`` when another live process holds it;
+* the worker watches the server that started it and, once it is gone, interrupts itself: it
+  writes a checkpoint and exits, releasing the lock;
+* before starting a worker, this supervisor looks at the lock: while a live process (an orphan of
+  the previous server) holds it, the job is adopted: the supervisor waits for that worker to let
+  go, then settles the job from the store and the exit code the worker recorded (0: publish the
+  trained model; anything else: start a worker, which resumes from the newest checkpoint).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +31,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from lmtune.serve import joblock
 from lmtune.serve.store import Store
+from lmtune.serve.worker import EXIT_BUSY
 
 MAX_ATTEMPTS = 3
 STOP_GRACE_S = 60  # a worker writing its interrupt checkpoint gets this long before it is killed
@@ -90,16 +106,21 @@ class Supervisor:
 
     def _run(self, job: dict) -> None:
         job_id = job["id"]
+        run_dir = Path(job["run_dir"])
+        if joblock.holder(run_dir.parent) is not None and not self._adopt(job):
+            return  # stopping, or the adopted worker (or a cancel) settled the job
+        if joblock.last_exit(run_dir.parent) == 0 and job["status"] == "running":
+            self._settle(job, 0, run_dir.parent / "worker.log")  # trained by a worker whose server died
+            return
         with self._lock:
             if not self.store.update_job(job_id, ["queued", "running"], status="running"):
                 return  # cancelled meanwhile
-            run_dir = Path(job["run_dir"])
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             log = open(run_dir.parent / "worker.log", "a", encoding="utf-8")
             try:
-                proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", str(self.state_dir), job_id],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", str(self.state_dir), job_id,
+                                         str(os.getpid())], stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
                 log.close()
                 reason = f"could not start the worker process: {exc}"
@@ -118,7 +139,25 @@ class Supervisor:
             with self._lock:
                 self._current = None
             log.close()
+        if proc.returncode == EXIT_BUSY:
+            return  # a worker of an earlier server took the job meanwhile: the next round adopts it
         self._settle(job, proc.returncode, run_dir.parent / "worker.log")
+
+    def _adopt(self, job: dict) -> bool:
+        """Wait for the live worker holding ``job`` (left by an earlier server) to exit; whether to go on with the job.
+
+        False if this server is stopping, or the job is no longer running (that worker failed it, or
+        it was cancelled).
+        """
+        job_dir = Path(job["run_dir"]).parent
+        pid = joblock.holder(job_dir)
+        self.say(f"job {job['id']}: adopting the worker (pid {pid}) left by the previous server")
+        self.store.add_event(job["id"], f"A worker of the previous server (pid {pid}) is still running this job; "
+                             "waiting for it to stop at a checkpoint", level="warn")
+        while joblock.holder(job_dir) is not None:
+            if self._stopping.wait(timeout=0.5):
+                return False
+        return self.store.job(job["id"])["status"] in ("queued", "running")
 
     def _settle(self, job: dict, code: int, log: Path) -> None:
         """Record the outcome of a worker that exited on its own."""

@@ -1,23 +1,36 @@
-"""``python -m lmtune.serve.worker STATE_DIR JOB_ID``: run one fine-tuning job (the server's worker process).
+"""``python -m lmtune.serve.worker STATE_DIR JOB_ID [SERVER_PID]``: run one fine-tuning job (the server's worker).
 
 The job's recipe runs through the whole lifecycle into the job's run directory; a run directory
 left by an interrupted attempt is resumed from its newest checkpoint. Training and validation
 losses become job events as ``metrics.jsonl`` grows. The worker records failures itself; on
 success it exits 0 and leaves the job ``running``, so the server marks it succeeded only once
 its model is being served.
+
+A worker first takes the job's lock (``joblock``) and holds it until it exits; if another live
+process holds it, it exits ``EXIT_BUSY`` at once, having changed nothing. With ``SERVER_PID`` it
+watches its server: once that process is gone (its parent pid changes, e.g. after kill -9 of the
+server) it interrupts itself as Ctrl-C would, so the training loop writes a checkpoint, and the
+next server resumes the job from there. A job whose model was already trained (a worker recorded
+exit 0, then its server died before marking the job) is not trained again: the worker exits 0.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
+from lmtune.serve import joblock
 from lmtune.serve.store import Store
 
 EXIT_INTERRUPTED = 130
+EXIT_BUSY = 75  # another live worker holds the job (EX_TEMPFAIL): nothing was done, try again later
+WATCH_INTERVAL_S = 0.5
 
 
 class MetricsEvents:
@@ -102,8 +115,34 @@ def _fail(store: Store, job_id: str, code: str, message: str, param: str | None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    state_dir, job_id = (argv or sys.argv[1:])[:2]
-    return run_job(Path(state_dir), job_id)
+    args = argv or sys.argv[1:]
+    state_dir, job_id = Path(args[0]), args[1]
+    server = int(args[2]) if len(args) > 2 else None
+    if server is not None and os.getppid() != server:
+        return EXIT_INTERRUPTED  # the server that started us is already gone: leave the job to the next one
+    job_dir = state_dir / "jobs" / job_id
+    if joblock.acquire(job_dir) is None:  # the descriptor stays open, holding the lock, until this process ends
+        print(f"job {job_id}: another worker (pid {joblock.holder(job_dir)}) holds it; exiting", file=sys.stderr)
+        return EXIT_BUSY
+    if joblock.last_exit(job_dir) == 0:
+        print(f"job {job_id}: its model was already trained", file=sys.stderr)
+        return 0
+    if server is not None:
+        threading.Thread(target=_watch_server, args=(server,), name="lmtune-watch-server", daemon=True).start()
+    try:
+        code = run_job(state_dir, job_id)
+    except KeyboardInterrupt:  # interrupted before or after the training loop, which handles its own
+        code = EXIT_INTERRUPTED
+    joblock.record_exit(job_dir, code)
+    return code
+
+
+def _watch_server(server: int) -> None:
+    """Interrupt this worker (as Ctrl-C would: checkpoint, then exit) once the server that started it is gone."""
+    while os.getppid() == server:
+        time.sleep(WATCH_INTERVAL_S)
+    print(f"the server (pid {server}) is gone; stopping at a checkpoint", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 if __name__ == "__main__":
