@@ -257,3 +257,135 @@ def test_empty_records_dropped_and_counted_when_asked(tmp_path):
     step = next(s for s in prepared.report["steps"] if s["step"] == "empty fields dropped")
     assert step["records"] == 24 and step["removed"] == 6
     assert sum(len(v) for v in prepared.splits.values()) == 24
+
+
+# --- hostile values and templates (issue items 6-10) ---------------------------------------------
+
+@pytest.mark.parametrize("prompt", ["Review: {text", "Review: {}", "{text:>{width}}", "{0}", "{text!r}",
+                                    "{text.upper}", "{text[0]}", "closing } alone"])
+def test_malformed_template_placeholders_are_user_errors_before_any_record(prompt):
+    from lmtune.data.templates import validate
+
+    spec = {"prompt": prompt, "completion": "{label}"}
+    with pytest.raises(UserError) as info:
+        validate(spec)
+    assert info.value.source == "task.template"
+    with pytest.raises(UserError):
+        resolve(spec, "classification")
+
+
+def test_template_check_is_complete_without_a_model():
+    from lmtune.data.templates import check, validate
+
+    validate("sentiment")
+    validate(None)
+    ex = _examples([{"text": "a", "label": "positive", "meta": {"k": 1}}])[0]
+    with pytest.raises(UserError, match="nonexistent"):
+        check(resolve({"prompt": "{nonexistent}"}, ex.format), ex, LABELS)
+    with pytest.raises(UserError, match="meta") as info:
+        check(resolve({"prompt": "{text} {meta}", "completion": "{label}"}, ex.format), ex, LABELS)
+    assert info.value.source == "f.jsonl:1"
+    assert render(resolve({"prompt": "{{literal}} {text}", "completion": "{label}"}, ex.format), ex,
+                  LABELS).messages[-1]["content"] == "{literal} a"
+
+
+def test_instruction_template_takes_prompt_completion_records():
+    from lmtune.data.templates import check
+
+    ex = _examples([{"prompt": "Translate: bonjour", "completion": "hello"}], task="generation", labels=None)[0]
+    template = resolve("instruction", ex.format)
+    check(template, ex, None)
+    out = render(template, ex, None)
+    assert out.messages[-1]["content"] == "Translate: bonjour" and out.completion == "hello"
+    alpaca = _examples([{"instruction": "Translate", "input": "bonjour", "output": "hello"}], task="generation",
+                       labels=None)[0]
+    assert render(resolve("completion", alpaca.format), alpaca, None).messages[-1]["content"] == "Translate\n\nbonjour"
+
+
+@pytest.mark.parametrize("record, task, words", [
+    ({"text": {"body": "x"}, "label": "positive"}, "classification", "struct"),
+    ({"text": ["a", "b"], "label": "positive"}, "classification", "list"),
+    ({"text": b"\x00bytes", "label": "positive"}, "classification", "binary"),
+    ({"text": "x", "label": {"name": "positive"}}, "classification", "'label'"),
+    ({"prompt": "p", "completion": True}, "generation", "boolean"),
+    ({"instruction": "i", "input": {"a": 1}, "output": "o"}, "generation", "'input'"),
+    ({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "y"}]}, "chat", "content"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ["y"]}]}, "chat", "content"),
+    ({"prompt": "p", "chosen": " Same\tanswer", "rejected": "Same answer"}, "preference", "chosen and rejected"),
+    ({"text": "x", "label": float("nan")}, "regression", "finite"),
+    ({"text": "x", "label": "-inf"}, "regression", "finite"),
+])
+def test_values_that_are_not_text_are_refused_not_stringified(record, task, words):
+    with pytest.raises(UserError, match=words) as info:
+        _examples([record], task=task, labels=None)
+    assert info.value.source == "f.jsonl:1"
+
+
+def test_numbers_in_text_fields_are_written_out_and_null_input_is_empty():
+    ex = _examples([{"prompt": "2+2?", "completion": 4}], task="generation", labels=None)[0]
+    assert ex.record["completion"] == "4"
+    alpaca = _examples([{"instruction": "i", "input": None, "output": "o"}], task="generation", labels=None)[0]
+    assert alpaca.record["input"] == ""
+    assert _examples([{"text": "x", "label": 7}], task="regression", labels=None)[0].record["label"] == 7.0
+
+
+def test_column_named_in_error_when_mapped():
+    with pytest.raises(UserError, match="column 'meta'"):
+        _examples([{"meta": {"a": 1}, "rating": "positive"}], fields={"text": "meta", "label": "rating"})
+
+
+def test_record_over_max_chars_names_the_key():
+    rows = [("f.jsonl:1", {"text": "short", "label": "positive"}),
+            ("f.jsonl:2", {"text": "x" * 101, "label": "positive"})]
+    with pytest.raises(UserError, match="data.max_record_chars") as info:
+        load_examples(rows, {}, "classification", LABELS, max_chars=100)
+    assert info.value.source == "f.jsonl:2"
+
+
+def test_bom_is_not_part_of_the_first_column_or_record(tmp_path):
+    for name, body in (("b.csv", "text,label\nhi,positive\n"), ("b.tsv", "text\tlabel\nhi\tpositive\n"),
+                       ("b.jsonl", '{"text": "hi", "label": "positive"}\n')):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())
+        assert io.read_rows(tmp_path / name) == [(f"{tmp_path / name}:{1 if name.endswith('l') else 2}",
+                                                  {"text": "hi", "label": "positive"})]
+
+
+def test_csv_stray_quote_that_swallows_rows_is_an_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\nok,positive\n"hello,positive\nbye,negative\nfine",neutral\nlast,positive\n')
+    with pytest.raises(UserError, match="stray") as info:
+        io.read_rows(path)
+    assert info.value.source == f"{path}:3"
+
+
+def test_tsv_is_read_without_quote_processing(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text('text\tlabel\n"a\tpositive\n"b\tnegative\nc"\tneutral\n"d"\tpositive\n')
+    assert [r["text"] for _, r in io.read_rows(path)] == ['"a', '"b', 'c"', '"d"']
+
+
+def test_deeply_nested_json_and_blank_files(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": "a", "label": "x", "m": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(UserError, match="nested too deeply") as info:
+        io.read_rows(deep)
+    assert info.value.source == f"{deep}:1"
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n  \n\n")
+    with pytest.raises(UserError, match="blank"):
+        io.read_rows(blank)
+
+
+def test_utf8_error_in_csv_names_its_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text,label\n" + b"fine,positive\n" * 3000 + b"caf\xe9,positive\n")
+    with pytest.raises(UserError, match="UTF-8") as info:
+        io.read_rows(path)
+    assert info.value.source == f"{path}:3002"
+
+
+def test_split_must_leave_two_training_records():
+    exs = _examples([{"text": f"text {i}", "label": "positive"} for i in range(3)])
+    with pytest.raises(UserError, match="training") as info:
+        split_examples(exs, 0.5, seed=0, stratify=False, what="validation")
+    assert info.value.source == "data.split.validation"

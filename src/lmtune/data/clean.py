@@ -8,13 +8,12 @@ import re
 import unicodedata
 from typing import Any
 
-from lmtune.data.formats import Example
+from lmtune.data.formats import TEXT_FIELDS, Example
 
 _SPACE = re.compile(r"\s+")
 _INLINE_SPACE = re.compile(r"[^\S\n]+")
 # C0/C1 control characters except tab and newline, plus zero-width and BOM characters.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
-TEXT_FIELDS = ("text", "prompt", "completion", "instruction", "input", "output", "chosen", "rejected")
 
 
 def normalise_text(text: str) -> str:
@@ -41,7 +40,7 @@ def normalise_example(example: Example) -> bool:
             changed |= new != rec[key]
             rec[key] = new
     for msg in rec.get("messages", ()):
-        new = normalise_text(str(msg["content"]))
+        new = normalise_text(msg["content"])
         changed |= new != msg["content"]
         msg["content"] = new
     return changed
@@ -54,7 +53,7 @@ def map_text(example: Example, fn) -> None:
         if isinstance(rec.get(key), str):
             rec[key] = fn(rec[key])
     for msg in rec.get("messages", ()):
-        msg["content"] = fn(str(msg["content"]))
+        msg["content"] = fn(msg["content"])
 
 
 def normalise(text: str) -> str:

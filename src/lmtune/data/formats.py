@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ FORMATS: tuple[Format, ...] = (
     Format("classification", frozenset({"text", "label"}), tasks=("classification", "regression")),
     Format("text", frozenset({"text"}), tasks=("language_modeling",)),
 )
+
+# Fields that hold text the model reads or writes (a "label" may also be a number).
+TEXT_FIELDS = ("text", "prompt", "completion", "instruction", "input", "output", "chosen", "rejected")
 
 
 @dataclass
@@ -63,11 +67,15 @@ def map_fields(record: dict[str, Any], fields: dict[str, str], source: str) -> d
 
 
 def to_example(record: dict[str, Any], source: str, task: str, labels: list[str] | None,
-               label_map: dict[str, str] | None = None) -> Example:
+               label_map: dict[str, str] | None = None, fields: dict[str, str] | None = None) -> Example:
     """Validate one mapped record and wrap it as an Example.
 
+    Args:
+        fields: the ``data.fields`` mapping, so an error can name the source column.
+
     Raises:
-        UserError: no known format, a format the task cannot use, empty fields, unknown label.
+        UserError: no known format, a format the task cannot use, empty fields, a field that is not
+            text (an object, list, binary or null value), unknown or non-finite label.
     """
     fmt = detect(record)
     if fmt is None:
@@ -84,12 +92,45 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
     for key in fmt.keys:
         _check_filled(record[key], key, source)
     core = {k: record[k] for k in fmt.keys | fmt.optional if k in record}
-    extra = {k: v for k, v in record.items() if k not in core}
+    for key in core.keys() & set(TEXT_FIELDS):
+        core[key] = _as_text(core[key], key, source, fields or {})
+    # Binary columns (images, blobs) can be neither JSON nor text; they are not needed to train.
+    extra = {k: v for k, v in record.items() if k not in core and not isinstance(v, (bytes, bytearray))}
     if fmt.name == "chat":
         _check_messages(core["messages"], source)
+    if fmt.name == "preference" and " ".join(core["chosen"].split()) == " ".join(core["rejected"].split()):
+        raise UserError("chosen and rejected are the same text, so the pair teaches nothing; fix or remove "
+                        "the record", source=source)
     if fmt.name == "classification":
         core["label"] = _check_label(core["label"], task, labels, source, label_map or {})
     return Example(core, source, fmt.name, extra)
+
+
+def _describe(value: Any) -> str:
+    """What a non-text value is, in a user's words (Parquet structs and maps arrive as dicts/lists)."""
+    if isinstance(value, dict):
+        return "a struct/object"
+    if isinstance(value, (list, tuple)):
+        return "a list (array or map)"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _as_text(value: Any, key: str, source: str, fields: dict[str, str]) -> str:
+    """A text field's value as a string: numbers are written out, anything else is an error (its repr
+    would otherwise be trained on). A null optional field (``input``) is empty text."""
+    if isinstance(value, str):
+        return value
+    if value is None and key == "input":
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    column = f"field {key!r}" + (f" (column {fields[key]!r})" if key in fields else "")
+    raise UserError(f"{column} is {_describe(value)}, not text; map data.fields.{key} to a text column "
+                    "or fix the record", source=source)
 
 
 def _missing_for(task: str, record: dict[str, Any]) -> str | None:
@@ -125,17 +166,30 @@ def _check_messages(messages: Any, source: str) -> None:
         if msg["role"] not in ("system", "user", "assistant"):
             raise UserError(f"messages[{i}].role is {msg['role']!r}; use system, user or assistant",
                             source=source)
+        if not isinstance(msg["content"], str):
+            raise UserError(f"messages[{i}].content is {_describe(msg['content'])}, not text; give every "
+                            "turn its text as a string", source=source)
     if messages[-1]["role"] != "assistant":
         raise UserError("the last message must be the assistant's reply to learn", source=source)
+    if not messages[-1]["content"].strip():
+        raise EmptyFieldError("the assistant's reply (the last message) is empty; fill it, remove the record, "
+                              "or set data.clean.empty: drop", source=source)
 
 
 def _check_label(label: Any, task: str, labels: list[str] | None, source: str, label_map: dict[str, Any]) -> Any:
+    if isinstance(label, (dict, list, tuple, bytes, bytearray)):
+        raise UserError(f"field 'label' is {_describe(label)}, not a class name or number; fix the record or "
+                        "map data.fields.label to another column", source=source)
     if task == "regression":
         label = label_map.get(" ".join(str(label).split()), label)
         try:
-            return float(label)
+            value = float(label) if not isinstance(label, bool) else math.nan
         except (TypeError, ValueError):
             raise UserError(f"label {label!r} is not a number", source=source) from None
+        if not math.isfinite(value):
+            raise UserError(f"label {label!r} is not a finite number (NaN and infinity cannot be learned); "
+                            "fix or remove the record", source=source)
+        return value
     text = " ".join(str(label).split())
     text = label_map.get(text, text)
     if labels is not None and text not in labels:
@@ -149,13 +203,15 @@ def _check_label(label: Any, task: str, labels: list[str] | None, source: str, l
 
 
 def load_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
-                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None) -> list[Example]:
+                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None,
+                  max_chars: int | None = None) -> list[Example]:
     """All examples of :func:`iter_examples`, as a list."""
-    return list(iter_examples(rows, fields, task, labels, dropped, label_map))
+    return list(iter_examples(rows, fields, task, labels, dropped, label_map, max_chars))
 
 
 def iter_examples(rows, fields: dict[str, str], task: str, labels: list[str] | None,
-                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None):
+                  dropped: list[str] | None = None, label_map: dict[str, str] | None = None,
+                  max_chars: int | None = None):
     """Map, detect and validate rows one at a time; one file must hold one format.
 
     Args:
@@ -166,19 +222,32 @@ def iter_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
         dropped: when a list is given, records with an empty required field are skipped and their
             sources appended to it; otherwise such a record is an error.
         label_map: label renames (``data.clean.label_map``), applied before checking ``labels``.
+        max_chars: most characters of text one record may hold (``data.max_record_chars``); a larger
+            record is an error here, before cleaning and near-duplicate search would spend memory on it.
     """
     first: Example | None = None
     for source, raw in rows:
         try:
-            ex = to_example(map_fields(raw, fields, source), source, task, labels, label_map)
+            ex = to_example(map_fields(raw, fields, source), source, task, labels, label_map, fields)
         except EmptyFieldError:
             if dropped is None:
                 raise
             dropped.append(source)
             continue
+        if max_chars is not None and (size := text_chars(ex)) > max_chars:
+            raise UserError(f"record holds {size:,} characters of text, more than data.max_record_chars "
+                            f"({max_chars:,}); split it into smaller records or raise data.max_record_chars",
+                            source=source)
         if first is None:
             first = ex
         elif ex.format != first.format:
             raise UserError(f"mixed formats: this record is {ex.format} but {first.source} is "
                             f"{first.format}; keep one format per file", source=source)
         yield ex
+
+
+def text_chars(example: Example) -> int:
+    """Characters of text in an example: its text fields and chat turns."""
+    rec = example.record
+    return (sum(len(rec[k]) for k in TEXT_FIELDS if isinstance(rec.get(k), str))
+            + sum(len(m["content"]) for m in rec.get("messages", ())))

@@ -7,6 +7,10 @@ too much for a million records). Texts sharing a bucket in any band are candidat
 a threshold below the requested one, because banding finds only about half of the pairs just above
 its threshold; every candidate is then verified with the exact Jaccard similarity of its shingle
 sets, so nothing below the threshold is reported.
+
+:func:`band_keys` takes other features too, and :class:`BandIndex` looks many queries up among
+reference texts at once: the leakage check (:mod:`lmtune.data.leakage`) uses both with its own
+features and similarity.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ NUM_PERM = 128
 CANDIDATE_MARGIN = 0.2  # LSH threshold = requested threshold - margin; exact check afterwards
 MAX_BUCKET_PARTNERS = 20  # earlier texts compared per bucket (a huge bucket is boilerplate, not news)
 _CHUNK = 8192
+_UPDATE_SLICE = 4096
 _WORD = re.compile(r"\w+")
 
 
@@ -37,20 +42,30 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def band_keys(texts: list[str], threshold: float, num_perm: int = NUM_PERM) -> np.ndarray:
-    """``(len(texts), bands)`` int64 bucket ids, computed in chunks so no signature matrix is kept."""
-    lsh = MinHashLSH(threshold=max(0.05, threshold - CANDIDATE_MARGIN), num_perm=num_perm)
+def band_keys(texts: list, threshold: float, num_perm: int = NUM_PERM, features=shingles,
+              margin: float = CANDIDATE_MARGIN) -> np.ndarray:
+    """``(len(texts), bands)`` int64 bucket ids, computed in chunks so no signature matrix is kept.
+
+    Args:
+        texts: the items to hash.
+        threshold: the Jaccard similarity wanted; LSH is tuned to ``threshold - margin``.
+        features: an item's set of byte strings (default: its word 3-gram shingles).
+    """
+    lsh = MinHashLSH(threshold=max(0.05, threshold - margin), num_perm=num_perm)
     bands, rows = lsh.b, lsh.r  # datasketch's choice of bands for this threshold
-    first = MinHash(num_perm=num_perm, seed=1)
-    perms, scheme = first.permutations, first.scheme
+    mh = MinHash(num_perm=num_perm, seed=1)  # one object, cleared per text: construction is costly
     mix = np.random.default_rng(0).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     keys = np.empty((len(texts), bands), dtype=np.int64)
     for start in range(0, len(texts), _CHUNK):
         chunk = texts[start:start + _CHUNK]
         values = np.empty((len(chunk), bands * rows), dtype=np.uint64)
         for i, text in enumerate(chunk):
-            mh = MinHash(num_perm=num_perm, seed=1, permutations=perms, scheme=scheme)
-            mh.update_batch(list(shingles(text)))
+            mh.clear()
+            feats = list(features(text))
+            # In slices: datasketch hashes a batch as one (features x permutations) matrix, which for
+            # one very long text would take gigabytes.
+            for at in range(0, len(feats), _UPDATE_SLICE):
+                mh.update_batch(feats[at:at + _UPDATE_SLICE])
             values[i] = mh.hashvalues[: bands * rows]
         # One 64-bit id per band: a random odd-multiplier mix of its rows (wrapping arithmetic).
         with np.errstate(over="ignore"):
@@ -103,30 +118,28 @@ def dedup(texts: list[str], threshold: float, num_perm: int = NUM_PERM) -> list[
     return [(i, j, s) for i, (j, s) in sorted(dropped.items())]
 
 
-def cross_matches(reference: list[str], queries: list[str], threshold: float,
-                  num_perm: int = NUM_PERM) -> list[tuple[int, int, float]]:
-    """Which ``queries`` nearly repeat a ``reference`` text (e.g. train items repeating test items).
+class BandIndex:
+    """Reference items' LSH bucket ids, sorted per band, to look up many queries at once (numpy arrays:
+    16 bytes per band per reference, no per-bucket Python objects).
 
-    Returns:
-        ``(query index, reference index, similarity)`` per matching query (the earliest reference).
+    Args:
+        keys: ``(references, bands)`` bucket ids from :func:`band_keys`.
     """
-    if not reference or not queries:
-        return []
-    ref_keys = band_keys(reference, threshold, num_perm)
-    buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(ref_keys.shape[1])]
-    for i, row in enumerate(ref_keys.tolist()):
-        for band, key in enumerate(row):
-            if len(buckets[band][key]) < MAX_BUCKET_PARTNERS:
-                buckets[band][key].append(i)
-    hits = []
-    for j, row in enumerate(band_keys(queries, threshold, num_perm).tolist()):
-        found = sorted({i for band, key in enumerate(row) for i in buckets[band].get(key, ())})
-        if not found:
-            continue
-        mine = shingles(queries[j])
-        for i in found:
-            sim = jaccard(mine, shingles(reference[i]))
-            if sim >= threshold:
-                hits.append((j, i, sim))
-                break
-    return hits
+
+    def __init__(self, keys: np.ndarray):
+        self.order = np.argsort(keys, axis=0, kind="stable")  # per band; stable keeps file order in a bucket
+        self.sorted = np.take_along_axis(keys, self.order, axis=0)
+
+    def candidates(self, query_keys: np.ndarray, limit: int = MAX_BUCKET_PARTNERS) -> list[set[int]]:
+        """For each query row, the references sharing a bucket in some band (at most ``limit`` per bucket,
+        the earliest ones: a huge bucket is boilerplate)."""
+        found: list[set[int]] = [set() for _ in range(len(query_keys))]
+        if not len(self.sorted):
+            return found
+        for band in range(query_keys.shape[1]):
+            col, keys = self.sorted[:, band], query_keys[:, band]
+            lo = np.searchsorted(col, keys, side="left")
+            hi = np.minimum(np.searchsorted(col, keys, side="right"), lo + limit)
+            for q in np.flatnonzero(hi > lo):
+                found[q].update(self.order[lo[q]:hi[q], band].tolist())
+        return found

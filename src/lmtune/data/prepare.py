@@ -7,6 +7,7 @@ augmentation comes last and touches the training split only.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from lmtune.data.split import label_counts, split_examples
 from lmtune.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+# Defaults of recipe keys read with getattr, so this module works with recipes that lack them.
+MAX_RECORD_CHARS = 1_000_000  # data.max_record_chars
 
 
 @dataclass
@@ -46,8 +49,10 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
     loaded = {}
     for name, path in files.items():
         dropped: list[str] = []
-        loaded[name] = load_examples(io.read_rows(path, data_cfg.max_records), data_cfg.fields, task, labels,
-                                     dropped if cfg.empty == "drop" else None, cfg.label_map)
+        # Streamed: raw records are not all held besides the examples made from them.
+        rows = itertools.islice(io.iter_rows(path), data_cfg.max_records)
+        loaded[name] = load_examples(rows, data_cfg.fields, task, labels, dropped if cfg.empty == "drop" else None,
+                                     cfg.label_map, getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
         _step(report, name, "read", len(loaded[name]) + len(dropped))
         if cfg.empty == "drop":
             _step(report, name, "empty fields dropped", len(loaded[name]), removed=len(dropped), examples=dropped[:5])
@@ -146,9 +151,10 @@ def _split(loaded: dict[str, list[Example]], split_cfg, seed: int, report: dict)
 
 
 def _check_leakage(splits: dict[str, list[Example]], data_cfg, report: dict) -> list[Example]:
-    threshold = data_cfg.clean.near_threshold if data_cfg.clean.dedup == "exact+near" else None
+    # Near leaks are looked for whatever data.clean.dedup says: a leak is worse than a duplicate.
+    threshold = getattr(data_cfg.clean, "leak_threshold", leakage.DEFAULT_THRESHOLD)
     train = splits["train"]
-    held = [(ex.source, clean.input_key(ex)) for name in ("validation", "test") for ex in splits.get(name, [])]
+    held = leakage.keys([ex for name in ("validation", "test") for ex in splits.get(name, [])])
     train, report["leakage"] = leakage.apply(data_cfg.leakage, "validation/test",
                                              train, leakage.find(train, held, threshold))
     _step(report, "train", f"leakage vs validation/test ({data_cfg.leakage})", len(train))

@@ -9,6 +9,8 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
 
+MIN_TRAIN = 2  # fewer training records cannot train anything (and break stratified splitters)
+
 
 def split_examples(examples: list[Example], fraction: float, seed: int, stratify: bool,
                    what: str, group_by: str | None = None) -> tuple[list[Example], list[Example]]:
@@ -22,20 +24,22 @@ def split_examples(examples: list[Example], fraction: float, seed: int, stratify
         (kept, held_out). With fraction 0 nothing is held out.
 
     Raises:
-        UserError: too few examples, or a class too small to appear on both sides.
+        UserError: too few examples (fewer than one to hold out or than 2 left for training), or a
+            class too small to appear on both sides.
     """
     if fraction <= 0:
         return examples, []
     n_out = round(len(examples) * fraction)
-    if n_out < 1 or n_out >= len(examples):
-        raise UserError(f"{len(examples)} records are too few to hold out {fraction:.0%} for {what}; "
-                        f"add data or give data.{what} as a file", source=f"data.split.{what}")
+    if n_out < 1 or len(examples) - n_out < MIN_TRAIN:
+        raise UserError(f"{len(examples)} records are too few to hold out {fraction:.0%} for {what} and keep at "
+                        f"least {MIN_TRAIN} training records; add data, lower data.split.{what}, or give "
+                        f"data.{what} as a file", source=f"data.split.{what}")
     labels = [ex.record["label"] for ex in examples] if _has_class_labels(examples) else None
     strata = labels if stratify and labels else None
     if strata is not None:
         counts = Counter(strata)
         small = [lab for lab, n in counts.items() if n < 2]
-        if small or n_out < len(counts):
+        if small or n_out < len(counts) or len(examples) - n_out < len(counts):
             raise UserError(f"class {small[0] if small else min(counts, key=counts.get)!r} has too few "
                             f"examples ({counts}) to appear in both splits when stratifying {what}; "
                             "add examples or set data.split.stratify: false", source=f"data.split.{what}")
@@ -46,7 +50,14 @@ def split_examples(examples: list[Example], fraction: float, seed: int, stratify
             raise UserError(f"all records share one {group_by!r} value, so no group can be held out",
                             source="data.split.group_by")
         splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        kept, held = next(splitter.split(index, groups=groups))
+        try:
+            kept, held = next(splitter.split(index, groups=groups))
+        except ValueError as exc:  # sklearn: too few groups for this fraction
+            raise UserError(f"cannot hold out {fraction:.0%} of {len(set(groups))} groups for {what} ({exc}); "
+                            f"add data or change data.split.{what}", source=f"data.split.{what}") from None
+        if len(kept) < MIN_TRAIN:
+            raise UserError(f"holding out {fraction:.0%} of the groups for {what} leaves {len(kept)} training "
+                            f"record(s); add data or lower data.split.{what}", source=f"data.split.{what}")
         _check_classes(examples, held, labels, what)
     else:
         kept, held = train_test_split(index, test_size=n_out, random_state=seed, shuffle=True, stratify=strata)
