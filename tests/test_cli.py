@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from lmtune.cli import app
@@ -150,3 +151,148 @@ def test_chat_records_train_on_the_last_assistant_turn(recipe_file, tmp_path):
     code, output = _run("train", path, "--out", out, "--quiet")
     assert code == 0, output
     assert "rougeL" in json.loads((out / "eval.json").read_text())["results"]["finetuned"]
+
+
+def _one_error_line(output):
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+def test_usage_errors_are_one_error_line_with_exit_2(recipe_file):
+    code, output = _run("train")
+    assert code == 2 and "missing argument 'recipe'" in _one_error_line(output).lower()
+    code, output = _run("train", recipe_file(), "--bogus")
+    assert code == 2 and "no such option: --bogus" in _one_error_line(output).lower()
+    code, output = _run("serve", "some-model", "--port", "99999")
+    assert code == 2 and "'--port'" in _one_error_line(output)
+    code, output = _run("predict", "m", "--input", "i", "--output", "o", "--max-tokens", "many")
+    assert code == 2 and "'--max-tokens'" in _one_error_line(output)
+    code, output = _run("nosuchcommand")
+    assert code == 2 and "nosuchcommand" in _one_error_line(output)
+
+
+def test_help_is_still_help():
+    code, output = _run("--help")
+    assert code == 0 and "train" in output and "error" not in output
+    code, output = _run("train", "--help")
+    assert code == 0 and "--overwrite" in output
+    code, output = _run()  # no arguments: the help, as before
+    assert "Usage" in output and "error:" not in output
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_run(recipe_file, tmp_path):
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "thesis.tex").write_text("years of work")
+    code, output = _run("train", recipe_file(), "--out", other, "--overwrite", "--quiet")
+    assert code == 2 and "not an lmtune run" in _one_error_line(output)
+    assert (other / "thesis.tex").read_text() == "years of work"
+    runs = tmp_path / "runs"  # --out runs: the folder of runs, not a run
+    (runs / "old").mkdir(parents=True)
+    for marker in ("recipe.yaml", "manifest.json"):
+        (runs / "old" / marker).write_text("{}")
+    code, output = _run("train", recipe_file(), "--out", runs, "--overwrite", "--quiet")
+    assert code == 2 and "not an lmtune run" in output and (runs / "old" / "recipe.yaml").exists()
+    code, output = _run("train", recipe_file(), "--out", other, "--resume", "--quiet")
+    assert code == 2 and not (other / "recipe.yaml").exists()
+
+
+def test_overwrite_replaces_a_run_directory(recipe_file, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for marker in ("recipe.yaml", "manifest.json", "stale.txt"):
+        (out / marker).write_text("{}")
+    code, output = _run("train", recipe_file(), "--out", out, "--overwrite", "--quiet")
+    assert code == 0, output
+    assert not (out / "stale.txt").exists() and (out / "final").is_dir()
+
+
+def test_out_that_is_a_file_fails_before_anything_runs(recipe_file, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    for args in (["train", recipe_file(), "--out", blocker], ["train", recipe_file(), "--out", blocker / "run"],
+                 ["data", "prepare", recipe_file(), "--out", blocker]):
+        code, output = _run(*args)
+        assert code == 2 and str(blocker) in _one_error_line(output) and "file" in output, output
+
+
+def test_data_prepare_refuses_a_directory_of_other_files(recipe_file, tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "train.jsonl").write_text("my own data\n")
+    code, output = _run("data", "prepare", recipe_file(), "--out", target)
+    assert code == 2 and "data_report.json" in _one_error_line(output)
+    assert (target / "train.jsonl").read_text() == "my own data\n"
+
+
+def test_a_run_that_fails_before_training_leaves_no_directory(recipe_file, tmp_path, monkeypatch):
+    from lmtune import lifecycle
+    from lmtune.recipe import load_recipe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("writing the splits failed")
+
+    # Fails while the run directory is being set up, after it was created and before any result was saved.
+    monkeypatch.setattr(lifecycle.data_stage, "write", broken)
+    recipe = load_recipe(recipe_file(), [])
+    new = tmp_path / "new" / "run"
+    try:
+        lifecycle.run_recipe(recipe, new, quiet=True)
+    except RuntimeError:
+        pass
+    assert not (tmp_path / "new").exists()  # every directory the run created is gone
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    try:
+        lifecycle.run_recipe(recipe, existing, quiet=True)
+    except RuntimeError:
+        pass
+    assert existing.is_dir()  # a directory the user made is never removed
+
+
+def test_seeds_first_and_checks_the_template_before_loading_the_model(recipe_file, tmp_path, monkeypatch):
+    from lmtune import lifecycle, tasks
+    from lmtune.errors import UserError
+    from lmtune.recipe import load_recipe
+
+    calls = []
+    monkeypatch.setattr(lifecycle, "seed_everything", lambda seed: calls.append(("seed", seed)))
+    real = tasks.task_for
+
+    def task_for(recipe):
+        calls.append(("task", None))
+        kind = real(recipe)
+        kind.load = lambda *a, **k: calls.append(("load", None))
+        return kind
+
+    monkeypatch.setattr(lifecycle.tasks, "task_for", task_for)
+    recipe = load_recipe(recipe_file(seed=7, task={"template": {"prompt": "{nosuch}", "completion": "{label}"}}), [])
+    try:
+        lifecycle.run_recipe(recipe, tmp_path / "run", quiet=True)
+        raise AssertionError("the template should have failed")
+    except UserError as exc:
+        assert exc.source == "task.template"
+    assert calls == [("seed", 7), ("task", None)] and not (tmp_path / "run").exists()
+
+
+def test_baselines_measured_before_an_interruption_are_kept_for_resume(recipe_file, tmp_path, monkeypatch):
+    from lmtune import lifecycle, tasks
+    from lmtune.recipe import load_recipe
+
+    real, seen = tasks.TokenTask.run, []
+
+    def interrupted_at_few_shot(self, system, *args, **kwargs):
+        seen.append(system)
+        if system == "few_shot" and seen.count("few_shot") == 1:
+            raise KeyboardInterrupt
+        return real(self, system, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.TokenTask, "run", interrupted_at_few_shot)
+    recipe, out = load_recipe(recipe_file(), []), tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.run_recipe(recipe, out, quiet=True)
+    assert set(json.loads((out / "eval.json").read_text())["results"]) == {"zero_shot"}
+    lifecycle.run_recipe(recipe, out, resume=True, quiet=True)
+    assert seen.count("zero_shot") == 1  # not measured again
+    assert set(json.loads((out / "eval.json").read_text())["results"]) == {"zero_shot", "few_shot", "finetuned"}

@@ -85,3 +85,47 @@ def test_bad_input_is_one_error_line_with_its_place(tiny_model_dir, tmp_path):
     longer = jsonl(tmp_path / "longer.jsonl", [{"prediction": "x"}] * 3)
     code, output = cli(tiny_model_dir, "--input", source, "--output", longer)
     assert code == 2 and output.startswith(f"error: {longer}: has 3 lines but the input has only 2 records")
+
+
+@pytest.mark.parametrize("existing, line, words", [
+    ('{"prompt": "one", "prediction": "x"}\nnot json at all\n', 2, "not valid JSON"),
+    ('{"prompt": "one", "answer": "x"}\n', 1, "no \"prediction\""),
+    ('["prompt", "one"]\n', 1, "no \"prediction\""),
+    ('{"prompt": "one", "prediction": "x"}\n\n', 2, "blank line"),
+    ('{"prompt": "another input", "prediction": "x"}\n', 1, "does not match input record 1"),
+])
+def test_lines_in_the_output_that_are_not_its_predictions_are_not_counted_as_done(tiny_model_dir, tmp_path,
+                                                                                   existing, line, words):
+    source = jsonl(tmp_path / "in.jsonl", [{"prompt": "one"}, {"prompt": "two"}, {"prompt": "three"}])
+    out = tmp_path / "out.jsonl"
+    out.write_text(existing)
+    code, output = cli(tiny_model_dir, "--input", source, "--output", out)
+    assert code == 2 and output.startswith(f"error: {out}:{line}: ") and words in output, output
+    assert out.read_text() == existing  # nothing appended after a line that is not ours
+
+
+def test_output_that_is_a_directory_or_cannot_be_created(tiny_model_dir, tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", [{"prompt": "one"}])
+    code, output = cli(tiny_model_dir, "--input", source, "--output", tmp_path)
+    assert code == 2 and output.startswith(f"error: {tmp_path}: is a directory"), output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, output = cli(tiny_model_dir, "--input", source, "--output", blocker / "out.jsonl")
+    assert code == 2 and output.startswith(f"error: {blocker / 'out.jsonl'}: ") and "--output" in output, output
+
+
+def test_missing_input_names_the_option_not_a_recipe(tiny_model_dir, tmp_path):
+    code, output = cli(tiny_model_dir, "--input", tmp_path / "nope.jsonl", "--output", tmp_path / "out.jsonl")
+    assert code == 2 and output.startswith(f"error: {tmp_path / 'nope.jsonl'}: no such input file"), output
+    assert "recipe" not in output and not (tmp_path / "out.jsonl").exists()
+
+
+def test_plain_prompt_records_work_on_a_run_with_a_template(run, tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", [{"prompt": "the movie was great"},
+                                           {"review": "the movie was great", "rating": "positive"}])
+    out = tmp_path / "out.jsonl"
+    code, output = cli(run, "--input", source, "--output", out, "--max-tokens", "3")
+    assert code == 0, output
+    plain, templated = [json.loads(line) for line in out.read_text().splitlines()]
+    assert isinstance(plain["prediction"], str) and "reference" not in plain
+    assert templated["reference"] == "positive"

@@ -115,3 +115,54 @@ def test_eval_metrics_are_checked_against_the_task(tmp_path):
         load_recipe(path, ["eval.metrics=[bleu]"])
     assert [src for src, _ in info.value.problems] == ["eval.metrics"]
     assert "generation metric" in info.value.problems[0][1]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../escape", "/tmp/abs", "a\\b", "a\x00b", "-dash",
+                                  " padded", "x" * 101])
+def test_a_run_name_must_be_a_plain_directory_name(name):
+    # runs/<name> must be one new directory under runs/: never runs/ itself, its parent, or somewhere else.
+    with pytest.raises(UserError) as info:
+        recipe_from_dict({**MINIMAL, "name": name})
+    assert [src for src, _ in info.value.problems] == ["name"]
+
+
+@pytest.mark.parametrize("name", ["x", "drug-review-sentiment", "run_1.2", "A" * 100])
+def test_plain_run_names_are_accepted(name):
+    assert recipe_from_dict({**MINIMAL, "name": name}).name == name
+
+
+@pytest.mark.parametrize("override, key", [
+    ("seed=-1", "seed"),
+    ("seed=1e20", "seed"),
+    ("seed=4294967296", "seed"),
+    ("seed=1.5", "seed"),
+    ("training.epochs=.inf", "training.epochs"),
+    ("training.epochs=.nan", "training.epochs"),
+    ("training.weight_decay=.inf", "training.weight_decay"),
+])
+def test_seed_and_float_keys_must_be_usable_numbers(tmp_path, override, key):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(UserError) as info:
+        load_recipe(path, [override])
+    assert [src for src, _ in info.value.problems] == [key]
+
+
+def test_seed_range_ends_are_accepted(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    assert load_recipe(path, ["seed=0"]).seed == 0
+    assert load_recipe(path, ["seed=4294967295"]).seed == 2**32 - 1  # numpy's largest seed
+
+
+def test_a_recipe_path_that_is_a_directory_says_so(tmp_path):
+    with pytest.raises(UserError, match="is a directory") as info:
+        load_recipe(tmp_path)
+    assert info.value.source == str(tmp_path)
+
+
+def test_eval_metrics_accept_family_names(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "task": {"type": "generation"}}))
+    assert load_recipe(path, ["eval.metrics=[rouge, bleu]"]).eval.metrics == [
+        "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]

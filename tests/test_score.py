@@ -114,3 +114,35 @@ def test_task_inference_rule():
     assert infer_task(LABELS[:3], LABEL_PREDS[:3]) == "generation"  # every label once: no evidence of a label set
     assert infer_task(REFS * 5, PREDS * 5) == "generation"  # repeated, but sentences are not labels
     assert infer_task(["1", "2"] * 4, ["1", "x"] * 4) == "classification"
+
+
+@pytest.mark.parametrize("given, keys", [
+    ("rouge", ["rouge1", "rouge2", "rougeL", "rougeLsum"]),
+    ("rouge,bleu,rougeL", ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]),
+    ("BLEU,RougeL", ["bleu", "rougeL"]),
+])
+def test_generation_metric_families_and_any_case(tmp_path, given, keys):
+    code, stdout, stderr = _score(_pairs(tmp_path, REFS, PREDS), "--metrics", given)
+    assert code == 0, stderr
+    assert list(json.loads(stdout)) == keys
+
+
+@pytest.mark.parametrize("given, keys", [
+    ("f1", ["f1_macro"]),
+    ("precision,recall,f1", ["precision_macro", "recall_macro", "f1_macro"]),
+    ("f1,f1_micro", ["f1_macro", "f1_micro"]),
+])
+def test_classification_metric_families(tmp_path, given, keys):
+    code, stdout, stderr = _score(_pairs(tmp_path, LABELS, LABEL_PREDS), "--metrics", given)
+    assert code == 0, stderr
+    assert list(json.loads(stdout)) == keys
+
+
+def test_unknown_metric_still_lists_the_valid_names(tmp_path):
+    code, _, stderr = _score(_pairs(tmp_path, REFS, PREDS), "--metrics", "rogue")
+    assert code == 2 and stderr.startswith("error: --metrics: unknown metric 'rogue'") and "rougeL" in stderr
+
+
+def test_missing_file_does_not_mention_a_recipe(tmp_path):
+    code, _, stderr = _score(tmp_path / "nope.jsonl")
+    assert code == 2 and "recipe" not in stderr

@@ -8,10 +8,58 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from lmtune.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer on the click package
+    from click.exceptions import ClickException, UsageError
+
+
+class Commands(TyperGroup):
+    """The root command: a usage error (unknown option, missing argument, bad value) is one line.
+
+    Click prints a usage block and a boxed message; lmtune's contract is ``error: <where>: <what>``
+    and exit 2 for anything the user can fix, so the parser's errors are caught here, where both
+    the console script and typer's ``CliRunner`` pass through.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `lmtune` alone: the help, as click shows it
+                return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+            print(usage_error_line(exc), file=sys.stderr)
+            sys.exit(2)
+        except ClickException as exc:
+            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        # Non-standalone click returns a command's return value or an Exit's code; commands return None.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(exc) -> str:
+    """``error: lmtune train: no such option: --bogus (see 'lmtune train --help')``."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "lmtune"
+    message = _one_line(exc.format_message()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    return f"error: {where}: {message} (see '{where} --help')"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="lmtune: fine-tune a language model for one job and prove it beat prompting.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate and prepare data.")
 app.add_typer(data_app, name="data")
@@ -43,11 +91,16 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
     """Run the whole lifecycle for one recipe: data, baselines, fine-tune, evaluate, report."""
-    from lmtune.lifecycle import run_recipe
+    from lmtune.outputs import check_run_dir
     from lmtune.recipe import load_recipe
+
+    rec = load_recipe(recipe, set_)
+    # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
+    check_run_dir(out or Path("runs") / rec.name, resume, overwrite)
+    from lmtune.lifecycle import run_recipe
     from lmtune.summary import print_summary
 
-    run_dir = run_recipe(load_recipe(recipe, set_), out, resume=resume, overwrite=overwrite, quiet=quiet)
+    run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet)
     print_summary(run_dir)
 
 
@@ -82,6 +135,9 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each w
             out: Path = typer.Option(Path("compare.html"), "--out", help="HTML page to write.")):
     """Put several runs side by side in one HTML page: metrics with intervals, cost, latency, verdicts."""
     from lmtune.evaluate.compare import compare as run_compare
+    from lmtune.outputs import check_file_target
+
+    check_file_target(out, "--out")
 
     print(f"comparison: {run_compare(runs, out)}")
 
@@ -95,7 +151,10 @@ def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet
     """Validate a data file; problems are reported with file:line and exit code 2."""
     from lmtune.data.check import check_file, format_summary
 
-    mapping = dict(item.split("=", 1) for item in fields if "=" in item)
+    bad = next((item for item in fields if "=" not in item), None)
+    if bad is not None:
+        raise UserError("expected field=column, e.g. --field text=review", source=f"--field {bad}")
+    mapping = dict(item.split("=", 1) for item in fields)
     summary = check_file(file, task, labels.split(",") if labels else None, mapping)
     print(format_summary(summary))
 
@@ -106,13 +165,16 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                  set_: list[str] = typer.Option([], "--set", help=SET_HELP),
                  out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>/data).")):
     """Clean, deduplicate, split and leakage-check the recipe's data; write the splits and data_report.json."""
+    from lmtune import outputs
     from lmtune.data import prepare as data_stage
     from lmtune.recipe import load_recipe
 
     rec = load_recipe(recipe, set_)
-    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model)
     target = out or Path("runs") / rec.name / "data"
-    data_stage.write(prepared, target)
+    outputs.check_data_dir(target)  # before the data is read: a wrong --out fails in a second
+    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model)
+    with outputs.removed_on_failure(outputs.first_missing(target)):
+        data_stage.write(prepared, target)
     print(data_stage.steps_table(prepared.report))
     print(f"wrote {target} (splits and data_report.json)")
 
@@ -121,7 +183,7 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 @user_errors
 def serve(models: list[str] = typer.Argument(..., help="Run directories and/or models (alias, directory)."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-          port: int = typer.Option(8000, "--port", help="Port to listen on."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LMTUNE_API_KEY",
                                                 help="Require this bearer key on /v1 (env LMTUNE_API_KEY)."),
           state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Uploaded files, fine-tuning jobs and "
@@ -162,7 +224,8 @@ def predict(model: str = typer.Argument(..., help="Run directory of `lmtune trai
 @user_errors
 def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"prediction\", \"reference\"} per line."),
           metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all "
-                                                "of the task's), e.g. rougeL,bleu or f1_macro,per_class."),
+                                                "of the task's), e.g. rougeL,bleu or f1_macro,per_class; families "
+                                                "too: rouge (all four), f1, precision, recall (macro)."),
           task: Optional[str] = typer.Option(None, "--task", help="classification | generation | regression "
                                              "(default: inferred from the file)."),
           resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),
@@ -179,12 +242,13 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
 
 
 def main() -> None:
+    """The ``lmtune`` console script (and ``python -m lmtune.cli``)."""
     import warnings
 
     # Library deprecation notices say nothing a user of lmtune can act on.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
-    app()
+    app(prog_name="lmtune")
 
 
 if __name__ == "__main__":

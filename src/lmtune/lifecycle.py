@@ -10,12 +10,13 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lmtune import atomic, manifest, precision, tasks
+from lmtune import atomic, manifest, outputs, precision, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
@@ -25,6 +26,7 @@ from lmtune.evaluate.report import write_report
 from lmtune.methods import registry
 from lmtune.models import pad_id
 from lmtune.recipe import Recipe
+from lmtune.seeding import seed_everything
 from lmtune.train import loop
 
 
@@ -38,106 +40,167 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
                quiet: bool = False) -> Path:
     """Run every stage of ``recipe`` and return the run directory.
 
+    Everything that can be checked (output location, data, template, probe files, model) is checked
+    before the run directory is claimed; a run that fails after that but before training starts
+    removes the directories it created, so a rerun is not blocked by a stub.
+
     Args:
         recipe: a validated recipe.
         out: run directory (default ``runs/<name>``).
         resume: continue from the newest checkpoint in ``out``.
-        overwrite: replace an existing run directory instead of refusing.
+        overwrite: replace an existing run directory (only an lmtune run: see :mod:`lmtune.outputs`).
         quiet: no progress bars or stage headings.
     """
-    run_dir = Path(out) if out else Path("runs") / recipe.name
-    kind = tasks.task_for(recipe)
-    method = registry.get(recipe.method.name)
-    # Bad data, a missing model or a method this machine cannot run fail here, before anything is written.
-    load_kwargs = method.load_kwargs(recipe.method.peft)
-    say(f"[1/5] data: reading {recipe.data.train}", quiet)
-    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
-    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
-        quiet)
-    model, tokenizer, source = kind.load(load_kwargs)
-
-    _claim_run_dir(run_dir, resume, overwrite)
-    atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    manifest.write_manifest(run_dir, seed=recipe.seed, data_files=prepared.files, model_source=source.to_dict())
-    encoder = kind.encoder(tokenizer)
-    template = None
-    if kind.prompted:
-        template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
-        check_template(template, prepared.splits["train"][0], recipe.task.labels)
-    encoded = kind.encode(prepared, tokenizer, encoder, template)
-    data_stage.write(prepared, run_dir / "data")
-    pad = pad_id(tokenizer)
-    kind.prepare_reference(model, encoded, pad)
-
-    test = prepared.splits.get("test", [])[: recipe.eval.max_examples]
-    test_encoded = encoded.get("test", [])[: recipe.eval.max_examples]
-    spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, template, recipe.eval.max_new_tokens,
-                              recipe.eval.batch_size, precision.resolve(recipe.training.precision))
-    # The probe and replay files are read before any baseline runs: a wrong path stops the run at once.
-    probes, forgetting = _forgetting_probes(recipe, kind), _load_previous(run_dir, "forgetting") if resume else {}
-    n_task = len(encoded["train"])
-    if recipe.training.replay is not None:
-        encoded["train"] = kind.with_replay(encoded["train"], encoder)
-        say(f"      replay: {len(encoded['train']) - n_task} general-text blocks mixed into {n_task} examples", quiet)
-    results = _load_previous_results(run_dir) if resume else {}
-    bias_reports: dict[str, Any] = _load_previous(run_dir, "bias") if resume else {}
-    say(f"[3/5] baselines on {len(test)} test examples: "
-        f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
-    shots = baselines.few_shot_examples(prepared.splits["train"], recipe.eval.few_shot_k, recipe.seed,
-                                        recipe.task.labels) if "few_shot" in recipe.eval.systems else []
-    for system in recipe.eval.systems:
-        if system.startswith("finetuned") or system in results or not test:
-            continue
-        result = kind.run(system, model, tokenizer, encoder, spec, test, test_encoded, shots,
-                          prepared.splits["train"], quiet)
-        if result is None:
-            say(f"      {system}: does not apply to this task ({type(kind).__name__}: "
-                f"{', '.join(kind.systems)}); skipped", quiet)
-            continue
-        results[system] = _with_intervals(result, spec, recipe)
-        _check_bias(kind, system, result, bias_reports, model, tokenizer, encoder, spec, test, shots,
-                    prepared.splits["train"], quiet)
-        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports, forgetting=forgetting)
-
-    if probes and "base" not in forgetting:
-        say(f"      forgetting probes on the base model: {', '.join(p.name for p in probes)}", quiet)
-        forgetting["base"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
-        # Saved now, so a run interrupted in training resumes without measuring the base again.
-        _save_results(run_dir, recipe, spec, results, len(test), bias=bias_reports, forgetting=forgetting)
-
-    say(f"[4/5] fine-tune: {recipe.method.name} on {len(encoded['train'])} examples", quiet)
-    model = method.apply(model, recipe.method.peft, recipe.method.freeze)
-    trainable, total = registry.count_parameters(model)
+    # First, before any model or method code: the same recipe and seed start from the same weights.
+    seed_everything(recipe.seed)
+    run = _checked(recipe, Path(out) if out else Path("runs") / recipe.name, resume, overwrite, quiet)
+    created = outputs.claim_run_dir(run.run_dir, resume, overwrite)
+    with outputs.removed_on_failure(created):
+        _set_up(run)
+    # From here on the directory holds work worth keeping: each baseline is saved as it finishes, and
+    # an interrupted run continues with --resume instead of measuring it again.
+    _baselines(run)
+    say(f"[4/5] fine-tune: {recipe.method.name} on {len(run.encoded['train'])} examples", quiet)
+    run.model = run.method.apply(run.model, recipe.method.peft, recipe.method.freeze)
+    trainable, total = registry.count_parameters(run.model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
-    result = loop.train(model, encoded["train"], encoded.get("validation", []), _settings(recipe), run_dir,
-                        pad, resume=resume, quiet=quiet, objective=kind.objective())
-    save_final(run_dir / "final", model, tokenizer, method, recipe, source)
-
-    tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
-    if tuned_systems and test:
-        say(f"[5/5] evaluate the fine-tuned model: {', '.join(tuned_systems)}", quiet)
-        with merged_adapter(model):
-            for system in tuned_systems:
-                tuned = kind.run(system, model, tokenizer, encoder, spec, test, test_encoded, None,
-                                 prepared.splits["train"], quiet)
-                if tuned is not None:
-                    results[system] = _with_intervals(tuned, spec, recipe)
-                    _check_bias(kind, system, tuned, bias_reports, model, tokenizer, encoder, spec, test, None,
-                                prepared.splits["train"], quiet)
-    if probes:
-        say("      forgetting probes on the fine-tuned model", quiet)
-        with merged_adapter(model):
-            forgetting["finetuned"] = _measure(model, tokenizer, probes, recipe, spec, quiet)
-        forgetting["change"] = forgetting_probe.compare(forgetting["base"], forgetting["finetuned"])
+    result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(recipe),
+                        run.run_dir, run.pad, resume=resume, quiet=quiet, objective=run.kind.objective())
+    save_final(run.run_dir / "final", run.model, run.tokenizer, run.method, recipe, run.source)
+    _evaluate_tuned(run)
     summary = {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
                "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
                "best_step": result.best_step, "stopped_early": result.stopped_early,
                "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
-               "replay_examples": len(encoded["train"]) - n_task}
-    _save_results(run_dir, recipe, spec, results, len(test), summary, bias=bias_reports, forgetting=forgetting,
-                  significance=_significance(results, spec, recipe))
-    write_report(run_dir)
-    return run_dir
+               "replay_examples": len(run.encoded["train"]) - run.n_task}
+    _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), summary, bias=run.bias,
+                  forgetting=run.forgetting, significance=_significance(run.results, run.spec, recipe))
+    write_report(run.run_dir)
+    return run.run_dir
+
+
+@dataclass
+class _Run:
+    """What the stages of one run share."""
+
+    recipe: Recipe
+    run_dir: Path
+    resume: bool
+    quiet: bool
+    kind: Any
+    method: Any
+    prepared: Any
+    template: Any
+    probes: list
+    model: Any = None
+    tokenizer: Any = None
+    source: Any = None
+    encoder: Any = None
+    encoded: dict[str, list] = field(default_factory=dict)
+    spec: Any = None
+    test: list = field(default_factory=list)
+    test_encoded: list = field(default_factory=list)
+    pad: int = 0
+    n_task: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+    bias: dict[str, Any] = field(default_factory=dict)
+    forgetting: dict[str, Any] = field(default_factory=dict)
+
+
+def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet: bool) -> _Run:
+    """Check everything a run needs, cheapest first, and load the model; nothing is written yet."""
+    outputs.check_run_dir(run_dir, resume, overwrite)
+    kind = tasks.task_for(recipe)
+    method = registry.get(recipe.method.name)
+    # A method this machine cannot run fails here (e.g. 4-bit weights without bitsandbytes).
+    load_kwargs = method.load_kwargs(recipe.method.peft)
+    say(f"[1/5] data: reading {recipe.data.train}", quiet)
+    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
+    template = None
+    if kind.prompted:  # a placeholder the records lack is reported before the model loads
+        template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
+        check_template(template, prepared.splits["train"][0], recipe.task.labels)
+    # The probe files are read now too: a wrong path stops the run before the model loads.
+    run = _Run(recipe, run_dir, resume, quiet, kind, method, prepared, template, _forgetting_probes(recipe, kind))
+    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
+        quiet)
+    run.model, run.tokenizer, run.source = kind.load(load_kwargs)
+    return run
+
+
+def _set_up(run: _Run) -> None:
+    """Write the recipe and manifest, encode and write the data, read back what a resumed run measured."""
+    recipe, run_dir, kind = run.recipe, run.run_dir, run.kind
+    atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    manifest.write_manifest(run_dir, seed=recipe.seed, data_files=run.prepared.files,
+                            model_source=run.source.to_dict())
+    run.encoder = kind.encoder(run.tokenizer)
+    run.encoded = kind.encode(run.prepared, run.tokenizer, run.encoder, run.template)
+    data_stage.write(run.prepared, run_dir / "data")
+    run.pad = pad_id(run.tokenizer)
+    kind.prepare_reference(run.model, run.encoded, run.pad)
+    run.test = run.prepared.splits.get("test", [])[: recipe.eval.max_examples]
+    run.test_encoded = run.encoded.get("test", [])[: recipe.eval.max_examples]
+    run.spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
+                                  recipe.eval.batch_size, precision.resolve(recipe.training.precision))
+    run.n_task = len(run.encoded["train"])
+    if recipe.training.replay is not None:  # read before any baseline runs: a wrong path stops the run at once
+        run.encoded["train"] = kind.with_replay(run.encoded["train"], run.encoder)
+        say(f"      replay: {len(run.encoded['train']) - run.n_task} general-text blocks mixed into {run.n_task} "
+            "examples", run.quiet)
+    if run.resume:
+        run.results = _load_previous_results(run_dir)
+        run.bias = _load_previous(run_dir, "bias")
+        run.forgetting = _load_previous(run_dir, "forgetting")
+
+
+def _baselines(run: _Run) -> None:
+    """Every system that needs no training, and the forgetting probes on the base model."""
+    recipe, quiet = run.recipe, run.quiet
+    train = run.prepared.splits["train"]
+    say(f"[3/5] baselines on {len(run.test)} test examples: "
+        f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
+    shots = baselines.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
+                                        recipe.task.labels) if "few_shot" in recipe.eval.systems else []
+    for system in recipe.eval.systems:
+        if system.startswith("finetuned") or system in run.results or not run.test:
+            continue
+        result = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
+                              shots, train, quiet)
+        if result is None:
+            say(f"      {system}: does not apply to this task ({type(run.kind).__name__}: "
+                f"{', '.join(run.kind.systems)}); skipped", quiet)
+            continue
+        run.results[system] = _with_intervals(result, run.spec, recipe)
+        _check_bias(run, system, result, shots)
+        _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
+                      forgetting=run.forgetting)
+    if run.probes and "base" not in run.forgetting:
+        say(f"      forgetting probes on the base model: {', '.join(p.name for p in run.probes)}", quiet)
+        run.forgetting["base"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
+        # Saved now, so a run interrupted in training resumes without measuring the base again.
+        _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
+                      forgetting=run.forgetting)
+
+
+def _evaluate_tuned(run: _Run) -> None:
+    """The fine-tuned systems on the test split, and the forgetting probes on the fine-tuned model."""
+    recipe, quiet = run.recipe, run.quiet
+    tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
+    if tuned_systems and run.test:
+        say(f"[5/5] evaluate the fine-tuned model: {', '.join(tuned_systems)}", quiet)
+        with merged_adapter(run.model):
+            for system in tuned_systems:
+                tuned = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,
+                                     run.test_encoded, None, run.prepared.splits["train"], quiet)
+                if tuned is not None:
+                    run.results[system] = _with_intervals(tuned, run.spec, recipe)
+                    _check_bias(run, system, tuned, None)
+    if run.probes:
+        say("      forgetting probes on the fine-tuned model", quiet)
+        with merged_adapter(run.model):
+            run.forgetting["finetuned"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
+        run.forgetting["change"] = forgetting_probe.compare(run.forgetting["base"], run.forgetting["finetuned"])
 
 
 @contextlib.contextmanager
@@ -189,24 +252,15 @@ def _settings(recipe: Recipe) -> loop.Settings:
                          gradient_checkpointing=t.gradient_checkpointing, compile=t.compile)
 
 
-def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to silently clobber a previous run: training results are never lost by accident."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise UserError("run directory already exists; pass --resume to continue it, --overwrite to "
-                            "replace it, or --out for a new one", source=str(run_dir))
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _check_bias(kind, system, result, reports, model, tokenizer, encoder, spec, test, shots, train, quiet) -> None:
-    """``eval.bias``: the system again on term-swapped test inputs; its report goes into ``reports``."""
-    if kind.recipe.eval.bias is None:
+def _check_bias(run: _Run, system: str, result, shots) -> None:
+    """``eval.bias``: the system again on term-swapped test inputs; its report goes into ``run.bias``."""
+    if run.recipe.eval.bias is None:
         return
-    say(f"      bias check: {system} on term-swapped test inputs", quiet)
-    found = kind.bias_check(system, result, model, tokenizer, encoder, spec, test, shots, train)
+    say(f"      bias check: {system} on term-swapped test inputs", run.quiet)
+    found = run.kind.bias_check(system, result, run.model, run.tokenizer, run.encoder, run.spec, run.test, shots,
+                                run.prepared.splits["train"])
     if found is not None:
-        reports[system] = found
+        run.bias[system] = found
 
 
 def _with_intervals(result, spec, recipe: Recipe):

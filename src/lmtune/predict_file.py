@@ -4,8 +4,10 @@ Each input line gets one output line: the input record plus ``prediction`` (and 
 when the record carries the expected reply). The prompt is built as training built it: chat
 records (``{"messages"}``) through the run's chat template; other records through the run's
 prompt template and column mapping (so a held-out file of the training format works as is); a
-plain ``{"prompt"}`` as one user message. Lines are appended in chunks and flushed to disk; a
-second call with the same output skips the lines already written, so an interrupted job resumes.
+plain ``{"prompt"}`` (that the template cannot fill) as one user message. Lines are appended in
+chunks and flushed to disk; a second call with the same output skips the lines already written, so
+an interrupted job resumes. A line already in the output that is not the prediction of the input
+record at its place stops the job (``output:line``) rather than being counted as done.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from lmtune import outputs
 from lmtune.data import io
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
@@ -44,11 +47,11 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
     Raises:
         UserError: unreadable input, a record that gives no prompt, or an output longer than the input.
     """
+    if not Path(input_path).exists():
+        raise UserError("no such input file; check the --input path", source=str(input_path))
+    outputs.check_file_target(Path(output_path), "--output")
     rows = io.read_rows(input_path)
-    done = _complete_lines(Path(output_path))
-    if done > len(rows):
-        raise UserError(f"has {done} lines but the input has only {len(rows)} records; is it the output of "
-                        "another input file? Choose a new --output", source=str(output_path))
+    done = _done_lines(Path(output_path), rows)
     todo = rows[done:]
     if not todo:
         return {"written": 0, "skipped": done, "total": len(rows), "generated_tokens": 0, "seconds": 0.0,
@@ -68,6 +71,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
                disable=quiet or not sys.stderr.isatty())
     chunk = batch_size * 4
     tokens, started = 0, time.perf_counter()
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     with merged_adapter(model), open(output_path, "a", encoding="utf-8") as out:
         for start in range(0, len(todo), chunk):
             part = prompts[start:start + chunk]
@@ -88,16 +92,55 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
             "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None}
 
 
-def _complete_lines(path: Path) -> int:
-    """Lines already written; a partial last line (from a crash) is cut off so it is written again."""
+def _done_lines(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> int:
+    """How many input records ``path`` already holds predictions for (a resumed job skips them).
+
+    A partial last line (from a crash) is cut off so it is written again. Every complete line must be
+    the prediction of the input record at its position; anything else is an error, never counted as
+    done, since skipping records on the strength of a line we did not write would lose them silently.
+
+    Raises:
+        UserError: naming ``output:line``, for a line that is not JSON, not an object with a
+            ``"prediction"``, or the prediction of another record; or more lines than input records.
+    """
     if not path.exists():
         return 0
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
+    lines = data[:end].decode("utf-8", errors="replace").split("\n")[:-1]
+    if len(lines) > len(rows):
+        raise UserError(f"has {len(lines)} lines but the input has only {len(rows)} records; is it the output "
+                        "of another input file? Choose a new --output", source=str(path))
+    for number, (line, (_, record)) in enumerate(zip(lines, rows), start=1):
+        _check_done_line(f"{path}:{number}", line, record, number)
     if end < len(data):
         with open(path, "r+b") as fh:
             fh.truncate(end)
-    return data[:end].count(b"\n")
+    return len(lines)
+
+
+def _check_done_line(where: str, line: str, record: dict[str, Any], number: int) -> None:
+    """One line of an existing output: the prediction of input record ``number``, or a UserError."""
+    fix = "remove it, or choose a new --output"
+    if not line.strip():
+        raise UserError(f"blank line; lmtune predict writes none: {fix}", source=where)
+    try:
+        written = json.loads(line)
+    except ValueError:
+        raise UserError(f"not valid JSON, so not a prediction lmtune wrote: {fix}", source=where) from None
+    if not isinstance(written, dict) or not isinstance(written.get("prediction"), str):
+        raise UserError(f'no "prediction" text, so not a prediction lmtune wrote: {fix}', source=where)
+    # Output lines carry the input record's fields ("reference" may be added from the record's reply).
+    differs = next((k for k, v in record.items() if k != "reference" and _same(written, k) != _same(record, k)),
+                   None)
+    if differs is not None:
+        raise UserError(f"does not match input record {number} (field {differs!r} differs); is it the output "
+                        "of another input file? Choose a new --output", source=where)
+
+
+def _same(record: dict[str, Any], key: str) -> str | None:
+    """A field as JSON text, so values compare as written (NaN equals NaN); None when absent."""
+    return json.dumps(record[key], sort_keys=True, default=str) if key in record else None
 
 
 def _run_final(ref: str) -> Path | None:
@@ -147,21 +190,14 @@ class Prompter:
     def __call__(self, record: dict[str, Any], source: str) -> dict[str, Any]:
         reference = None
         if isinstance(record.get("messages"), list) and record["messages"]:
-            messages = [{"role": m.get("role"), "content": str(m.get("content"))} for m in record["messages"]
+            messages = [{"role": m.get("role"), "content": m.get("content")} for m in record["messages"]
                         if isinstance(m, dict)]
+            if any(not isinstance(m["content"], str) for m in messages):  # never the text "None" or a dict's repr
+                raise UserError('every message needs a "content" string', source=source)
             if messages and messages[-1]["role"] == "assistant":
                 reference = messages.pop()["content"]
         elif self.template is not None or "instruction" in record:
-            template = self.template or TEMPLATES["instruction"]
-            mapped = {**record, **{k: record[c] for k, c in self.fields.items() if c in record}}
-            prompt_only = Template(prompt=template.prompt, completion="", system=template.system)
-            try:
-                messages = render(prompt_only, Example(mapped, source, "record"), self.labels).messages
-            except KeyError as exc:
-                raise UserError(f"record has no field {exc.args[0]!r}, which the run's prompt template needs "
-                                f"(record keys: {sorted(record)})", source=source) from None
-            target = self.fields.get("label", "label")
-            reference = next((record[k] for k in (target, "completion", "output") if k in record), None)
+            messages, reference = self._templated(record, source)
         elif isinstance(record.get("prompt"), str):
             messages = [{"role": "user", "content": record["prompt"]}]
         else:
@@ -169,6 +205,25 @@ class Prompter:
         if not messages:
             raise UserError('"messages" is empty; give at least one message', source=source)
         return {"messages": messages, "reference": reference}
+
+    def _templated(self, record: dict[str, Any], source: str) -> tuple[list[dict[str, str]], Any]:
+        """Messages through the run's prompt template; a plain ``{"prompt"}`` it cannot fill is sent as is."""
+        template = self.template or TEMPLATES["instruction"]
+        mapped = {**record, **{k: record[c] for k, c in self.fields.items() if c in record}}
+        prompt_only = Template(prompt=template.prompt, completion="", system=template.system)
+        try:
+            messages = render(prompt_only, Example(mapped, source, "record"), self.labels).messages
+        except (KeyError, UserError) as exc:  # a field the template needs is missing (or not text)
+            # A {"prompt"} record is a finished prompt (as `lmtune predict --help` promises), not the
+            # run's training format: send it as one user message, as for a plain model.
+            if isinstance(record.get("prompt"), str):
+                return [{"role": "user", "content": record["prompt"]}], None
+            if isinstance(exc, UserError):
+                raise
+            raise UserError(f"record has no field {exc.args[0]!r}, which the run's prompt template needs "
+                            f"(record keys: {sorted(record)})", source=source) from None
+        target = self.fields.get("label", "label")
+        return messages, next((record[k] for k in (target, "completion", "output") if k in record), None)
 
 
 def _template(spec) -> Template | None:

@@ -6,6 +6,7 @@ so a user fixes a recipe in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,10 @@ from lmtune.errors import UserError
 
 TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
 
-
+#: A run name is one plain directory name under runs/: never runs/ itself, its parent, a path, or hidden.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: numpy's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
 
 
 def _not_yet(value, what: str):
@@ -27,7 +31,8 @@ def _not_yet(value, what: str):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No key of a recipe means anything as inf or nan (epochs: .inf would train forever).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class InlineTemplate(_Strict):
@@ -49,6 +54,17 @@ class TaskConfig(_Strict):
     head: bool | None = Field(
         None, description="Classification with a sequence-classification head instead of label scoring; "
                           "default: yes for encoders (no LM head) and regression, no for causal LMs.")
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, template):
+        from lmtune.data.templates import validate
+
+        try:  # a broken placeholder is reported with the recipe's other problems, before any data is read
+            validate(template)
+        except UserError as exc:
+            raise ValueError(exc.message) from None
+        return template
 
     @model_validator(mode="after")
     def _labels_for_classification(self):
@@ -84,6 +100,9 @@ class CleanConfig(_Strict):
     pii: Literal["none", "report", "mask", "drop"] = Field("mask", description="Personal data handling.")
     min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
     max_chars: int | None = Field(None, gt=0, description="Drop records whose input is longer than this.")
+    leak_threshold: float | None = Field(
+        0.8, gt=0.0, le=1.0, description="Token similarity (case and punctuation ignored) from which a train input "
+        "counts as a near copy of a validation/test or contamination input; null: exact repeats only.")
     empty: Literal["error", "drop"] = Field("error", description="A record with an empty field: stop, or drop it (counted).")
     label_map: dict[str, str | float] = Field(
         default_factory=dict, description="Rename labels, e.g. {pos: positive}; numbers for regression.")
@@ -104,6 +123,9 @@ class DataConfig(_Strict):
         default_factory=list, description="Evaluation files whose inputs must not appear in train (same policy).")
     augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
     max_records: int | None = Field(None, gt=0, description="Use only the first N records of each file.")
+    max_record_chars: int | None = Field(
+        1_000_000, gt=0, description="Most characters of text one record may hold; a larger one is an error naming "
+        "it, before cleaning and near-duplicate search (a 50 MB record took 8 GB). null: no limit.")
 
 
 class MethodConfig(_Strict):
@@ -228,7 +250,7 @@ class Recipe(_Strict):
     """A whole fine-tuning experiment."""
 
     name: str = Field(description="Run name; the run directory is runs/<name>.")
-    seed: int = Field(42, description="Seeds data splits, shuffling and initialisation.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seeds data splits, shuffling and initialisation.")
     model: str = Field(description="Alias, hub id, local directory or .gguf file.")
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig
@@ -237,13 +259,23 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # The run directory is runs/<name>: "." or "" would make it runs/ itself, which --overwrite deletes.
+        if not RUN_NAME.fullmatch(name):
+            raise ValueError(f"not a plain directory name (got {name!r}); use letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit, at most 100 characters (e.g. drug-review-sentiment)")
+        return name
+
     @model_validator(mode="after")
     def _metrics_fit_task(self):
         from lmtune.evaluate.metrics import select_metrics
+        from lmtune.evaluate.score import expand_metric_names
 
         if self.eval.metrics != "auto" and self.task.type not in ("language_modeling", "preference"):
             try:
-                select_metrics(self.task.type, self.eval.metrics)
+                self.eval.metrics = select_metrics(self.task.type, expand_metric_names(self.eval.metrics))
             except UserError as exc:
                 raise ValueError(f"eval.metrics: {exc.message}") from None
         return self
@@ -280,10 +312,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         UserError: unreadable file, bad YAML, or any schema problem (all listed at once).
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError("is a directory; give the path of a YAML recipe file", source=str(path))
     if not path.is_file():
         raise UserError("no such recipe file; give the path of a YAML recipe", source=str(path))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read the recipe ({exc.strerror})", source=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

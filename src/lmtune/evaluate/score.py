@@ -33,6 +33,32 @@ TASKS = ("classification", "generation", "chat", "regression")
 
 _FIELDS = ("prediction", "reference")
 
+#: Names users type for a family of metrics, and the registered names each stands for. Precision,
+#: recall and F1 mean the macro averages: every label counts the same, as in the run's eval.json.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"),
+    "f1": ("f1_macro",), "precision": ("precision_macro",), "recall": ("recall_macro",),
+    "acc": ("accuracy",), "em": ("exact_match",),
+}
+
+
+def expand_metric_names(requested: str | list[str] | None) -> str | list[str] | None:
+    """Metric names as the registry spells them: families expanded, any letter case accepted.
+
+    ``"rouge,BLEU"`` -> ``["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]``. ``None`` and
+    ``"auto"`` pass through; a name that matches nothing is kept as typed, so that
+    :func:`metrics.select_metrics` reports it with the list of valid names.
+    """
+    if requested is None or requested == "auto":
+        return requested
+    names = requested.split(",") if isinstance(requested, str) else list(requested)
+    canonical = {name.lower(): name for name in metrics.METRICS}
+    out: list[str] = []
+    for name in (str(n).strip() for n in names):
+        key = name.lower()
+        out.extend(FAMILIES.get(key) or [canonical.get(key, name)])
+    return [name for name in out if name]
+
 
 def score_file(path: str | Path, metric_names: str | list[str] | None = None, task: str | None = None,
                n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
@@ -40,7 +66,8 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
 
     Args:
         path: JSONL file, one ``{"prediction", "reference"}`` object per line.
-        metric_names: metric names (comma-separated or a list); None for all of the task's.
+        metric_names: metric names (comma-separated or a list); None for all of the task's. Family
+            names expand (:data:`FAMILIES`: ``rouge``, ``f1``, ...) and letter case is ignored.
         task: ``classification``, ``generation``, ``chat`` or ``regression``; None to infer.
         n_resamples: bootstrap resamples for the intervals.
         seed: seeds the resampling.
@@ -54,6 +81,8 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
         UserError: missing or unreadable file, a line without both fields or with a value that
             is not text or a number (``file:line``), an unknown task or metric.
     """
+    if not Path(path).exists():
+        raise UserError("no such data file; check the predictions path given to lmtune score", source=str(path))
     sources, references, predictions = read_pairs(path)
     if task is not None and task not in TASKS:
         hint = "; perplexity needs token log-likelihoods, not text pairs" if task == "language_modeling" else ""
@@ -66,7 +95,7 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
         references, predictions = [_text(x) for x in references], [_text(x) for x in predictions]
         if task == "classification":
             labels = sorted(set(references))
-    names = metrics.select_metrics(task, metric_names, source="--metrics")
+    names = metrics.select_metrics(task, expand_metric_names(metric_names), source="--metrics")
     scores = bootstrap.confidence_intervals(task, references, predictions, labels, names, n_resamples, seed,
                                             confidence)
     return {"task": task, "n": len(references), "labels": labels, "metrics": scores}
