@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -310,3 +311,15 @@ def _generate(engine: Engine, tokenizer, prompts, temperature=None) -> list[tupl
     finally:
         engine.stop()
     return [(events[i][-1], seqs[i].text.tokens) for i in range(len(prompts))]
+
+
+def test_a_file_whose_stored_copy_is_gone_is_a_404_not_a_500(http, ctx, server):
+    upload = send(http, ctx, _upload("gone.jsonl", TRAIN))
+    assert upload.status_code == 200, upload.text
+    stored = [p for p in Path(server.state_dir).rglob("*") if p.is_file() and upload.json()["id"] in p.name]
+    assert stored, "the upload is stored under the state directory"
+    for path in stored:
+        path.unlink()
+    error = assert_client_error(send(http, ctx, lambda c: {"method": "GET",
+                                                           "path": f"/v1/files/{upload.json()['id']}/content"}))
+    assert "upload it again" in error["message"]

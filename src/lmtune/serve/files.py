@@ -67,6 +67,9 @@ def retrieve_file(file_id: str, request: Request):
 @router.get("/v1/files/{file_id}/content")
 def file_content(file_id: str, request: Request):
     row = _get(request, file_id)
+    if not Path(row["path"]).is_file():  # removed from the state directory behind the server's back
+        raise APIError(404, f"the stored content of file {file_id!r} is gone from the server's state directory; "
+                       "upload it again", param="file_id", code="file_not_found")
     return FileResponse(row["path"], media_type="application/jsonl", filename=row["filename"])
 
 
