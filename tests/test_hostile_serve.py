@@ -323,3 +323,20 @@ def test_a_file_whose_stored_copy_is_gone_is_a_404_not_a_500(http, ctx, server):
     error = assert_client_error(send(http, ctx, lambda c: {"method": "GET",
                                                            "path": f"/v1/files/{upload.json()['id']}/content"}))
     assert "upload it again" in error["message"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_held(http, ctx):
+    from lmtune.serve.limits import MAX_JSON_BODY
+
+    big = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * MAX_JSON_BODY + b'"}]}'
+    error = assert_client_error(send(http, ctx, _raw("/v1/chat/completions", big)))
+    assert "larger than 16 MB" in error["message"], error
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(MAX_JSON_BODY // 2**20 + 2):
+            yield b" " * 2**20
+
+    response = http.post("/v1/chat/completions", content=chunks(), headers={"Authorization": f"Bearer {KEY}",
+                                                                           "Content-Type": "application/json"})
+    error = assert_client_error(response)
+    assert "larger than 16 MB" in error["message"], error

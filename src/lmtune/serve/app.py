@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from lmtune import assets
-from lmtune.serve import errors, files, fine_tuning, inference
+from lmtune.serve import errors, files, fine_tuning, inference, limits
 from lmtune.serve.metrics import Metrics
 from lmtune.serve.models import Registry, Served
 from lmtune.serve.store import Store
@@ -74,6 +74,7 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="lmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lmtune = state
     errors.install(app)
+    app.add_middleware(limits.BodyLimit)
 
     @app.middleware("http")
     async def authenticate_and_count(request: Request, call_next):
