@@ -80,26 +80,31 @@ def _losses(run_dir):
     return {m["step"]: m["loss"] for m in read_metrics(run_dir / "metrics.jsonl") if m["split"] == "train"}
 
 
+def _fail_in_step(monkeypatch, n: int, exc: type[BaseException]):
+    """Make the ``n``-th optimizer step raise ``exc`` inside its backward pass; return a function that undoes it."""
+    real, calls = loop.accumulate_gradients, {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_gradients", failing)
+    return lambda: monkeypatch.setattr(loop, "accumulate_gradients", real)
+
+
 def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, monkeypatch):
     data, val = _dataset(tok, 16), _dataset(tok, 4)
     settings = _settings(max_steps=6, save_every=2, eval_every=2)
     loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
     expected = _losses(tmp_path / "a")
 
-    calls = {"n": 0}
-    real = loop.accumulate_gradients
-
-    def interrupt_at_step_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "accumulate_gradients", interrupt_at_step_4)
+    restore = _fail_in_step(monkeypatch, 4, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     assert (tmp_path / "b" / "checkpoints" / "step-3" / "state.json").exists()
-    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    restore()
     # A fresh model with different initial weights: everything must come from the checkpoint.
     loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
     resumed = _losses(tmp_path / "b")
@@ -186,18 +191,10 @@ def test_a_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(tok, tmp_pat
     settings = _settings(max_steps=8, save_every=3, log_every=2, eval_every=4, grad_accum=2, batch_size=2)
     expected = loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
 
-    real, calls = loop.accumulate_gradients, {"n": 0}
-
-    def killed_in_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise _Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "accumulate_gradients", killed_in_step_5)
+    restore = _fail_in_step(monkeypatch, 5, _Killed)
     with pytest.raises(_Killed):
         loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
-    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    restore()
     resumed = loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
                          quiet=True)
     assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
@@ -209,18 +206,10 @@ def test_interrupted_run_with_ctrl_c_resumes_with_the_same_logs(tok, tmp_path, m
     data = _dataset(tok, 16)
     settings = _settings(max_steps=6, save_every=4, log_every=4)
     expected = loop.train(_model(tok), data, [], settings, tmp_path / "a", tok.pad_token_id, quiet=True)
-    real, calls = loop.accumulate_gradients, {"n": 0}
-
-    def interrupted_in_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "accumulate_gradients", interrupted_in_step_3)
+    restore = _fail_in_step(monkeypatch, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, quiet=True)
-    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    restore()
     resumed = loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
     assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
     assert resumed.train_tokens == expected.train_tokens
