@@ -2,8 +2,9 @@
 
 Starts ``lmtune serve`` in its own process on the tiny random model of the tests (built from config,
 offline, seconds), uploads one training file, then sends ``--normal`` ordinary chat requests and
-``--hostile`` requests cycled from ``HOSTILE`` in ``tests/test_hostile_serve.py`` (NaN, huge numbers,
-wrong types, nested JSON, garbage multipart, bad keys, ...), all at once, one thread each. Each
+``--hostile`` requests from ``HOSTILE`` in ``tests/test_hostile_serve.py`` (by default every one of
+the table once: NaN, huge numbers, wrong types, nested JSON, garbage multipart, bad keys, ...), all
+at once, one thread each. Each
 round also sends the same normal requests alone, for their latency without hostile company; the
 rounds alternate (alone, mixed, alone, ...) so that other load on the machine, which moves these
 latencies a lot on a small shared machine, falls on both alike. Prints normal requests ok/failed,
@@ -11,7 +12,7 @@ hostile responses by status code, the count of responses >= 500, and p50/p95 lat
 normal requests over all rounds; then one JSON object. Exits 1 if a normal request failed or
 anything got a 5xx.
 
-Usage: python benchmarks/serve_hostile.py [--normal 32] [--hostile 32] [--max-tokens 16] [--rounds 3]
+Usage: python benchmarks/serve_hostile.py [--normal 32] [--hostile N] [--max-tokens 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def summary(results: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--normal", type=int, default=32, help="normal chat requests")
-    parser.add_argument("--hostile", type=int, default=32, help="hostile requests (the table, cycled)")
+    parser.add_argument("--hostile", type=int, default=len(HOSTILE),
+                        help="hostile requests (default: every body of the table once; more cycle it)")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alone/mixed rounds (latencies are pooled)")
     args = parser.parse_args()
