@@ -226,15 +226,17 @@ def test_data_prepare_refuses_a_directory_of_other_files(recipe_file, tmp_path):
     assert (target / "train.jsonl").read_text() == "my own data\n"
 
 
-def test_a_run_that_fails_before_training_leaves_no_directory(recipe_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["data_stage.write", "baselines.few_shot_examples"])
+def test_a_run_that_fails_before_training_leaves_no_directory(recipe_file, tmp_path, monkeypatch, stage):
     from lmtune import lifecycle
     from lmtune.recipe import load_recipe
 
     def broken(*args, **kwargs):
-        raise RuntimeError("writing the splits failed")
+        raise RuntimeError(f"{stage} failed")
 
-    # Fails while the run directory is being set up, after it was created and before any result was saved.
-    monkeypatch.setattr(lifecycle.data_stage, "write", broken)
+    # Fails after the run directory was created and before any result was saved in it.
+    module, name = stage.split(".")
+    monkeypatch.setattr(getattr(lifecycle, module), name, broken)
     recipe = load_recipe(recipe_file(), [])
     new = tmp_path / "new" / "run"
     try:

@@ -55,13 +55,13 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     seed_everything(recipe.seed)
     run = _checked(recipe, Path(out) if out else Path("runs") / recipe.name, resume, overwrite, quiet)
     created = outputs.claim_run_dir(run.run_dir, resume, overwrite)
-    with outputs.removed_on_failure(created):
+    # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
+    # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
+    with outputs.removed_on_failure(created, keep=run.run_dir / "eval.json"):
         _set_up(run)
-    # From here on the directory holds work worth keeping: each baseline is saved as it finishes, and
-    # an interrupted run continues with --resume instead of measuring it again.
-    _baselines(run)
-    say(f"[4/5] fine-tune: {recipe.method.name} on {len(run.encoded['train'])} examples", quiet)
-    run.model = run.method.apply(run.model, recipe.method.peft, recipe.method.freeze)
+        _baselines(run)
+        say(f"[4/5] fine-tune: {recipe.method.name} on {len(run.encoded['train'])} examples", quiet)
+        run.model = run.method.apply(run.model, recipe.method.peft, recipe.method.freeze)
     trainable, total = registry.count_parameters(run.model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
     result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(recipe),

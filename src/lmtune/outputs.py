@@ -138,12 +138,16 @@ def first_missing(path: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def removed_on_failure(created: Path | None) -> Iterator[None]:
-    """Remove ``created`` (a folder this command made) if the block raises; None: remove nothing."""
+def removed_on_failure(created: Path | None, keep: Path | None = None) -> Iterator[None]:
+    """Remove ``created`` (a folder this command made) if the block raises; None: remove nothing.
+
+    With ``keep``, a file whose existence means work worth resuming was saved (a run's ``eval.json``),
+    the folder stays once that file exists.
+    """
     try:
         yield
     except BaseException:
-        if created is not None:
+        if created is not None and not (keep is not None and keep.exists()):
             shutil.rmtree(created, ignore_errors=True)
         raise
 
