@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from lmtune.cli import app
 
-RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "final", "eval.json", "predictions",
+RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json", "predictions",
              "report.html"]
 
 

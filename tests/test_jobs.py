@@ -221,6 +221,8 @@ def test_a_killed_server_never_leaves_two_workers_on_a_job(tiny_model_dir, tmp_p
     events = list(reversed(_events(state, job)))
     keys = [(e["data"]["step"], e["data"]["split"]) for e in events if e["type"] == "metrics"]
     assert len(keys) == len(set(keys)), "a step's loss was reported twice"
+    train_events = [e["data"] for e in events if e["type"] == "metrics" and e["data"]["split"] == "train"]
+    assert train_events and all(d["tokens_per_s"] > 0 for d in train_events)  # read from timing.jsonl
     messages = [e["message"] for e in events]
     assert messages.count("Fine-tuning job started") == 1
     assert messages.count("The job has successfully completed") == 1

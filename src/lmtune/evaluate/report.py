@@ -49,6 +49,7 @@ class _Run:
     recipe_text: str | None = None
     manifest: dict | None = None
     metrics: list[dict] = field(default_factory=list)
+    timing: list[dict] = field(default_factory=list)
     evaluation: dict | None = None
     data_report: dict | None = None
     notes: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ def _load(run_dir: Path) -> _Run:
     run.evaluation = _read_json(run_dir / "eval.json", run.notes)
     run.data_report = _read_json(run_dir / "data" / "data_report.json", run.notes)
     run.metrics = _read_jsonl(run_dir / "metrics.jsonl", run.notes)
+    run.timing = _read_jsonl(run_dir / "timing.jsonl", run.notes) if (run_dir / "timing.jsonl").exists() else []
     run.task = (run.evaluation or {}).get("task") or html.lookup(run.recipe, "task.type")
     return run
 
@@ -412,7 +414,8 @@ def _training(run: _Run) -> str:
     if val_loss:
         step, loss = min(val_loss, key=lambda point: point[1])
         facts.append(f"best validation loss {loss:.4g} at step {step}")
-    speeds = [r["tokens_per_s"] for r in train if html.is_number(r.get("tokens_per_s"))]
+    # timing.jsonl; runs written before it existed kept tokens_per_s in metrics.jsonl
+    speeds = [r["tokens_per_s"] for r in run.timing or train if html.is_number(r.get("tokens_per_s"))]
     if speeds:
         facts.append(f"mean throughput {sum(speeds) / len(speeds):.4g} tokens/s")
     parts = ["<section><h2>Training</h2>", f"<p>{html.esc('; '.join(facts))}</p>" if facts else ""]

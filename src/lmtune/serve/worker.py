@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lmtune.serve import joblock
 from lmtune.serve.store import Store
+from lmtune.train.track import TIMING
 
 EXIT_INTERRUPTED = 130
 EXIT_BUSY = 75  # another live worker holds the job (EX_TEMPFAIL): nothing was done, try again later
@@ -59,11 +60,9 @@ class MetricsEvents:
     def poll(self) -> None:
         if not self.path.exists():
             return
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line being written
+        # Each training line's speed is in timing.jsonl, written just before the line itself.
+        speed = {r.get("step"): r.get("tokens_per_s") for r in _complete_lines(self.path.with_name(TIMING))}
+        for record in _complete_lines(self.path):
             key = (record.get("step"), record.get("split"))
             if key in self.seen or "loss" not in record:
                 continue
@@ -71,10 +70,23 @@ class MetricsEvents:
             what = "training" if record.get("split") == "train" else "validation"
             data = {"step": record["step"], "split": record.get("split"),
                     f"{'train' if what == 'training' else 'valid'}_loss": record["loss"]}
-            if "tokens_per_s" in record:
-                data["tokens_per_s"] = record["tokens_per_s"]
+            if record.get("split") == "train" and speed.get(record["step"]) is not None:
+                data["tokens_per_s"] = speed[record["step"]]
             self.store.add_event(self.job_id, f"Step {record['step']}: {what} loss={record['loss']:.4f}",
                                  kind="metrics", data=data)
+
+
+def _complete_lines(path: Path) -> list[dict]:
+    """The records of a JSONL file the training loop is appending to (a line being written is skipped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def run_job(state_dir: Path, job_id: str) -> int:

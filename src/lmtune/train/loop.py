@@ -21,7 +21,7 @@ from lmtune.seeding import seed_everything
 from lmtune.train import checkpoint, speedups
 from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective
-from lmtune.train.track import JsonlTracker
+from lmtune.train.track import TrainingLog
 
 
 @dataclass
@@ -72,7 +72,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
         train_set / val_set: encoded examples (``Encoded`` unless the objective says otherwise);
             ``val_set`` may be empty.
         settings: hyperparameters.
-        run_dir: receives ``metrics.jsonl`` and ``checkpoints/``.
+        run_dir: receives ``metrics.jsonl``, ``timing.jsonl`` and ``checkpoints/``.
         pad_id: token used for padding.
         resume: continue from the newest checkpoint in ``run_dir/checkpoints``.
         quiet: no progress bar.
@@ -105,7 +105,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     if found is not None:
         state.update(checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler))
         print(f"resuming from {found} (step {state['step']} of {steps})", file=sys.stderr)
-    tracker = JsonlTracker(run_dir / "metrics.jsonl", resume_step=state["step"] if found else None)
+    tracker = TrainingLog(run_dir, resume_step=state["step"] if found else None)
     lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
     batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
     save_every = settings.save_every or settings.eval_every or steps
@@ -142,8 +142,8 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
                 elapsed = time.perf_counter() - window_start
                 tps = state["window_tokens"] / elapsed if elapsed > 0 else 0.0
                 tracker.log({"step": step, "epoch": round(batches.epoch_of(first + settings.grad_accum - 1), 4),
-                             "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
-                             "tokens_per_s": round(tps, 1), "elapsed_s": round(time.perf_counter() - started, 2)})
+                             "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0]},
+                            tokens_per_s=round(tps, 1), elapsed_s=round(time.perf_counter() - started, 2))
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:.0f}")
                 pending_loss, window_start = [], time.perf_counter()
                 state.update(window_targets=0, window_tokens=0)

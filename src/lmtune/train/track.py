@@ -1,4 +1,10 @@
-"""Metric logging: ``metrics.jsonl`` always, other trackers when installed."""
+"""Metric logging: ``metrics.jsonl`` and ``timing.jsonl`` always, other trackers when installed.
+
+What a run learned and how fast a machine ran it are kept apart: ``metrics.jsonl`` holds only values
+the recipe and seed determine (step, epoch, split, loss, lr), so two runs of one recipe and seed
+write the same file byte for byte (on CPU) and ``diff`` checks repeatability; ``timing.jsonl``
+holds the wall-clock measurements of each training log line (tokens/s, elapsed seconds).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,27 @@ class JsonlTracker:
 
     def close(self) -> None:
         self._fh.close()
+
+
+class TrainingLog:
+    """A run's ``metrics.jsonl`` and ``timing.jsonl``, cut back together on resume."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        self.metrics = JsonlTracker(run_dir / METRICS, resume_step)
+        self.timing = JsonlTracker(run_dir / TIMING, resume_step)
+
+    def log(self, record: dict[str, Any], **timing: float) -> None:
+        """Log ``record``; ``timing`` (e.g. ``tokens_per_s``) goes to ``timing.jsonl`` under the same step."""
+        if timing:  # first, so whoever reads a metrics line finds its timing already written
+            self.timing.log({"step": record["step"], **timing})
+        self.metrics.log(record)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.timing.close()
+
+
+METRICS, TIMING = "metrics.jsonl", "timing.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
