@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from lmtune.cli import app
 
-RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json", "predictions",
-             "report.html"]
+RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json",
+             "predictions", "report.html"]
 
 
 def _run(*args):
