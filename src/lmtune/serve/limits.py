@@ -3,6 +3,10 @@
 Uploads (``/v1/files``) stream to disk and are bounded separately by the disk; every other endpoint
 takes JSON, which is parsed whole, so one client could otherwise make the server hold a body of
 any size. Checked on ``Content-Length`` and, for chunked bodies, on the bytes as they arrive.
+
+FastAPI 0.165's ``max_body_size`` does the counting too, but answers with Starlette's plain-text
+"Content Too Large", which is not the OpenAI error body every client of this API parses; this
+middleware answers in that shape.
 """
 
 from __future__ import annotations
