@@ -139,3 +139,21 @@ def test_paired_change_of_a_mean_is_the_difference_with_an_interval():
 def test_bad_settings_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap.confidence_intervals("classification", LABELS, LABELS, LABELS, **kwargs)
+
+
+def test_interval_without_labels_uses_the_labels_seen_like_the_value():
+    refs, preds = _classification(90, 0.5, 2)
+    preds[0] = "unsure"  # a predicted label outside the references counts in the macro average
+    result = bootstrap.confidence_intervals("classification", refs, preds, None, ["f1_macro"], n_resamples=300)
+    union = metrics.averaged_labels(refs, preds)
+    same = bootstrap.confidence_intervals("classification", refs, preds, union, ["f1_macro"], n_resamples=300)
+    assert result == same
+    assert result["f1_macro"]["value"] == metrics.classification_metrics(refs, preds, None)["f1_macro"]
+
+
+def test_paired_test_without_labels_averages_both_systems_over_one_label_set():
+    refs, preds = _classification(60, 0.6, 3)
+    other = ["unsure"] + preds[1:]
+    union = metrics.averaged_labels(refs, preds + other)
+    assert (bootstrap.paired_p_values("classification", refs, preds, other, None, ["f1_macro"], n_resamples=200)
+            == bootstrap.paired_p_values("classification", refs, preds, other, union, ["f1_macro"], n_resamples=200))

@@ -112,7 +112,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="labels"):
         metrics.classification_metrics(REFS, PREDS, [])
     with pytest.raises(ValueError, match="labels"):
-        metrics.compute("classification", REFS, PREDS)
+        metrics.compute("classification", REFS, PREDS, ["positive", "positive"])
 
 
 def test_every_primary_metric_has_a_direction():
@@ -238,3 +238,17 @@ def test_resampled_rows_recompute_the_library_metric(task, refs, preds, labels):
             expected = _library(task, [refs[i] for i in idx], [preds[i] for i in idx], labels)
             for k, key in enumerate(part.values):
                 assert recomputed[k, r] == pytest.approx(expected[key], abs=1e-9), (key, idx)
+
+
+def test_macro_averages_over_the_task_labels_else_the_labels_seen():
+    # "mixed" is a task label nobody uses: with the task's labels it counts (F1 0), as sklearn's labels=.
+    task_labels = [*LABELS, "mixed"]
+    known = metrics.classification_metrics(REFS, PREDS, task_labels)
+    f = precision_recall_fscore_support(REFS, PREDS, labels=task_labels, average="macro", zero_division=0)[2]
+    assert known["f1_macro"] == f and known["labels"] == task_labels
+    # Without a label set: the union of the labels in references and predictions, sorted.
+    preds = PREDS[:-1] + ["maybe"]
+    seen = metrics.classification_metrics(REFS, preds, None)
+    assert seen["labels"] == metrics.averaged_labels(REFS, preds) == ["maybe", *LABELS]
+    assert seen["f1_macro"] == precision_recall_fscore_support(REFS, preds, average="macro", zero_division=0)[2]
+    assert metrics.compute_selected("classification", REFS, preds, metrics=["f1_macro"])["f1_macro"] == seen["f1_macro"]

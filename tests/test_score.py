@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from conftest import write_jsonl
 from lmtune.cli import app
-from lmtune.evaluate.score import infer_task
+from lmtune.errors import UserError
+from lmtune.evaluate import metrics
+from lmtune.evaluate.score import infer_task, score_file
 
 REFS = ["the dose was reduced after two weeks", "patients reported mild headaches",
         "no side effects at all", "it stopped working after a month"]
@@ -146,3 +148,43 @@ def test_unknown_metric_still_lists_the_valid_names(tmp_path):
 def test_missing_file_does_not_mention_a_recipe(tmp_path):
     code, _, stderr = _score(tmp_path / "nope.jsonl")
     assert code == 2 and "recipe" not in stderr
+
+
+# 30 predictions of a 3-label task whose test references hold only two labels; "neutral" is predicted.
+TASK_LABELS = ["negative", "neutral", "positive"]
+REFS30 = ["positive"] * 15 + ["negative"] * 15
+PREDS30 = ["positive"] * 10 + ["neutral"] * 3 + ["negative"] * 2 + ["negative"] * 11 + ["neutral"] * 2 + ["positive"] * 2
+
+
+def test_score_and_train_agree_on_macro_f1_and_name_its_labels(tmp_path):
+    train = metrics.classification_metrics(REFS30, PREDS30, TASK_LABELS)  # what lmtune train reports
+    code, stdout, stderr = _score(_pairs(tmp_path, REFS30, PREDS30), "--metrics", "f1,precision,recall")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    for key in ("f1_macro", "precision_macro", "recall_macro"):
+        assert result[key]["value"] == pytest.approx(train[key], abs=1e-12), key
+        assert result[key]["averaged_over"] == train["labels"] == TASK_LABELS
+
+
+def test_score_labels_option_gives_the_task_label_set(tmp_path):
+    labels = [*TASK_LABELS, "mixed"]  # a task label that nobody predicts and no reference has
+    path = _pairs(tmp_path, REFS30, PREDS30)
+    train = metrics.classification_metrics(REFS30, PREDS30, labels)
+    result = score_file(path, "f1_macro,per_class", labels="negative, neutral,positive,mixed", n_resamples=100)
+    assert result["task"] == "classification" and result["labels"] == labels
+    assert result["metrics"]["f1_macro"]["value"] == pytest.approx(train["f1_macro"], abs=1e-12)
+    assert result["metrics"]["f1_macro"]["averaged_over"] == labels and "f1[mixed]" in result["metrics"]
+    with pytest.raises(UserError, match="positive"):
+        score_file(path, labels="negative,neutral")
+    with pytest.raises(UserError, match="--labels"):
+        score_file(path, task="regression", labels="a,b")
+
+
+def test_cli_labels_option_states_the_averaging_set(tmp_path):
+    labels = [*TASK_LABELS, "mixed"]
+    path = _pairs(tmp_path, REFS30, PREDS30)
+    code, out, err = _score(path, "--metrics", "f1", "--labels", ",".join(labels))
+    assert code == 0, err
+    assert json.loads(out)["f1_macro"]["averaged_over"] == labels
+    code, out, err = _score(path, "--task", "regression", "--labels", "a,b")
+    assert code == 2 and err.startswith("error: --labels") and "Traceback" not in out + err

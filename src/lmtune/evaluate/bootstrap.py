@@ -42,7 +42,8 @@ def confidence_intervals(task: str, references: Sequence[Any], predictions: Sequ
         task: the task type (its family picks the metrics, see ``metrics.known_metrics``).
         references: reference of each example (label, text or number).
         predictions: prediction of each example, aligned with ``references``.
-        labels: the label set; required for classification.
+        labels: the classification label set; None for the labels seen in references and
+            predictions (``metrics.averaged_labels``, the definition every macro average uses).
         metrics: metric names, ``"auto"`` or None for all of the task's.
         n_resamples: bootstrap resamples.
         seed: seeds the resampling; equal seeds give equal intervals.
@@ -55,7 +56,7 @@ def confidence_intervals(task: str, references: Sequence[Any], predictions: Sequ
         of a constant side).
 
     Raises:
-        ValueError: empty or misaligned inputs, missing labels, bad ``n_resamples``/``confidence``.
+        ValueError: empty or misaligned inputs, an empty or repeated label set, bad ``n_resamples``/``confidence``.
         UserError: an unknown or inapplicable metric name.
     """
     _check_settings(n_resamples, confidence)
@@ -82,6 +83,9 @@ def paired_p_values(task: str, references: Sequence[Any], predictions_a: Sequenc
     if len(predictions_a) != len(predictions_b):
         raise ValueError(f"the two systems' predictions differ in length ({len(predictions_a)} vs "
                          f"{len(predictions_b)}); a paired test needs the same examples")
+    if labels is None and metric_registry.TASK_FAMILY.get(task) == "classification":
+        # Both systems must be averaged over one label set, or their difference mixes two definitions.
+        labels = metric_registry.averaged_labels(references, [*predictions_a, *predictions_b])
     parts_a = metric_registry.scored(task, references, predictions_a, labels, metrics)
     parts_b = metric_registry.scored(task, references, predictions_b, labels, metrics)
     results: dict[str, float] = {}
@@ -118,7 +122,8 @@ def paired_p_value(task: str, metric: str, references: Sequence[Any], prediction
         references: reference of each example.
         predictions_a: system A's predictions, aligned with ``references``.
         predictions_b: system B's predictions, on the same examples in the same order.
-        labels: the label set; required for classification.
+        labels: the classification label set; None for the labels seen in references and
+            predictions (``metrics.averaged_labels``, the definition every macro average uses).
         n_resamples: bootstrap resamples (``B``).
         seed: seeds the resampling.
 
@@ -127,7 +132,7 @@ def paired_p_value(task: str, metric: str, references: Sequence[Any], prediction
         there are fewer than two examples.
 
     Raises:
-        ValueError: misaligned inputs, missing labels.
+        ValueError: misaligned inputs, an empty or repeated label set.
         UserError: an unknown or inapplicable metric.
     """
     name = "per_class" if metric.endswith("]") and "[" in metric else metric

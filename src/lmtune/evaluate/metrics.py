@@ -273,8 +273,8 @@ class MetricInfo:
 #: Every metric name a recipe's ``eval.metrics`` or ``lmtune score --metrics`` may use.
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("classification", "accuracy", "fraction of exact label matches (scikit-learn)"),
-    **{f"{m}_{avg}": MetricInfo("classification", "prf", f"{avg}-averaged {m} over the labels (scikit-learn, "
-                                "zero_division=0)") for avg in ("macro", "micro") for m in _PER_CLASS},
+    **{f"{m}_{avg}": MetricInfo("classification", "prf", f"{avg}-averaged {m} over the task's labels, or else "
+                                "the labels seen in references and predictions (scikit-learn, zero_division=0)") for avg in ("macro", "micro") for m in _PER_CLASS},
     "per_class": MetricInfo("classification", "prf", "precision, recall and F1 of each label: keys "
                             "precision[<label>], recall[<label>], f1[<label>]"),
     **{key: MetricInfo("generation", "rouge", f"mean {key} F-measure, 0..1 (rouge-score, Porter stemmer"
@@ -351,14 +351,15 @@ def scored(task: str, references: Sequence[Any], predictions: Sequence[Any], lab
         task: the task type; its family decides which metrics apply.
         references: reference of each example (label, text or number).
         predictions: prediction of each example, aligned with ``references``.
-        labels: the label set; required for classification.
+        labels: the classification label set; None for the labels seen (:func:`averaged_labels`).
         metrics: names as for :func:`select_metrics` (default: all of the task's).
 
     Returns:
         One :class:`Scored` per scorer, restricted to the selected keys.
 
     Raises:
-        ValueError: empty or misaligned inputs, missing labels, or a task without text metrics.
+        ValueError: empty or misaligned inputs, an empty or repeated label set, or a task without
+            text metrics.
         UserError: an unknown or inapplicable metric name.
     """
     _check_pairs(references, predictions)
@@ -367,7 +368,7 @@ def scored(task: str, references: Sequence[Any], predictions: Sequence[Any], lab
         hint = " (use perplexity() on summed log-likelihoods)" if task == "language_modeling" else ""
         raise ValueError(f"no prediction/reference metrics for task {task!r}{hint}")
     if TASK_FAMILY[task] == "classification":
-        labels = _check_labels(labels)
+        labels = averaged_labels(references, predictions, labels)
     wanted: dict[str, list[str]] = {}
     for name in names:
         wanted.setdefault(METRICS[name].scorer, []).extend(metric_keys(name, labels))
@@ -382,6 +383,32 @@ def compute_selected(task: str, references: Sequence[Any], predictions: Sequence
             for key, value in result.values.items()}
 
 
+def averaged_labels(references: Sequence[Any], predictions: Sequence[Any],
+                    labels: Sequence[str] | None = None) -> list[str]:
+    """The label set that macro averages and per-class scores run over: lmtune's one definition.
+
+    The task's labels when they are known (``labels``, as scikit-learn's ``labels=``): a task
+    label that no reference and no prediction uses counts, with F1 0. When they are not known
+    (None), the sorted union of the labels seen in references and predictions, which is
+    scikit-learn's default. ``lmtune train`` passes ``task.labels``; ``lmtune score`` passes
+    ``--labels`` or None; the bootstrap resamples over the same set, so value and interval agree.
+
+    Args:
+        references: true label of each example.
+        predictions: predicted label of each example.
+        labels: the task's label set, or None when unknown.
+
+    Returns:
+        The label set, in the order of ``labels`` (or sorted).
+
+    Raises:
+        ValueError: ``labels`` is given but empty or repeats a label.
+    """
+    if labels is None:
+        return sorted(set(references) | set(predictions), key=str)
+    return _check_labels(labels)
+
+
 def _check_labels(labels: Sequence[str] | None) -> list[str]:
     labels = list(labels or [])
     if not labels:
@@ -392,7 +419,7 @@ def _check_labels(labels: Sequence[str] | None) -> list[str]:
 
 
 def classification_metrics(references: list[str], predictions: list[str],
-                           labels: list[str]) -> dict[str, Any]:
+                           labels: list[str] | None) -> dict[str, Any]:
     """Accuracy, macro and micro precision/recall/F1, per-class scores and the confusion matrix.
 
     Predictions that are not one of ``labels`` count as wrong for accuracy and for the recall
@@ -402,19 +429,20 @@ def classification_metrics(references: list[str], predictions: list[str],
     Args:
         references: true label of each example.
         predictions: predicted label of each example, aligned with ``references``.
-        labels: the label set, in the order used for ``per_class`` and the matrix axes.
+        labels: the label set, in the order used for ``per_class`` and the matrix axes; None
+            for the labels seen (see :func:`averaged_labels`, which defines the macro averages).
 
     Returns:
         ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro``, ``precision_micro``,
         ``recall_micro``, ``f1_micro``, ``per_class`` (``{label: {precision, recall, f1,
         support}}``), ``confusion_matrix`` (rows = true label, columns = predicted label, both in
-        ``labels`` order) and ``labels``.
+        ``labels`` order) and ``labels``: the set the macro averages are over.
 
     Raises:
         ValueError: empty or misaligned inputs, or an empty or repeated label set.
     """
     _check_pairs(references, predictions)
-    labels = _check_labels(labels)
+    labels = averaged_labels(references, predictions, labels)
     flat = _accuracy(references, predictions, labels).values | _prf(references, predictions, labels).values
     support = precision_recall_fscore_support(references, predictions, labels=labels, average=None,
                                               zero_division=0)[3]
@@ -482,7 +510,7 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
 
 #: Metric function per task type: ``(references, predictions, labels) -> metrics``.
 TASK_METRICS: dict[str, Callable[[list[str], list[str], list[str] | None], dict[str, Any]]] = {
-    "classification": lambda refs, preds, labels: classification_metrics(refs, preds, labels or []),
+    "classification": lambda refs, preds, labels: classification_metrics(refs, preds, labels),
     "generation": lambda refs, preds, labels: generation_metrics(refs, preds),
     "chat": lambda refs, preds, labels: generation_metrics(refs, preds),
 }
@@ -499,13 +527,13 @@ def compute(task: str, references: list[str], predictions: list[str],
         task: ``classification``, ``generation`` or ``chat``.
         references: reference of each example.
         predictions: prediction of each example, aligned with ``references``.
-        labels: the label set; required for classification.
+        labels: the label set for classification; None for the labels seen (:func:`averaged_labels`).
 
     Returns:
         The task's metric dict (see :func:`classification_metrics`, :func:`generation_metrics`).
 
     Raises:
-        ValueError: an unknown task, empty or misaligned inputs, or missing labels.
+        ValueError: an unknown task, empty or misaligned inputs, or an empty or repeated label set.
     """
     if task not in TASK_METRICS:
         hint = " (use perplexity() on summed log-likelihoods)" if task == "language_modeling" else ""

@@ -60,7 +60,7 @@ def write_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.html`` from whatever the run directory holds.
 
     Args:
-        run_dir: a run directory (see DESIGN.md, "Run directory").
+        run_dir: a run directory (see "Run directory" in README.md).
 
     Returns:
         The path of the written report.
@@ -151,7 +151,10 @@ def _read_jsonl(path: Path, notes: list[str], limit: int | None = None) -> list[
 
 
 def _header(run: _Run, name: str) -> str:
-    facts = {"model": run.recipe.get("model"), "task": run.task,
+    # The origin says what the weights really are, e.g. a dequantized Q4_1 GGUF rather than the
+    # original full-precision model, which the baselines' numbers depend on.
+    facts = {"model": run.recipe.get("model"), "model origin": html.lookup(run.manifest or {}, "model.origin"),
+             "task": run.task,
              "method": html.lookup(run.recipe, "method.name"),
              "test examples": (run.evaluation or {}).get("n")}
     line = " · ".join(f"{k}: <strong>{html.esc(html.fmt(v))}</strong>"

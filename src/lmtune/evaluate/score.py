@@ -8,10 +8,16 @@ given it is inferred from the references and predictions, in this order:
    finite one) -> ``regression``;
 2. the references take at most :data:`MAX_LABELS` distinct values, each at most
    :data:`MAX_LABEL_WORDS` words, and on average every value occurs at least twice ->
-   ``classification``, with the sorted distinct references as the labels;
+   ``classification``;
 3. otherwise -> ``generation``.
 
-Pass ``task`` to override (e.g. integer class ids 0/1 would otherwise be regression).
+Pass ``task`` to override (e.g. integer class ids 0/1 would otherwise be regression); passing
+``labels`` means classification.
+
+Macro averages (precision, recall, F1) use the same definition as ``lmtune train``
+(``metrics.averaged_labels``): over ``labels`` when given (the task's label set, as in the
+recipe's ``task.labels``), otherwise over the union of the labels seen in references and
+predictions. Each macro entry of the output names that set in ``averaged_over``.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def expand_metric_names(requested: str | list[str] | None) -> str | list[str] | 
 
 
 def score_file(path: str | Path, metric_names: str | list[str] | None = None, task: str | None = None,
-               n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+               n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+               labels: str | list[str] | None = None) -> dict[str, Any]:
     """Score a predictions file: each metric's value and bootstrap confidence interval.
 
     Args:
@@ -72,14 +79,18 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
         n_resamples: bootstrap resamples for the intervals.
         seed: seeds the resampling.
         confidence: interval coverage.
+        labels: the task's label set (comma-separated or a list) that macro averages run over;
+            None for the labels seen in references and predictions.
 
     Returns:
         ``{"task", "n", "labels", "metrics": {key: {"value", "ci_low", "ci_high"}}}``
-        (``labels`` is None unless the task is classification).
+        (``labels`` is None unless the task is classification); macro entries also hold
+        ``averaged_over``, the label set of their average.
 
     Raises:
         UserError: missing or unreadable file, a line without both fields or with a value that
-            is not text or a number (``file:line``), an unknown task or metric.
+            is not text or a number (``file:line``), an unknown task or metric, ``labels`` with a
+            task other than classification, empty or repeated, or missing a reference's label.
     """
     if not Path(path).exists():
         raise UserError("no such data file; check the predictions path given to lmtune score", source=str(path))
@@ -87,18 +98,45 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
     if task is not None and task not in TASKS:
         hint = "; perplexity needs token log-likelihoods, not text pairs" if task == "language_modeling" else ""
         raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}{hint}", source="--task")
-    task = task or infer_task(references, predictions)
-    labels = None
+    given = _label_list(labels)
+    if given is not None and task not in (None, "classification"):
+        raise UserError(f"labels apply to classification, not to task {task!r}", source="--labels")
+    task = task or ("classification" if given is not None else infer_task(references, predictions))
     if task == "regression":
         references, predictions = _numbers(references, sources), _numbers(predictions, sources)
     else:
         references, predictions = [_text(x) for x in references], [_text(x) for x in predictions]
-        if task == "classification":
-            labels = sorted(set(references))
+    averaged = _averaged_labels(references, predictions, given, sources) if task == "classification" else None
     names = metrics.select_metrics(task, expand_metric_names(metric_names), source="--metrics")
-    scores = bootstrap.confidence_intervals(task, references, predictions, labels, names, n_resamples, seed,
+    scores = bootstrap.confidence_intervals(task, references, predictions, averaged, names, n_resamples, seed,
                                             confidence)
-    return {"task": task, "n": len(references), "labels": labels, "metrics": scores}
+    for key, entry in scores.items():
+        if key.endswith("_macro"):  # say which labels the average is over, next to its number
+            entry["averaged_over"] = averaged
+    return {"task": task, "n": len(references), "labels": averaged, "metrics": scores}
+
+
+def _label_list(labels: str | list[str] | None) -> list[str] | None:
+    """``--labels`` as a list: comma-separated text split and trimmed; None when not given."""
+    if labels is None:
+        return None
+    names = [str(n).strip() for n in (labels.split(",") if isinstance(labels, str) else labels)]
+    names = [n for n in names if n]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"labels must be distinct and non-empty, got {labels!r}", source="--labels")
+    return names
+
+
+def _averaged_labels(references: list[str], predictions: list[str], given: list[str] | None,
+                     sources: list[str]) -> list[str]:
+    """The macro averages' label set (``metrics.averaged_labels``), checking references against ``given``."""
+    if given is not None:
+        for reference, where in zip(references, sources, strict=True):
+            if reference not in given:
+                # A reference outside the task's labels is a typo in --labels or in the file.
+                raise UserError(f"reference {reference!r} is not one of --labels ({', '.join(given)})",
+                                source=where)
+    return metrics.averaged_labels(references, predictions, given)
 
 
 def read_pairs(path: str | Path) -> tuple[list[str], list[Any], list[Any]]:
