@@ -166,3 +166,31 @@ def test_eval_metrics_accept_family_names(tmp_path):
     path.write_text(yaml.safe_dump({**MINIMAL, "task": {"type": "generation"}}))
     assert load_recipe(path, ["eval.metrics=[rouge, bleu]"]).eval.metrics == [
         "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+
+
+def test_eval_generation_controls_default_off_and_parse():
+    assert recipe_from_dict(MINIMAL).eval.generation.model_dump() == {
+        "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "stop": []}
+    recipe = recipe_from_dict({**MINIMAL, "eval": {"generation": {
+        "repetition_penalty": 1.2, "no_repeat_ngram_size": 3, "stop": ["\n\n", "Question:"]}}})
+    assert recipe.eval.generation.repetition_penalty == 1.2
+    assert recipe.eval.generation.no_repeat_ngram_size == 3
+    assert recipe.eval.generation.stop == ["\n\n", "Question:"]
+
+
+def test_eval_generation_rejects_unknown_keys_and_values_out_of_range():
+    bad = {**MINIMAL, "eval": {"generation": {"repetition_penalty": 0.9, "no_repeat_ngram_size": -1, "stopp": []}}}
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(bad)
+    assert sorted(src for src, _ in info.value.problems) == [
+        "eval.generation.no_repeat_ngram_size", "eval.generation.repetition_penalty", "eval.generation.stopp"]
+
+
+def test_unknown_key_names_itself_and_the_valid_keys_at_its_level():
+    with pytest.raises(UserError) as info:
+        recipe_from_dict({**MINIMAL, "trainin": {}, "data": {"train": "t", "split": {"tset": 0.1}}})
+    problems = dict(info.value.problems)
+    top, split = problems["trainin"], problems["data.split.tset"]
+    assert "unknown key 'trainin'" in top and "valid keys here: name, seed, model, task, data, method" in top
+    assert "valid keys here: validation, test, stratify, group_by" in split
+    assert all("README.md" in p and "Recipes" in p and "DESIGN.md" not in p for p in (top, split))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lmtune.errors import UserError
+from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recipe import EvalConfig` keeps working)
+    SYSTEMS, BiasConfig, CostConfig, EvalConfig, ForgettingConfig, GenerationConfig, RagConfig, _Strict)
 
 TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
 
@@ -28,11 +30,6 @@ def _not_yet(value, what: str):
     if value:
         raise ValueError(f"{what} is not supported yet; remove it")
     return value
-
-
-class _Strict(BaseModel):
-    # No key of a recipe means anything as inf or nan (epochs: .inf would train forever).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class InlineTemplate(_Strict):
@@ -122,7 +119,11 @@ class DataConfig(_Strict):
     contamination: list[str] = Field(
         default_factory=list, description="Evaluation files whose inputs must not appear in train (same policy).")
     augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
-    max_records: int | None = Field(None, gt=0, description="Use only the first N records of each file.")
+    max_records: int | None = Field(
+        None, gt=0, description="Use only N records of each file, chosen as data.sample says.")
+    sample: Literal["stratified", "random", "first"] = Field(
+        "stratified", description="How data.max_records chooses: seeded and stratified by label (plain random "
+        "without labels), seeded random, or the first N in file order.")
     max_record_chars: int | None = Field(
         1_000_000, gt=0, description="Most characters of text one record may hold; a larger one is an error naming "
         "it, before cleaning and near-duplicate search (a 50 MB record took 8 GB). null: no limit.")
@@ -186,64 +187,6 @@ class TrainingConfig(_Strict):
         False, description="Recompute layer activations in the backward pass: much less memory, ~1/3 more compute.")
     compile: bool = Field(False, description="torch.compile each decoder layer (a one-off compile before the first step).")
     dpo_beta: float = Field(0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
-
-
-SYSTEMS = {"zero_shot", "few_shot", "rag", "finetuned", "finetuned+rag", "majority"}
-
-
-class RagConfig(_Strict):
-    corpus: str = Field(description="Passages, one per record (JSONL, CSV, Parquet).")
-    field: str = Field("text", description="The record field holding the passage.")
-    top_k: int = Field(3, ge=1, description="Passages placed in each prompt.")
-    max_passages: int | None = Field(None, gt=0, description="Index only the first N passages.")
-
-
-class ForgettingConfig(_Strict):
-    data: str | list[str] = Field(description="Probe files: {\"text\"} (perplexity) or {question, choices, answer}.")
-    max_examples: int = Field(200, ge=1, description="Records sampled per probe file.")
-
-
-class BiasConfig(_Strict):
-    terms: str | list[str] = Field(default_factory=lambda: ["gender"],
-                                   description="Term-pair lists: gender, names, or TSV files of swap pairs.")
-    group_field: str | None = Field(None, description="A test-record field whose values form groups.")
-
-
-class CostConfig(_Strict):
-    """Prices per 1,000 tokens (inputs, not measurements). Defaults: a hosted small model's list prices."""
-
-    prompt_per_1k_tokens: float = Field(0.0003, ge=0)
-    completion_per_1k_tokens: float = Field(0.0012, ge=0)
-    training_per_1k_tokens: float = Field(0.003, ge=0)
-
-
-class EvalConfig(_Strict):
-    """Held-out evaluation."""
-
-    systems: list[str] = Field(default_factory=lambda: ["zero_shot", "few_shot", "finetuned"])
-    few_shot_k: int = Field(4, ge=1, description="Examples placed in the few-shot prompt.")
-    metrics: str | list[str] = Field(
-        "auto", description="'auto': all of the task's metrics; or names (see `lmtune score`), each with an interval.")
-    max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
-    batch_size: int = Field(8, ge=1, description="Examples per evaluation batch.")
-    max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N test examples.")
-    few_shot_selection: Literal["random", "bm25"] = Field(
-        "random", description="Few-shot examples: the same k for every query, or the k most similar (BM25).")
-    rag: RagConfig | None = Field(None, description="Corpus for the rag and finetuned+rag systems.")
-    forgetting: ForgettingConfig | None = Field(None, description="General-ability probes, base vs fine-tuned.")
-    bias: BiasConfig | None = Field(None, description="Counterfactual bias check on the test inputs.")
-    cost: CostConfig = Field(default_factory=lambda: CostConfig(), description="Prices per 1,000 tokens.")
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0: none).")
-
-
-    @model_validator(mode="after")
-    def _known_systems(self):
-        bad = [s for s in self.systems if s not in SYSTEMS and not s.startswith("model:")]
-        if bad:
-            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(SYSTEMS)} or model:<ref>")
-        if any(s.endswith("rag") for s in self.systems) and self.rag is None:
-            raise ValueError("rag: the rag systems need a corpus: rag: {corpus: passages.jsonl}")
-        return self
 
 
 class Recipe(_Strict):
@@ -376,7 +319,10 @@ def _describe(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     msg = err.get("msg", "invalid value")
     if kind == "extra_forbidden":
-        return "unknown key; check the spelling against the recipe schema in DESIGN.md"
+        loc = [p for p in err.get("loc", ()) if not str(p).startswith("function-")]
+        valid = _valid_keys(loc[:-1])
+        listed = f"; valid keys here: {', '.join(valid)}" if valid else ""
+        return f"unknown key {str(loc[-1]) if loc else ''!r}{listed} (see \"Recipes\" in README.md)"
     if kind == "missing":
         return "required key is missing"
     if kind == "value_error":
@@ -386,3 +332,31 @@ def _describe(err: dict[str, Any]) -> str:
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     return f"{msg[0].lower()}{msg[1:]} (got {shown})"
+
+
+def _valid_keys(loc: list) -> list[str]:
+    """The keys of the recipe section at ``loc`` (``["data", "split"]``), in schema order; [] if unknown.
+
+    pydantic names a union member in the path (``InlineTemplate``) and list positions as numbers;
+    both are followed, so the listing fits the section the unknown key was found in.
+    """
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if model is None:
+            return []
+        if part in model.model_fields:
+            model = _section_model(model.model_fields[part].annotation)
+        elif not (isinstance(part, int) or part == model.__name__):
+            return []
+    return list(model.model_fields) if model is not None else []
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The recipe section class inside a field's type (``X``, ``X | None``, ``list[X]``, ``str | X``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -13,6 +13,7 @@ the test split, and says which systems it has.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -55,6 +56,8 @@ class TokenTask:
 
     def run(self, system: str, model, tokenizer, encoder, spec: TaskSpec, test, test_encoded, shots, train,
             quiet: bool) -> SystemResult | None:
+        # The recipe's decoding controls reach every generating system, whoever built the spec.
+        spec = dataclasses.replace(spec, generation=self.recipe.eval.generation)
         lm = spec.type == "language_modeling"
         if lm and system not in ("zero_shot", "finetuned") and not system.startswith("model:"):
             return None  # perplexity of raw text: no examples to show, no question to retrieve for

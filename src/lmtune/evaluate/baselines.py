@@ -15,6 +15,7 @@ from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, predict
 from lmtune.evaluate.retrieval import with_context
 from lmtune.models import pad_id
+from lmtune.recipe_eval import GenerationConfig
 
 
 @dataclass
@@ -27,6 +28,8 @@ class TaskSpec:
     max_new_tokens: int = 128
     batch_size: int = 8
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+    # Decoding controls (eval.generation), the same for every system that generates.
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -114,9 +117,12 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
         completion_tokens = [len(label_ids[i]) for i in best]
         extra = [{"scores": dict(zip(spec.labels, (round(s, 4) for s in row)))} for row in scores]
     else:
-        predictions, completion_tokens = predict.generate(model, tokenizer, prompts, spec.max_new_tokens, pad,
-                                                          spec.batch_size, desc, quiet)
+        out = predict.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad, spec.batch_size, desc,
+                                        quiet, **spec.generation.model_dump())
+        predictions, completion_tokens = out.texts, out.counts
         result = metrics.generation_metrics(references, predictions)
+        # Outputs cut off by max_new_tokens: many of them usually mean the model loops (see eval.generation).
+        result["hit_token_cap"] = sum(out.hit_cap)
         extra = [{} for _ in predictions]
     rows = [{"input": _user_text(r), "reference": ref, "prediction": pred, **more}
             for r, ref, pred, more in zip(rendered, references, predictions, extra)]

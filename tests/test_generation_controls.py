@@ -1,0 +1,126 @@
+"""Generation controls (``eval.generation``): n-gram blocking, repetition penalty, stop strings, and
+the count of outputs that ran into ``max_new_tokens``, on a tiny random model whose greedy output loops."""
+
+import pytest
+import torch
+
+from lmtune.data.encode import Encoder
+from lmtune.data.formats import Example
+from lmtune.data.templates import TEMPLATES
+from lmtune.evaluate import baselines, predict
+from lmtune.recipe import GenerationConfig, recipe_from_dict
+from tiny import build_model, build_tokenizer
+
+MAX = 20
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = build_tokenizer()
+    model = build_model(len(tok), seed=1).eval()
+    return tok, model, Encoder(tok, 128)
+
+
+def _prompts(enc):
+    texts = ["the movie was great", "this drug gave me awful side effects and it was terrible", "it was fine"]
+    return [enc.prompt_ids([{"role": "user", "content": t}]) for t in texts]
+
+
+def _run(setup, batch_size=3, prompts=None, **controls):
+    tok, model, enc = setup
+    return predict.generate_detailed(model, tok, prompts or _prompts(enc), MAX, tok.pad_token_id,
+                                     batch_size=batch_size, quiet=True, **controls)
+
+
+def _bigrams(tokens):
+    return list(zip(tokens, tokens[1:]))
+
+
+def test_greedy_output_of_the_tiny_model_loops(setup):
+    out = _run(setup)
+    assert out.hit_cap == [True, True, True] and out.counts == [MAX] * 3
+    assert all(len(set(_bigrams(t))) < len(_bigrams(t)) for t in out.tokens)  # the premise of the tests below
+
+
+def test_no_repeat_ngram_size_blocks_every_repeated_bigram(setup):
+    out = _run(setup, no_repeat_ngram_size=2)
+    for tokens in out.tokens:
+        assert len(tokens) > 2 and len(set(_bigrams(tokens))) == len(_bigrams(tokens))
+
+
+def test_repetition_penalty_changes_a_looping_output(setup):
+    plain, penalized = _run(setup), _run(setup, repetition_penalty=1.5)
+    assert penalized.texts != plain.texts
+    assert sum(len(set(t)) for t in penalized.tokens) > sum(len(set(t)) for t in plain.tokens)
+
+
+def test_a_stop_string_ends_the_generation_and_is_cut_from_it(setup):
+    plain = _run(setup)
+    stop = plain.texts[0][1:3]
+    out = _run(setup, stop=[stop])
+    assert out.texts[0] == plain.texts[0][:plain.texts[0].index(stop)].strip()
+    assert stop not in out.texts[0] and out.counts[0] < MAX and out.hit_cap[0] is False
+    for text, plain_text in zip(out.texts, plain.texts):
+        assert stop not in text and plain_text.startswith(text)
+
+
+def test_an_eos_is_not_a_hit_of_the_token_cap(setup):
+    tok, _, enc = setup
+    model = build_model(len(tok), seed=1).eval()
+    with torch.no_grad():  # the output layer always favours EOS
+        model.lm_head.weight.zero_()
+        bias = torch.zeros(len(tok))
+        bias[tok.eos_token_id] = 10.0
+        model.lm_head.bias = torch.nn.Parameter(bias)
+    out = predict.generate_detailed(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True)
+    assert out.counts == [0, 0, 0] and out.hit_cap == [False, False, False]
+
+
+def test_batched_generation_with_controls_matches_one_at_a_time(setup):
+    tok, _, enc = setup
+    stop = _run(setup).texts[1][2:4]
+    controls = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "stop": [stop, "zzz"]}
+    batched = _run(setup, batch_size=3, **controls)
+    single = [_run(setup, batch_size=1, prompts=[p], **controls) for p in _prompts(enc)]
+    assert batched.texts == [s.texts[0] for s in single]
+    assert batched.counts == [s.counts[0] for s in single]
+    assert batched.hit_cap == [s.hit_cap[0] for s in single]
+
+
+def test_generate_keeps_returning_texts_and_counts(setup):
+    tok, model, enc = setup
+    texts, counts = predict.generate(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True, stop=["zzz"])
+    assert texts == _run(setup).texts and counts == [MAX] * 3
+
+
+def _generation_spec(**controls):
+    return baselines.TaskSpec("generation", None, TEMPLATES["completion"], max_new_tokens=MAX, batch_size=2,
+                              generation=GenerationConfig(**controls))
+
+
+def test_system_metrics_count_outputs_that_hit_the_token_cap(setup):
+    tok, model, enc = setup
+    test = [Example({"prompt": p, "completion": "fine"}, "t", "completion")
+            for p in ["the movie was great", "it was fine", "this drug helped my pain"]]
+    plain = baselines.run_system(model, tok, enc, _generation_spec(), test, quiet=True)
+    assert plain.metrics["hit_token_cap"] == 3
+    stop = plain.predictions[0]["prediction"][1:3]
+    stopped = baselines.run_system(model, tok, enc, _generation_spec(stop=[stop]), test, quiet=True)
+    hits = sum(stop not in p["prediction"] and len(p["prediction"]) == len(q["prediction"])
+               for p, q in zip(stopped.predictions, plain.predictions))
+    assert stopped.metrics["hit_token_cap"] == hits < 3
+    assert stop not in stopped.predictions[0]["prediction"]
+
+
+def test_token_task_hands_the_recipe_generation_settings_to_every_system(monkeypatch):
+    from lmtune import tasks
+
+    recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"type": "generation"}, "data": {"train": "t"},
+                               "eval": {"generation": {"stop": ["\n\n"], "no_repeat_ngram_size": 3}}})
+    seen = []
+    monkeypatch.setattr(tasks.baselines, "run_system", lambda *args, **kw: seen.append(args[3]))
+    kind = tasks.TokenTask(recipe)
+    spec = baselines.TaskSpec("generation", None, None)
+    for system in ("zero_shot", "few_shot", "finetuned"):
+        kind.run(system, None, None, None, spec, [], [], [], [], quiet=True)
+    assert [s.generation for s in seen] == [recipe.eval.generation] * 3
