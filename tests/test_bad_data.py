@@ -80,3 +80,24 @@ def test_data_check_streams_in_bounded_memory(tmp_path):
     assert summary["records"] == 60_000 and summary["exact_duplicates"] == 0
     # 12 bytes per record are kept, not the records: a fraction of the file's size.
     assert peak < size / 4, (peak, size)
+
+
+def test_data_check_names_the_detected_format_and_warns_about_unused_columns(tmp_path):
+    # {"text", "intent"} without --field used to pass silently as language-modelling text.
+    path = tmp_path / "intents.jsonl"
+    path.write_text("".join(json.dumps({"text": f"book a flight {i}", "intent": "travel"}) + "\n" for i in range(5)))
+    proc = _cli("data", "check", path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "format text (task language_modeling): every record has 'text' and no 'label'" in proc.stdout
+    assert ("warning: column 'intent' is not used by format text; if it is the label, pass --field label=intent"
+            in proc.stdout)
+    proc = _cli("data", "check", path, "--field", "label=intent", cwd=tmp_path)
+    assert proc.returncode == 0 and "warning" not in proc.stdout + proc.stderr
+    assert "format classification (task classification): every record has 'text' and 'label'" in proc.stdout
+
+
+def test_data_check_with_a_task_the_file_cannot_serve_is_an_error(tmp_path):
+    path = tmp_path / "intents.jsonl"
+    path.write_text(json.dumps({"text": "book a flight", "intent": "travel"}) + "\n")
+    proc = _cli("data", "check", path, "--task", "classification", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {path}:1: missing field 'label'")

@@ -389,3 +389,17 @@ def test_split_must_leave_two_training_records():
     with pytest.raises(UserError, match="training") as info:
         split_examples(exs, 0.5, seed=0, stratify=False, what="validation")
     assert info.value.source == "data.split.validation"
+
+
+def test_check_names_why_a_format_was_detected_and_what_it_ignores(tmp_path):
+    from lmtune.data.check import check_file, format_summary
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a", "id": i, "lang": "en"}) + "\n"
+                            for i in range(3)))
+    summary = check_file(path)
+    assert summary["unused_columns"] == ["id", "lang"]
+    text = format_summary(summary)
+    assert "format completion (task generation): every record has 'prompt' and 'completion'" in text
+    assert "warning: column 'id' is not used by format completion; it is ignored" in text
+    assert "--field <field>=lang" in text and "label=" not in text

@@ -72,6 +72,8 @@ CASES = {
                                "task.template"),
     # Other commands.
     "export-not-a-run": (lambda t, r, m: ["export", t, "--out", t / "exported"], "not a finished lmtune run"),
+    "export-unknown-dtype": (lambda t, r, m: ["export", _fake_run(t), "--merge", "--dtype", "int4", "--out",
+                                              t / "exported"], "unknown dtype 'int4'"),
     "predict-missing-input": (lambda t, r, m: ["predict", m, "--input", t / "nope.jsonl", "--output",
                                                t / "out.jsonl"], "no such input file"),
     "predict-garbage-in-output": (lambda t, r, m: ["predict", m, "--input", _text(t, "in.jsonl", '{"prompt": "a"}\n'),

@@ -89,6 +89,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+          allow_eval_changes: bool = typer.Option(False, "--allow-eval-changes", help="On --resume, accept "
+                                                  "changed eval.* keys (the new ones are used and recorded)."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
     """Run the whole lifecycle for one recipe: data, baselines, fine-tune, evaluate, report."""
     from lmtune.outputs import check_run_dir
@@ -100,7 +102,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from lmtune.lifecycle import run_recipe
     from lmtune.summary import print_summary
 
-    run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet,
+                         allow_eval_changes=allow_eval_changes)
     print_summary(run_dir)
 
 
@@ -121,11 +124,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run director
 def export(run: Path = typer.Argument(..., help="Run directory of a finished `lmtune train`."),
            out: Path = typer.Option(..., "--out", help="Directory to write (must not exist or be empty)."),
            merge: bool = typer.Option(False, "--merge", help="Fold the adapter into the base weights: a plain "
-                                      "transformers model (safetensors).")):
+                                      "transformers model (safetensors)."),
+           dtype: str = typer.Option("auto", "--dtype", help="Dtype of the merged weights (--merge): auto (the base "
+                                     "model's config dtype), fp32, bf16 or fp16.")):
     """Export the fine-tuned model: the adapter as saved, or merged into a plain transformers model."""
     from lmtune.export import export as run_export
 
-    path = run_export(run, out, merge)
+    path = run_export(run, out, merge, dtype=dtype)
     print(f"exported {'merged model' if merge else 'adapter'} to {path}")
 
 
@@ -228,6 +233,9 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
                                                 "too: rouge (all four), f1, precision, recall (macro)."),
           task: Optional[str] = typer.Option(None, "--task", help="classification | generation | regression "
                                              "(default: inferred from the file)."),
+          labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set of a "
+                                               "classification task (as the recipe's task.labels); macro averages "
+                                               "run over it. Default: the labels seen in references and predictions."),
           resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),
           seed: int = typer.Option(0, "--seed", help="Seed of the resampling.")):
     """Score predictions against references: JSON {metric: {value, ci_low, ci_high}} (bootstrap 95% CI)."""
@@ -235,7 +243,7 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
 
     from lmtune.evaluate.score import score_file
 
-    result = score_file(predictions, metrics, task, resamples, seed)
+    result = score_file(predictions, metrics, task, resamples, seed, labels=labels)
     how = "given" if task else "inferred; --task overrides"
     print(f"scored {result['n']} examples as {result['task']} ({how})", file=sys.stderr)
     print(json.dumps(result["metrics"], indent=2))

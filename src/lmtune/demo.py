@@ -24,8 +24,21 @@ def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool =
     for item in overrides:
         apply_override(raw, item)
     recipe = recipe_from_dict(raw, source="demo recipe")
-    # An interrupted demo picks up where it stopped: measured baselines and the newest checkpoint.
-    resume = not fresh and ((out / "checkpoints").exists() or (out / "eval.json").exists())
+    # An interrupted demo picks up where it stopped: measured baselines and the newest checkpoint. A demo
+    # asked for with other settings (--set) starts again instead: resuming would mix two experiments.
+    resume = not fresh and ((out / "checkpoints").exists() or (out / "eval.json").exists()) \
+        and not _changed(recipe, out)
     run_dir = run_recipe(recipe, out, resume=resume, overwrite=True, quiet=quiet)
     print_summary(run_dir)
     return run_dir
+
+
+def _changed(recipe, out: Path) -> bool:
+    """Whether ``recipe`` differs from the one the demo in ``out`` was started with."""
+    from lmtune.resume_check import differences
+
+    saved = out / "recipe.yaml"
+    try:
+        return bool(differences(yaml.safe_load(saved.read_text()) or {}, recipe.model_dump(mode="json")))
+    except (OSError, yaml.YAMLError):
+        return True  # unreadable: start again (the demo always overwrites its own directory)

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from lmtune import atomic, manifest, outputs, precision, tasks
+from lmtune import atomic, manifest, outputs, precision, resume_check, tasks
 from lmtune.data import prepare as data_stage
+from lmtune.data.sample import describe, sample_indices
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
 from lmtune.evaluate import baselines, bootstrap, cost, metrics
@@ -37,7 +38,7 @@ def say(message: str, quiet: bool = False) -> None:
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, overwrite: bool = False,
-               quiet: bool = False) -> Path:
+               quiet: bool = False, allow_eval_changes: bool = False) -> Path:
     """Run every stage of ``recipe`` and return the run directory.
 
     Everything that can be checked (output location, data, template, probe files, model) is checked
@@ -50,10 +51,13 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         resume: continue from the newest checkpoint in ``out``.
         overwrite: replace an existing run directory (only an lmtune run: see :mod:`lmtune.outputs`).
         quiet: no progress bars or stage headings.
+        allow_eval_changes: with ``resume``, accept a recipe whose ``eval.*`` keys differ from the run's
+            (see :mod:`lmtune.resume_check`); any other difference is always refused.
     """
     # First, before any model or method code: the same recipe and seed start from the same weights.
     seed_everything(recipe.seed)
-    run = _checked(recipe, Path(out) if out else Path("runs") / recipe.name, resume, overwrite, quiet)
+    run = _checked(recipe, Path(out) if out else Path("runs") / recipe.name, resume, overwrite, quiet,
+                   allow_eval_changes)
     created = outputs.claim_run_dir(run.run_dir, resume, overwrite)
     # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
     # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
@@ -92,6 +96,7 @@ class _Run:
     prepared: Any
     template: Any
     probes: list
+    remeasure: bool = False  # eval.* changed on resume: what was measured before is measured again
     model: Any = None
     tokenizer: Any = None
     source: Any = None
@@ -107,9 +112,11 @@ class _Run:
     forgetting: dict[str, Any] = field(default_factory=dict)
 
 
-def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet: bool) -> _Run:
+def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet: bool,
+             allow_eval_changes: bool = False) -> _Run:
     """Check everything a run needs, cheapest first, and load the model; nothing is written yet."""
     outputs.check_run_dir(run_dir, resume, overwrite)
+    eval_changed = resume_check.check_resume(recipe, run_dir, allow_eval_changes) if resume else []
     kind = tasks.task_for(recipe)
     method = registry.get(recipe.method.name)
     # A method this machine cannot run fails here (e.g. 4-bit weights without bitsandbytes).
@@ -121,7 +128,8 @@ def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     # The probe files are read now too: a wrong path stops the run before the model loads.
-    run = _Run(recipe, run_dir, resume, quiet, kind, method, prepared, template, _forgetting_probes(recipe, kind))
+    run = _Run(recipe, run_dir, resume, quiet, kind, method, prepared, template, _forgetting_probes(recipe, kind),
+               remeasure=bool(eval_changed))
     say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
         quiet)
     run.model, run.tokenizer, run.source = kind.load(load_kwargs)
@@ -136,11 +144,10 @@ def _set_up(run: _Run) -> None:
                             model_source=run.source.to_dict())
     run.encoder = kind.encoder(run.tokenizer)
     run.encoded = kind.encode(run.prepared, run.tokenizer, run.encoder, run.template)
+    _sample_test(run)
     data_stage.write(run.prepared, run_dir / "data")
     run.pad = pad_id(run.tokenizer)
     kind.prepare_reference(run.model, run.encoded, run.pad)
-    run.test = run.prepared.splits.get("test", [])[: recipe.eval.max_examples]
-    run.test_encoded = run.encoded.get("test", [])[: recipe.eval.max_examples]
     run.spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
                                   recipe.eval.batch_size, precision.resolve(recipe.training.precision))
     run.n_task = len(run.encoded["train"])
@@ -148,10 +155,23 @@ def _set_up(run: _Run) -> None:
         run.encoded["train"] = kind.with_replay(run.encoded["train"], run.encoder)
         say(f"      replay: {len(run.encoded['train']) - run.n_task} general-text blocks mixed into {run.n_task} "
             "examples", run.quiet)
-    if run.resume:
+    if run.resume and not run.remeasure:
         run.results = _load_previous_results(run_dir)
         run.bias = _load_previous(run_dir, "bias")
         run.forgetting = _load_previous(run_dir, "forgetting")
+
+
+def _sample_test(run: _Run) -> None:
+    """``eval.max_examples`` of the test split, as ``eval.sample`` says; said on the console and in the data report."""
+    test, how, n = run.prepared.splits.get("test", []), run.recipe.eval.sample, run.recipe.eval.max_examples
+    keys = [ex.record.get("label") for ex in test] if test and "label" in test[0].record else None
+    kept = sample_indices(len(test), n, run.recipe.seed, how, keys)
+    run.test = [test[i] for i in kept]
+    run.test_encoded = [run.encoded["test"][i] for i in kept] if run.encoded.get("test") else []
+    if n is not None and n < len(test):
+        said = describe(len(kept), len(test), how, run.recipe.seed, "label" if keys else None)
+        run.prepared.report.setdefault("sampled", {})["test (eval.max_examples)"] = said
+        say(f"      evaluated test examples: {said}", run.quiet)
 
 
 def _baselines(run: _Run) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from lmtune import assets, atomic
 from lmtune.data import augment, clean, io, leakage, neardup, pii
 from lmtune.data.formats import Example, load_examples
+from lmtune.data.sample import describe, sample_indices
 from lmtune.data.split import label_counts, split_examples
 from lmtune.errors import UserError
 
@@ -49,11 +50,17 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
     loaded = {}
     for name, path in files.items():
         dropped: list[str] = []
-        # Streamed: raw records are not all held besides the examples made from them.
-        rows = itertools.islice(io.iter_rows(path), data_cfg.max_records)
+        how = getattr(data_cfg, "sample", "stratified")
+        # Streamed: raw records are not all held besides the examples made from them. A sample other
+        # than the first N needs every record read first.
+        rows = io.iter_rows(path)
+        if how == "first":
+            rows = itertools.islice(rows, data_cfg.max_records)
         loaded[name] = load_examples(rows, data_cfg.fields, task, labels, dropped if cfg.empty == "drop" else None,
                                      cfg.label_map, getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
         _step(report, name, "read", len(loaded[name]) + len(dropped))
+        if how != "first" and data_cfg.max_records is not None:
+            loaded[name] = _sample(loaded[name], data_cfg.max_records, seed, how, name, report)
         if cfg.empty == "drop":
             _step(report, name, "empty fields dropped", len(loaded[name]), removed=len(dropped), examples=dropped[:5])
         loaded[name] = _clean_file(loaded[name], cfg, name, report)
@@ -69,6 +76,16 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
     report["counts"] = {name: len(splits.get(name, [])) for name in SPLITS}
     report["label_distribution"] = {n: label_counts(e) for n, e in splits.items() if label_counts(e) is not None}
     return PreparedData(splits, report, files)
+
+
+def _sample(examples: list[Example], n: int, seed: int, how: str, name: str, report: dict) -> list[Example]:
+    """``data.max_records`` of one file, seeded and (with labels) stratified; recorded in the report."""
+    keys = [ex.record.get("label") for ex in examples] if examples and "label" in examples[0].record else None
+    kept = [examples[i] for i in sample_indices(len(examples), n, seed, how, keys)]
+    said = describe(len(kept), len(examples), how, seed, "label" if keys else None)
+    report.setdefault("sampled", {})[name] = said
+    _step(report, name, f"sampled (data.max_records): {said}", len(kept))
+    return kept
 
 
 def _clean_file(examples: list[Example], cfg, name: str, report: dict) -> list[Example]:

@@ -1,0 +1,97 @@
+"""``train --resume``: the recipe must be the one the run was started with.
+
+A resumed run continues training from a checkpoint made with the saved recipe, so a changed learning
+rate, data file or model would silently mix two experiments in one run directory (and the run's
+``recipe.yaml`` would then describe neither). Keys under ``eval.`` change only how the result is
+measured; they may be changed on purpose, and then the baselines are measured again.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmtune.errors import UserError
+from lmtune.recipe import Recipe
+
+#: How many differences the error lists before "and N more" (it stays one readable line).
+SHOWN = 5
+#: The one section a resumed run may change (with ``allow_eval_changes``).
+EVAL_PREFIX = "eval."
+
+
+def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False) -> list[str]:
+    """Compare ``recipe`` with the run's saved ``recipe.yaml``; refuse a resume that would change it.
+
+    Args:
+        recipe: the recipe given for the resumed run.
+        run_dir: the run directory being resumed.
+        allow_eval_changes: accept changed ``eval.*`` keys (announced on stderr); other keys are
+            always refused.
+
+    Returns:
+        The changed ``eval.*`` keys that were accepted (empty when the recipe is unchanged or there
+        is no saved recipe yet, e.g. a resume of an empty directory).
+
+    Raises:
+        UserError: (source: the run directory) a key outside ``eval.`` differs, or an ``eval.*`` key
+            differs and ``allow_eval_changes`` is False.
+    """
+    saved_path = Path(run_dir) / "recipe.yaml"
+    if not saved_path.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read the run's recipe.yaml ({exc}); pass --overwrite to start the run again "
+                        "or --out for a new one", source=str(run_dir)) from None
+    diffs = differences(saved, recipe.model_dump(mode="json"))
+    if not diffs:
+        return []
+    trained = {k: v for k, v in diffs.items() if not k.startswith(EVAL_PREFIX)}
+    if trained:
+        # Keys that change what is trained come first; eval.* ones are listed too, so one fix suffices.
+        ordered = {**trained, **{k: v for k, v in diffs.items() if k not in trained}}
+        raise UserError(f"the recipe differs from the one this run was trained with ({_listed(ordered)}); "
+                        "resuming would mix two experiments in one run: pass --overwrite to start it again, "
+                        "or --out for a new run", source=str(run_dir))
+    if not allow_eval_changes:
+        raise UserError(f"the recipe's evaluation settings differ from this run's ({_listed(diffs)}); pass "
+                        "--allow-eval-changes to resume and evaluate with the new ones, --overwrite to start "
+                        "again, or --out for a new run", source=str(run_dir))
+    print(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
+          "the baselines are measured again and recipe.yaml records the new values", file=sys.stderr, flush=True)
+    return sorted(diffs)
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> ``(old, new)`` for every leaf that differs; a list is compared as one value.
+
+    A key the saved recipe does not have is not a difference: the run was started by an lmtune that
+    had no such key yet, and its recipe.yaml records every key that lmtune had (defaults filled in),
+    so the new key's default stands for the behaviour that run already had.
+    """
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return {} if old == new else {prefix.rstrip("."): (old, new)}
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in old:
+        out.update(differences(old[key], new.get(key), f"{prefix}{key}."))
+    return out
+
+
+def _listed(diffs: dict[str, tuple[Any, Any]], limit: int | None = SHOWN) -> str:
+    """``key: old -> new`` for the first ``limit`` differences, then how many more."""
+    items = list(diffs.items())
+    shown = items if limit is None else items[:limit]
+    text = ", ".join(f"{key}: {_value(old)} -> {_value(new)}" for key, (old, new) in shown)
+    return text + (f" and {len(items) - len(shown)} more" if len(items) > len(shown) else "")
+
+
+def _value(value: Any) -> str:
+    """A value as it is written in a recipe (flow-style YAML, one line, shortened if long)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    text = text.removesuffix("\n...").removesuffix("...").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
