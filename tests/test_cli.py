@@ -300,3 +300,14 @@ def test_baselines_measured_before_an_interruption_are_kept_for_resume(recipe_fi
     lifecycle.run_recipe(recipe, out, resume=True, quiet=True)
     assert seen.count("zero_shot") == 1  # not measured again
     assert set(json.loads((out / "eval.json").read_text())["results"]) == {"zero_shot", "few_shot", "finetuned"}
+
+
+def test_a_recipe_without_a_finetuned_system_runs_only_the_baselines(recipe_file, tmp_path):
+    out = tmp_path / "baselines"
+    code, output = _run("train", recipe_file(eval={"systems": ["zero_shot", "few_shot"], "few_shot_k": 2}), "--out",
+                        out)
+    assert code == 0, output
+    assert "baselines only" in output and "verdict" in output
+    assert set(json.loads((out / "eval.json").read_text())["results"]) == {"zero_shot", "few_shot"}
+    assert (out / "report.html").exists()
+    assert not (out / "final").exists() and not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()

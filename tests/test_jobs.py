@@ -304,3 +304,12 @@ def job_row(state_dir, job_id: str) -> dict:
     from lmtune.serve.store import Store
 
     return Store(state_dir / "state.db").job(job_id)
+
+
+def test_a_job_always_trains_whatever_eval_systems_its_method_names(tmp_path):
+    from lmtune.serve.job_recipe import build_recipe, resolve_hyperparameters
+
+    train = {"path": str(tmp_path / "train.jsonl"), "summary": {"format": "chat", "records": 40}}
+    recipe = build_recipe("ftjob-1", "tiny", train, None, resolve_hyperparameters(None),
+                          {"type": "supervised", "lmtune": {"eval": {"systems": ["zero_shot"]}}}, seed=0)
+    assert recipe["eval"]["systems"] == ["zero_shot", "finetuned"]

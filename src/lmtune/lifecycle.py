@@ -64,6 +64,8 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     with outputs.removed_on_failure(created, keep=run.run_dir / "eval.json"):
         _set_up(run)
         _baselines(run)
+        if not any(s.startswith("finetuned") for s in recipe.eval.systems):
+            return _baselines_only(run)
         say(f"[4/5] fine-tune: {recipe.method.name} on {len(run.encoded['train'])} examples", quiet)
         run.model = run.method.apply(run.model, recipe.method.peft, recipe.method.freeze)
     trainable, total = registry.count_parameters(run.model)
@@ -221,6 +223,16 @@ def _evaluate_tuned(run: _Run) -> None:
         with merged_adapter(run.model):
             run.forgetting["finetuned"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
         run.forgetting["change"] = forgetting_probe.compare(run.forgetting["base"], run.forgetting["finetuned"])
+
+
+def _baselines_only(run: _Run) -> Path:
+    """A run whose ``eval.systems`` has no fine-tuned system: the baselines' results and report, no training."""
+    say("[4/5] no finetuned system in eval.systems: baselines only, nothing is trained (add finetuned to train)",
+        run.quiet)
+    _save_results(run.run_dir, run.recipe, run.spec, run.results, len(run.test), bias=run.bias,
+                  forgetting=run.forgetting, significance=_significance(run.results, run.spec, run.recipe))
+    write_report(run.run_dir)
+    return run.run_dir
 
 
 @contextlib.contextmanager

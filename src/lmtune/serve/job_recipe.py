@@ -101,6 +101,9 @@ def build_recipe(job_id: str, base_ref: str, train: dict[str, Any], validation: 
                        f"method.lmtune.{odd}", "invalid_value")
     for section, values in extra.items():
         recipe[section] = _merge(recipe.get(section, {}), values)
+    systems = recipe["eval"].get("systems")
+    if isinstance(systems, list) and "finetuned" not in systems:  # a job always trains: its model is the result
+        recipe["eval"]["systems"] = [*systems, "finetuned"]
     try:
         recipe_from_dict(recipe, source="method.lmtune")
     except UserError as exc:
