@@ -210,7 +210,8 @@ def _evaluate_tuned(run: _Run) -> None:
     recipe, quiet = run.recipe, run.quiet
     tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
     if tuned_systems and run.test:
-        say(f"[5/5] evaluate the fine-tuned model: {', '.join(tuned_systems)}", quiet)
+        say(f"[5/5] evaluate the fine-tuned model on {len(run.test)} test examples: {', '.join(tuned_systems)}",
+            quiet)
         with merged_adapter(run.model):
             for system in tuned_systems:
                 tuned = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,

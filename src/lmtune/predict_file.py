@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
-from lmtune import outputs
+from lmtune import outputs, progress
 from lmtune.data import io
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
@@ -67,8 +65,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
     from lmtune.evaluate.predict import generate
     from lmtune.lifecycle import merged_adapter
 
-    bar = tqdm(total=len(rows), initial=done, desc="predict", unit="rec", dynamic_ncols=True,
-               disable=quiet or not sys.stderr.isatty())
+    bar = progress.bar(len(rows), "predict", "rec", quiet=quiet, initial=done)
     chunk = batch_size * 4
     tokens, started = 0, time.perf_counter()
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import (LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor,
                           RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList)
 
+from lmtune import progress
 from lmtune.methods.peft_base import is_prompt_learning
 from lmtune.train.loop import evaluate_loss
 
 
 def _bar(total: int, desc: str, quiet: bool):
-    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    return progress.bar(total, desc, "ex", quiet=quiet)
 
 
 def block_nll(model, blocks: list, pad_id: int, batch_size: int = 8, desc: str = "perplexity",
@@ -31,7 +30,7 @@ def block_nll(model, blocks: list, pad_id: int, batch_size: int = 8, desc: str =
     """
     device = next(model.parameters()).device
     units = []
-    bar = tqdm(total=len(blocks), desc=desc, unit="block", dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    bar = progress.bar(len(blocks), desc, "block", quiet=quiet)
     for start in range(0, len(blocks), batch_size):
         chunk = blocks[start:start + batch_size]
         tokens = sum(b.n_targets for b in chunk)

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune import precision
+from lmtune import precision, progress
 from lmtune.seeding import seed_everything
 from lmtune.train import checkpoint, speedups
 from lmtune.train.batches import MicroBatches, total_steps
@@ -75,7 +75,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
         run_dir: receives ``metrics.jsonl``, ``timing.jsonl`` and ``checkpoints/``.
         pad_id: token used for padding.
         resume: continue from the newest checkpoint in ``run_dir/checkpoints``.
-        quiet: no progress bar.
+        quiet: no progress bar and no validation-loss lines.
         objective: how examples are batched and their loss summed (default: target-token loss).
     """
     if objective is None:
@@ -110,8 +110,7 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
     save_every = settings.save_every or settings.eval_every or steps
 
-    bar = tqdm(total=steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
-               disable=quiet or not sys.stderr.isatty())
+    bar = progress.bar(steps, "train", "step", quiet=quiet, initial=state["step"])
     stopped_early = False
     started = time.perf_counter() - state["seconds"]
     window_start = time.perf_counter() - state["window_seconds"]
@@ -160,6 +159,10 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
                 else:
                     state["bad_evals"] += 1
                     stopped_early = bool(settings.patience and state["bad_evals"] >= settings.patience)
+                if not quiet:
+                    # tqdm.write keeps a terminal's bar intact; without one it is a plain print.
+                    tqdm.write(f"step {step}: validation loss {val_loss:.4f} (best {state['best_val_loss']:.4f} "
+                               f"at step {state['best_step']})", file=sys.stderr)
             state["seconds"] = time.perf_counter() - started
             if step % save_every == 0 or step == steps or stopped_early:
                 _save(ckpt_dir, model, optimizer, scheduler, state, pending_loss, window_start, accelerator)

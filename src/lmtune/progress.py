@@ -1,0 +1,99 @@
+"""Progress that survives a log file: tqdm on a terminal, plain timed lines everywhere else.
+
+tqdm redraws one line with carriage returns, which is unreadable in a log, so it used to be
+disabled when stderr was not a terminal; a run under nohup or CI then said nothing for many
+minutes. ``bar`` keeps tqdm for terminals and prints a short line every so often otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Self
+
+from tqdm.auto import tqdm
+
+DEFAULT_INTERVAL = 30.0
+INTERVAL_ENV = "LMTUNE_PROGRESS_INTERVAL"
+
+
+def bar(total: int, desc: str, unit: str, quiet: bool = False, initial: int = 0, interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic):
+    """A progress bar for ``total`` items of ``unit``: tqdm on a terminal, else a ``PlainProgress``.
+
+    ``interval`` is the least number of seconds between plain lines; left out, it is
+    ``$LMTUNE_PROGRESS_INTERVAL`` or 30. ``quiet`` prints nothing either way. ``clock`` is for tests.
+    """
+    if quiet or sys.stderr.isatty():
+        # Exactly the bar callers built before, so a terminal sees no change.
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=quiet)
+    if interval is None:
+        try:
+            interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL))
+        except ValueError:  # a mistyped setting of a cosmetic knob must not stop a run
+            interval = DEFAULT_INTERVAL
+    return PlainProgress(total, desc, unit, initial, interval, clock)
+
+
+class PlainProgress:
+    """The part of tqdm's interface the callers use, printing ``desc: n/N unit (p%), rate, ETA`` lines."""
+
+    def __init__(self, total: int, desc: str, unit: str, initial: int, interval: float,
+                 clock: Callable[[], float]):
+        self.total, self.desc, self.n, self.interval, self.clock = total, desc, initial, interval, clock
+        # "ex" and "rec" read as abbreviations; only whole words get a plural.
+        self.units = unit + "s" if len(unit) > 3 and not unit.endswith("s") else unit
+        self.start_n = initial  # a resumed run's rate counts only the work done in this process
+        self.started = self.last_print = clock()
+        self.postfix: dict[str, object] = {}
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items; print a line if ``interval`` seconds passed since the last one."""
+        self.n += n
+        if self.clock() - self.last_print >= self.interval:
+            self._print()
+
+    def set_postfix(self, **values) -> None:
+        """Values shown after the counts (e.g. ``loss=0.4321``); they appear on the next line printed."""
+        self.postfix = values
+
+    def close(self) -> None:
+        """Print the final line once; later calls do nothing (callers close in ``finally`` too)."""
+        if not self.closed:
+            self.closed = True
+            self._print()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def line(self) -> str:
+        """The current progress line, without its newline."""
+        elapsed = self.clock() - self.started
+        done = self.n - self.start_n
+        rate = done / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.desc}: {self.n}/{self.total} {self.units}"
+                 + (f" ({100 * self.n // self.total}%)" if self.total else "")]
+        parts.append(f"{rate:.1f} {self.units}/s" if rate < 10 else f"{rate:.0f} {self.units}/s")
+        left = max(self.total - self.n, 0)
+        parts.append("ETA " + (_duration(left / rate) if rate > 0 else ("0m00s" if not left else "?")))
+        parts += [f"{key}={value}" for key, value in self.postfix.items()]
+        return ", ".join(parts)
+
+    def _print(self) -> None:
+        # sys.stderr is looked up now, not at import, so redirection (and pytest's capture) applies.
+        print(self.line(), file=sys.stderr, flush=True)
+        self.last_print = self.clock()
+
+
+def _duration(seconds: float) -> str:
+    """``3m01s`` or ``1h02m03s``: short and unambiguous in a log line."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
