@@ -80,12 +80,17 @@ def test_hours_in_the_eta(capsys):
     assert "ETA 13h53m10s" in capsys.readouterr().err
 
 
-def test_training_without_a_terminal_prints_progress_and_validation_loss(tok, tmp_path, capsys, monkeypatch):
+def _train_and_read_stderr(tok, tmp_path, capsys, monkeypatch, quiet: bool) -> str:
+    """A 4-step tiny training with validation every 2 steps, stderr not a terminal; what it printed there."""
     monkeypatch.setenv("LMTUNE_PROGRESS_INTERVAL", "0")
     data = _dataset(tok, 16)
     loop.train(_model(tok), data[:12], data[12:], _settings(max_steps=4, eval_every=2), tmp_path,
-               tok.pad_token_id, quiet=False)
-    err = capsys.readouterr().err
+               tok.pad_token_id, quiet=quiet)
+    return capsys.readouterr().err
+
+
+def test_training_without_a_terminal_prints_progress_and_validation_loss(tok, tmp_path, capsys, monkeypatch):
+    err = _train_and_read_stderr(tok, tmp_path, capsys, monkeypatch, quiet=False)
     progress_lines = [m for m in map(LINE.match, err.splitlines()) if m]
     assert [int(m.group(1)) for m in progress_lines][:4] == [1, 2, 3, 4]
     assert all(m.group(2) == "4" for m in progress_lines)
@@ -95,11 +100,7 @@ def test_training_without_a_terminal_prints_progress_and_validation_loss(tok, tm
 
 
 def test_quiet_training_prints_no_progress(tok, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("LMTUNE_PROGRESS_INTERVAL", "0")
-    data = _dataset(tok, 16)
-    loop.train(_model(tok), data[:12], data[12:], _settings(max_steps=4, eval_every=2), tmp_path,
-               tok.pad_token_id, quiet=True)
-    err = capsys.readouterr().err
+    err = _train_and_read_stderr(tok, tmp_path, capsys, monkeypatch, quiet=True)
     assert "train:" not in err and "validation loss" not in err
 
 
