@@ -35,10 +35,10 @@ def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool =
 
 def _changed(recipe, out: Path) -> bool:
     """Whether ``recipe`` differs from the one the demo in ``out`` was started with."""
-    from lmtune.resume_check import differences
+    from lmtune.errors import UserError
+    from lmtune.resume_check import changes
 
-    saved = out / "recipe.yaml"
     try:
-        return bool(differences(yaml.safe_load(saved.read_text()) or {}, recipe.model_dump(mode="json")))
-    except (OSError, yaml.YAMLError):
-        return True  # unreadable: start again (the demo always overwrites its own directory)
+        return bool(changes(recipe, out))
+    except UserError:
+        return True  # missing or unreadable: start again (the demo always overwrites its own directory)

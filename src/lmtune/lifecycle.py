@@ -18,7 +18,7 @@ import yaml
 
 from lmtune import atomic, manifest, outputs, precision, resume_check, tasks
 from lmtune.data import prepare as data_stage
-from lmtune.data.sample import describe, sample_indices
+from lmtune.data.sample import sample_examples
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
 from lmtune.evaluate import baselines, bootstrap, cost, metrics
@@ -166,12 +166,10 @@ def _set_up(run: _Run) -> None:
 def _sample_test(run: _Run) -> None:
     """``eval.max_examples`` of the test split, as ``eval.sample`` says; said on the console and in the data report."""
     test, how, n = run.prepared.splits.get("test", []), run.recipe.eval.sample, run.recipe.eval.max_examples
-    keys = [ex.record.get("label") for ex in test] if test and "label" in test[0].record else None
-    kept = sample_indices(len(test), n, run.recipe.seed, how, keys)
+    kept, said = sample_examples(test, n, run.recipe.seed, how)
     run.test = [test[i] for i in kept]
     run.test_encoded = [run.encoded["test"][i] for i in kept] if run.encoded.get("test") else []
     if n is not None and n < len(test):
-        said = describe(len(kept), len(test), how, run.recipe.seed, "label" if keys else None)
         run.prepared.report.setdefault("sampled", {})["test (eval.max_examples)"] = said
         say(f"      evaluated test examples: {said}", run.quiet)
 

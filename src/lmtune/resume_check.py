@@ -40,15 +40,9 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
         UserError: (source: the run directory) a key outside ``eval.`` differs, or an ``eval.*`` key
             differs and ``allow_eval_changes`` is False.
     """
-    saved_path = Path(run_dir) / "recipe.yaml"
-    if not saved_path.is_file():
+    if not (Path(run_dir) / "recipe.yaml").is_file():
         return []
-    try:
-        saved = yaml.safe_load(saved_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read the run's recipe.yaml ({exc}); pass --overwrite to start the run again "
-                        "or --out for a new one", source=str(run_dir)) from None
-    diffs = differences(saved, recipe.model_dump(mode="json"))
+    diffs = changes(recipe, run_dir)
     if not diffs:
         return []
     trained = {k: v for k, v in diffs.items() if not k.startswith(EVAL_PREFIX)}
@@ -65,6 +59,20 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
     print(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
           "the baselines are measured again and recipe.yaml records the new values", file=sys.stderr, flush=True)
     return sorted(diffs)
+
+
+def changes(recipe: Recipe, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """:func:`differences` between the run's saved ``recipe.yaml`` and ``recipe``.
+
+    Raises:
+        UserError: the saved recipe cannot be read or parsed.
+    """
+    try:
+        saved = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read the run's recipe.yaml ({exc}); pass --overwrite to start the run again "
+                        "or --out for a new one", source=str(run_dir)) from None
+    return differences(saved, recipe.model_dump(mode="json"))
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

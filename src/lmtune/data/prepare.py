@@ -16,7 +16,7 @@ from typing import Any
 from lmtune import assets, atomic
 from lmtune.data import augment, clean, io, leakage, neardup, pii
 from lmtune.data.formats import Example, load_examples
-from lmtune.data.sample import describe, sample_indices
+from lmtune.data.sample import sample_examples
 from lmtune.data.split import label_counts, split_examples
 from lmtune.errors import UserError
 
@@ -80,12 +80,10 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
 
 def _sample(examples: list[Example], n: int, seed: int, how: str, name: str, report: dict) -> list[Example]:
     """``data.max_records`` of one file, seeded and (with labels) stratified; recorded in the report."""
-    keys = [ex.record.get("label") for ex in examples] if examples and "label" in examples[0].record else None
-    kept = [examples[i] for i in sample_indices(len(examples), n, seed, how, keys)]
-    said = describe(len(kept), len(examples), how, seed, "label" if keys else None)
+    kept, said = sample_examples(examples, n, seed, how)
     report.setdefault("sampled", {})[name] = said
     _step(report, name, f"sampled (data.max_records): {said}", len(kept))
-    return kept
+    return [examples[i] for i in kept]
 
 
 def _clean_file(examples: list[Example], cfg, name: str, report: dict) -> list[Example]:

@@ -62,6 +62,17 @@ def _allocate(sizes: dict[Hashable, int], n: int, rng: random.Random) -> dict[Ha
     return quotas
 
 
+def sample_examples(examples: Sequence, n: int | None, seed: int, how: str) -> tuple[list[int], str]:
+    """Indices of the ``n`` examples to keep (stratified by their ``label`` where they have one) and what was done.
+
+    Returns:
+        ``(indices, description)``; the description is :func:`describe`'s line.
+    """
+    keys = [ex.record.get("label") for ex in examples] if examples and "label" in examples[0].record else None
+    kept = sample_indices(len(examples), n, seed, how, keys)
+    return kept, describe(len(kept), len(examples), how, seed, "label" if keys else None)
+
+
 def describe(kept: int, total: int, how: str, seed: int, stratified_by: str | None) -> str:
     """One line saying what was sampled, for the console and the report."""
     if kept >= total:
