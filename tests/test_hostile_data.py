@@ -221,3 +221,12 @@ def test_csv_with_bom_through_data_prepare_maps_its_first_column(tmp_path):
     assert proc.returncode == 0, proc.stderr
     first = json.loads((tmp_path / "out" / "train.jsonl").read_text().splitlines()[0])
     assert set(first) == {"text", "label"} and "\ufeff" not in first["text"]
+
+
+@pytest.mark.parametrize("line, words", [("null", "not an object"), ('{"text": ' + "1" * 5000 + "}", "too large")])
+def test_json_lines_python_cannot_hold_as_records(tmp_path, line, words):
+    path = tmp_path / "odd.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n' + line + "\n")
+    before = snapshot(tmp_path)
+    error = assert_user_error(cli("data", "check", path, cwd=tmp_path), words, before=before, root=tmp_path)
+    assert error.startswith(f"error: {path}:2: ")

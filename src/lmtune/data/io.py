@@ -98,16 +98,20 @@ def _decode(raw: bytes, where: str, first: bool) -> str:
 
 def _parse_json(line: str, where: str) -> dict[str, Any]:
     """One JSON object, refusing what is not one and what is nested too deeply to process."""
+    too_deep = UserError(f"record is nested too deeply (more than {MAX_DEPTH} levels of objects and lists); "
+                         "flatten it", source=where)
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UserError(f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
                         "one JSON object", source=where) from None
     except RecursionError:
-        record = None
-    if record is None or _too_deep(record, MAX_DEPTH):
-        raise UserError(f"record is nested too deeply (more than {MAX_DEPTH} levels of objects and lists); "
-                        "flatten it", source=where)
+        raise too_deep from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300 by default)
+        raise UserError(f"a value too large to read ({str(exc).split(';')[0][:200]}); each line must be one "
+                        "JSON object of ordinary values", source=where) from None
+    if _too_deep(record, MAX_DEPTH):
+        raise too_deep
     if not isinstance(record, dict):
         raise UserError(f"line is a JSON {type(record).__name__}, not an object like "
                         '{"text": ..., "label": ...}', source=where)

@@ -8,8 +8,6 @@ line as ``<filename>:<line>: <problem>``.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
 import shutil
 import time
@@ -24,7 +22,6 @@ from lmtune.serve.store import new_id
 
 router = APIRouter()
 CHUNK = 1 << 20
-log = logging.getLogger("lmtune.serve")
 
 
 def file_object(row: dict) -> dict:
@@ -109,15 +106,7 @@ def _store(source, target: Path, filename: str) -> tuple[int, dict]:
 
 
 def _check(path: Path, filename: str) -> dict:
-    """``check_file``'s summary; a problem with the data becomes a 400 naming ``filename:line``.
-
-    The data check reports bad records as UserError. A line that Python's JSON parser cannot
-    read at all escapes it as RecursionError (nesting deeper than the interpreter's recursion
-    limit, e.g. ``[[[[...``) or ValueError (an integer of more than 4300 digits); those are
-    found again line by line here. A ValueError from the check that no line explains is still
-    the data's doing: it is logged with its traceback and refused as a 400. Other exceptions are
-    bugs of the check and stay 500s.
-    """
+    """``check_file``'s summary; a problem with the data (a UserError) becomes a 400 naming ``filename:line``."""
     from lmtune.data.check import check_file
 
     try:
@@ -125,32 +114,4 @@ def _check(path: Path, filename: str) -> dict:
     except UserError as exc:
         where = (exc.source or "").replace(str(path), filename) or filename
         raise APIError(400, f"{where}: {exc.message}", "file", "invalid_file") from None
-    except (RecursionError, ValueError) as exc:
-        found = _unreadable_line(path)
-        if found is None:
-            log.exception("checking the upload %s failed", filename)
-            found = "", f"could not be read as fine-tuning data ({type(exc).__name__}: {_short(exc)})"
-        line, problem = found
-        raise APIError(400, f"{filename}{f':{line}' if line else ''}: {problem}", "file", "invalid_file") from None
     return {k: summary[k] for k in ("records", "format", "task", "labels")}
-
-
-def _unreadable_line(path: Path) -> tuple[int, str] | None:
-    """The first line Python's JSON parser fails on other than as invalid JSON, and why; None if there is none."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                json.loads(raw)
-            except RecursionError:
-                return number, ("JSON nested too deeply to read; each line must be one JSON object such as "
-                                '{"messages": [...]}')
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # the data check names these lines itself
-            except ValueError as exc:
-                return number, f"a value too large to read ({_short(exc)})"
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    """The first clause of an exception's message (Python's hints for programmers are no help to a client)."""
-    return str(exc).split(";")[0][:200]
