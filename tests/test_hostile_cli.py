@@ -70,6 +70,8 @@ CASES = {
     # Item 7: the template is checked against the records before the model loads (order: test_cli.py).
     "template-field-missing": (lambda t, r, m: ["train", r(task={"template": {"prompt": "{nosuch}", "completion": "{label}"}})],
                                "task.template"),
+    # Issue 13 item 1: label scoring that cannot fit its memory budget is refused before any system is scored.
+    "scoring-over-memory-budget": (lambda t, r, m: ["train", r(eval={"memory_gb": 1e-6})], "eval.memory_gb"),
     # Other commands.
     "export-not-a-run": (lambda t, r, m: ["export", t, "--out", t / "exported"], "not a finished lmtune run"),
     "export-unknown-dtype": (lambda t, r, m: ["export", _fake_run(t), "--merge", "--dtype", "int4", "--out",

@@ -21,7 +21,7 @@ from lmtune.data import prepare as data_stage
 from lmtune.data.sample import sample_examples
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
-from lmtune.evaluate import baselines, bootstrap, cost, metrics
+from lmtune.evaluate import baselines, cost, intervals, metrics, run_files
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.evaluate.report import write_report
 from lmtune.methods import registry
@@ -79,8 +79,9 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
                "best_step": result.best_step, "stopped_early": result.stopped_early,
                "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
                "replay_examples": len(run.encoded["train"]) - run.n_task}
+    tested = intervals.significance(run.results, run.spec, recipe.eval, recipe.seed)
     _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), summary, bias=run.bias,
-                  forgetting=run.forgetting, significance=_significance(run.results, run.spec, recipe))
+                  forgetting=run.forgetting, significance=tested)
     write_report(run.run_dir)
     return run.run_dir
 
@@ -151,7 +152,8 @@ def _set_up(run: _Run) -> None:
     run.pad = pad_id(run.tokenizer)
     kind.prepare_reference(run.model, run.encoded, run.pad)
     run.spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
-                                  recipe.eval.batch_size, precision.resolve(recipe.training.precision))
+                                  recipe.eval.batch_size, precision.resolve(recipe.training.precision),
+                                  memory_gb=recipe.eval.memory_gb)
     run.n_task = len(run.encoded["train"])
     if recipe.training.replay is not None:  # read before any baseline runs: a wrong path stops the run at once
         run.encoded["train"] = kind.with_replay(run.encoded["train"], run.encoder)
@@ -169,6 +171,8 @@ def _sample_test(run: _Run) -> None:
     kept, said = sample_examples(test, n, run.recipe.seed, how)
     run.test = [test[i] for i in kept]
     run.test_encoded = [run.encoded["test"][i] for i in kept] if run.encoded.get("test") else []
+    # Which examples were evaluated, whatever their order: `lmtune compare` warns when runs differ in it.
+    run.prepared.report["test_sha256"] = run_files.fingerprint(ex.record for ex in run.test)
     if n is not None and n < len(test):
         run.prepared.report.setdefault("sampled", {})["test (eval.max_examples)"] = said
         say(f"      evaluated test examples: {said}", run.quiet)
@@ -182,6 +186,7 @@ def _baselines(run: _Run) -> None:
         f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
     shots = baselines.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
                                         recipe.task.labels) if "few_shot" in recipe.eval.systems else []
+    _check_fits(run, shots)
     for system in recipe.eval.systems:
         if system.startswith("finetuned") or system in run.results or not run.test:
             continue
@@ -191,7 +196,8 @@ def _baselines(run: _Run) -> None:
             say(f"      {system}: does not apply to this task ({type(run.kind).__name__}: "
                 f"{', '.join(run.kind.systems)}); skipped", quiet)
             continue
-        run.results[system] = _with_intervals(result, run.spec, recipe)
+        result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
+        run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
         _check_bias(run, system, result, shots)
         _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
                       forgetting=run.forgetting)
@@ -201,6 +207,14 @@ def _baselines(run: _Run) -> None:
         # Saved now, so a run interrupted in training resumes without measuring the base again.
         _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
                       forgetting=run.forgetting)
+
+
+def _check_fits(run: _Run, shots: list) -> None:
+    """Label scoring's memory budget, checked for the longest prompts of the run before any system is scored."""
+    if not run.kind.prompted or not run.test:
+        return
+    prompted = run.recipe.eval.few_shot_selection == "random" and "few_shot" in run.recipe.eval.systems
+    baselines.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
 
 
 def _evaluate_tuned(run: _Run) -> None:
@@ -215,7 +229,8 @@ def _evaluate_tuned(run: _Run) -> None:
                 tuned = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,
                                      run.test_encoded, None, run.prepared.splits["train"], quiet)
                 if tuned is not None:
-                    run.results[system] = _with_intervals(tuned, run.spec, recipe)
+                    tuned.metrics["measured_at"] = cost.machine_load()
+                    run.results[system] = intervals.with_intervals(tuned, run.spec, recipe.eval, recipe.seed)
                     _check_bias(run, system, tuned, None)
     if run.probes:
         say("      forgetting probes on the fine-tuned model", quiet)
@@ -228,8 +243,9 @@ def _baselines_only(run: _Run) -> Path:
     """A run whose ``eval.systems`` has no fine-tuned system: the baselines' results and report, no training."""
     say("[4/5] no finetuned system in eval.systems: baselines only, nothing is trained (add finetuned to train)",
         run.quiet)
+    tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
     _save_results(run.run_dir, run.recipe, run.spec, run.results, len(run.test), bias=run.bias,
-                  forgetting=run.forgetting, significance=_significance(run.results, run.spec, run.recipe))
+                  forgetting=run.forgetting, significance=tested)
     write_report(run.run_dir)
     return run.run_dir
 
@@ -292,51 +308,6 @@ def _check_bias(run: _Run, system: str, result, shots) -> None:
                                 run.prepared.splits["train"])
     if found is not None:
         run.bias[system] = found
-
-
-def _with_intervals(result, spec, recipe: Recipe):
-    """Add a bootstrap 95% interval to every metric computed from the system's predictions.
-
-    Perplexity has no per-example predictions: its interval resamples the batches of text blocks.
-    """
-    rows = result.predictions
-    if recipe.eval.bootstrap and result.nll_units:
-        nll, tokens = zip(*result.nll_units)
-        interval = bootstrap.perplexity_interval(nll, tokens, n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
-        if interval["ci_low"] is not None:
-            result.metrics["ci"] = {"perplexity": [interval["ci_low"], interval["ci_high"]]}
-        return result
-    if not recipe.eval.bootstrap or not rows or spec.type in ("language_modeling", "preference"):
-        return result
-    chosen = None if recipe.eval.metrics == "auto" else recipe.eval.metrics
-    intervals = bootstrap.confidence_intervals(spec.type, [r["reference"] for r in rows],
-                                               [r["prediction"] for r in rows], spec.labels, metrics=chosen,
-                                               n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
-    # Metrics named in eval.metrics are reported even where the task's defaults leave them out.
-    result.metrics.update({k: v["value"] for k, v in intervals.items() if k not in result.metrics})
-    result.metrics["ci"] = {k: [v["ci_low"], v["ci_high"]] for k, v in intervals.items()
-                            if v.get("ci_low") is not None}
-    return result
-
-
-def _significance(results: dict[str, Any], spec, recipe: Recipe) -> list[dict[str, Any]]:
-    """Paired bootstrap p-values of the winner on the task metric against every other system."""
-    metric = metrics.PRIMARY_METRIC.get(spec.type)
-    scored = {k: v for k, v in results.items() if getattr(v, "predictions", None)
-              and isinstance(v.metrics.get(metric), (int, float))}
-    if not recipe.eval.bootstrap or len(scored) < 2:
-        return []
-    winner = metrics.best_systems({k: v.metrics[metric] for k, v in scored.items()}, metric)[0]
-    refs = [r["reference"] for r in scored[winner].predictions]
-    out = []
-    for other, res in scored.items():
-        if other == winner or len(res.predictions) != len(refs):
-            continue
-        p = bootstrap.paired_p_value(spec.type, metric, refs, [r["prediction"] for r in scored[winner].predictions],
-                                     [r["prediction"] for r in res.predictions], spec.labels,
-                                     n_resamples=recipe.eval.bootstrap, seed=recipe.seed)
-        out.append({"a": winner, "b": other, "metric": metric, "p_value": p})
-    return out
 
 
 def _forgetting_probes(recipe: Recipe, kind) -> list:

@@ -77,6 +77,10 @@ class EvalConfig(_Strict):
         "auto", description="'auto': all of the task's metrics; or names (see `lmtune score`), each with an interval.")
     max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
     batch_size: int = Field(8, ge=1, description="Examples per evaluation batch.")
+    memory_gb: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Memory budget of label scoring (classification), in GB: "
+        "batches shrink to fit it, and a prompt that cannot fit is refused before scoring starts (default: half "
+        "of the memory free when evaluation starts).")
     max_examples: int | None = Field(
         None, gt=0, description="Evaluate only N test examples, chosen as eval.sample says.")
     sample: Literal["stratified", "random", "first"] = Field(

@@ -12,7 +12,7 @@ from lmtune import precision
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
-from lmtune.evaluate import metrics, predict
+from lmtune.evaluate import label_scoring, metrics, predict
 from lmtune.evaluate.retrieval import with_context
 from lmtune.models import pad_id
 from lmtune.recipe_eval import GenerationConfig
@@ -30,6 +30,7 @@ class TaskSpec:
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
     # Decoding controls (eval.generation), the same for every system that generates.
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    memory_gb: float | None = None  # label scoring's memory budget (None: half of the free memory)
 
 
 @dataclass
@@ -83,17 +84,10 @@ def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Ex
 
 
 def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, contexts=None) -> SystemResult:
-    rendered = [render(spec.template, ex, spec.labels) for ex in test]
-    if contexts is not None:
-        rendered = [with_context(r, c) for r, c in zip(rendered, contexts)]
-    per_query = shots if shots and isinstance(shots[0], list) else [shots or []] * len(test)
-    cache: dict[int, Rendered] = {}
-
-    def shown(examples: list[Example]) -> list[Rendered]:
-        return [cache.setdefault(id(ex), render(spec.template, ex, spec.labels)) for ex in examples]
     pad = pad_id(tokenizer)
     started = time.perf_counter()
     if spec.type == "language_modeling":
+        rendered = [render(spec.template, ex, spec.labels) for ex in test]
         encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)
         units = predict.block_nll(model, encoded, pad, spec.batch_size, desc, quiet)
         nll, n_tokens = sum(x for x, _ in units), sum(n for _, n in units)
@@ -101,17 +95,11 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
         return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]),
                             nll_units=units)
 
-    prompts = [encoder.prompt_ids(with_shots(r, shown(sh)) if sh else r.messages) for r, sh in zip(rendered, per_query)]
+    rendered, prompts, n_cut = build_prompts(model, encoder, spec, test, shots, contexts)
     references = [r.completion for r in rendered]
     label_ids = [encoder.target_ids(label) for label in spec.labels or []]
-    # Test prompts are not cut to training.max_length (few-shot prompts are longer by design), only
-    # to what the model can attend to, leaving room for the answer; any cut is counted.
-    reserve = max((len(x) for x in label_ids), default=spec.max_new_tokens)
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 1 << 30
-    fitted = [encoder.fit_prompt(p, context - reserve) for p in prompts]
-    prompts, n_cut = [p for p, _ in fitted], sum(cut for _, cut in fitted)
     if spec.type == "classification":
-        best, scores = predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet)
+        best, scores = predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet, spec.memory_gb)
         predictions = [spec.labels[i] for i in best]
         result = metrics.classification_metrics(references, predictions, spec.labels)
         completion_tokens = [len(label_ids[i]) for i in best]
@@ -128,6 +116,38 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
             for r, ref, pred, more in zip(rendered, references, predictions, extra)]
     result["truncated_prompts"] = n_cut
     return SystemResult(_with_cost(result, started, len(test), [len(p) for p in prompts], completion_tokens), rows)
+
+
+def build_prompts(model, encoder: Encoder, spec: TaskSpec, test: list[Example],
+                  shots: list[Example] | list[list[Example]] | None = None,
+                  contexts: list[list[str]] | None = None) -> tuple[list[Rendered], list[list[int]], int]:
+    """Each test example's rendering and prompt tokens (shots and passages in place), and how many were cut."""
+    rendered = [render(spec.template, ex, spec.labels) for ex in test]
+    if contexts is not None:
+        rendered = [with_context(r, c) for r, c in zip(rendered, contexts)]
+    per_query = shots if shots and isinstance(shots[0], list) else [shots or []] * len(test)
+    cache: dict[int, Rendered] = {}
+
+    def shown(examples: list[Example]) -> list[Rendered]:
+        return [cache.setdefault(id(ex), render(spec.template, ex, spec.labels)) for ex in examples]
+    prompts = [encoder.prompt_ids(with_shots(r, shown(sh)) if sh else r.messages) for r, sh in zip(rendered, per_query)]
+    # Test prompts are not cut to training.max_length (few-shot prompts are longer by design), only
+    # to what the model can attend to, leaving room for the answer; any cut is counted.
+    label_ids = [encoder.target_ids(label) for label in spec.labels or []]
+    reserve = max((len(x) for x in label_ids), default=spec.max_new_tokens)
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 1 << 30
+    fitted = [encoder.fit_prompt(p, context - reserve) for p in prompts]
+    return rendered, [p for p, _ in fitted], sum(cut for _, cut in fitted)
+
+
+def check_fits(model, encoder: Encoder, spec: TaskSpec, test: list[Example],
+               shots: list[Example] | None = None) -> None:
+    """Refuse, before anything is scored, a classification system whose prompts exceed the memory budget."""
+    if spec.type != "classification" or not test:
+        return
+    _, prompts, _ = build_prompts(model, encoder, spec, test, shots)
+    label_ids = [encoder.target_ids(label) for label in spec.labels or []]
+    label_scoring.check_fits(model, prompts, label_ids, spec.batch_size, spec.memory_gb)
 
 
 def _with_cost(result: dict[str, Any], started: float, n: int, prompt_tokens: list[int],

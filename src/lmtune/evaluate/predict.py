@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, NoRepeatNGramLog
                           RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList)
 
 from lmtune import progress
+from lmtune.evaluate.label_scoring import classify, common_prefix_length  # noqa: F401 (callers use predict.*)
 from lmtune.methods.peft_base import is_prompt_learning
 from lmtune.train.loop import evaluate_loss
 
@@ -75,100 +75,6 @@ def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id:
         bar.update(len(idx))
     bar.close()
     return out
-
-
-def common_prefix_length(prompts: list[list[int]]) -> int:
-    """Tokens every prompt starts with (system prompt, few-shot examples), leaving each at least one own token."""
-    if not prompts:
-        return 0
-    first, n = prompts[0], min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
-
-
-@torch.no_grad()
-def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id: int, batch_size: int = 8,
-             desc: str = "classify", quiet: bool = False) -> tuple[list[int], list[list[float]]]:
-    """Pick, for each prompt, the label whose tokens (with EOS) are most likely after it.
-
-    No generation: the shared prompt prefix (system prompt, few-shot examples) is encoded once and
-    its KV cache reused; each prompt's own tokens are encoded once per batch; only the label tokens
-    are run once per label. The scores equal those of :func:`completion_logprobs`, which scores
-    prompt- and prefix-tuned models directly: their forward replaces any KV cache passed in.
-
-    Returns:
-        (predicted label index per prompt, log-likelihood of every label per prompt).
-    """
-    if is_prompt_learning(model):
-        flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in label_ids], pad_id, batch_size,
-                                   desc, quiet)
-        k = len(label_ids)
-        scores = [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
-        return [max(range(k), key=row.__getitem__) for row in scores], scores
-    model.eval()
-    device = next(model.parameters()).device
-    n_prefix = common_prefix_length(prompts)
-    prefix_cache = None
-    if n_prefix:
-        prefix_cache = model(input_ids=torch.tensor([prompts[0][:n_prefix]], device=device), use_cache=True).past_key_values
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    scores: list[list[float]] = [[] for _ in prompts]
-    bar = _bar(len(prompts), desc, quiet)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        rows = _score_batch(model, [prompts[i][n_prefix:] for i in idx], label_ids, n_prefix, prefix_cache, pad_id, device)
-        for i, row in zip(idx, rows):
-            scores[i] = row
-        bar.update(len(idx))
-    bar.close()
-    return [max(range(len(label_ids)), key=row.__getitem__) for row in scores], scores
-
-
-def _score_batch(model, suffixes, label_ids, n_prefix, prefix_cache, pad_id, device) -> list[list[float]]:
-    """Label log-likelihoods for one batch of prompts that follow a cached common prefix."""
-    b, k = len(suffixes), len(label_ids)
-    lengths = torch.tensor([len(s) for s in suffixes], device=device)
-    ids, mask = _right_pad(suffixes, pad_id, device)
-    cache = None
-    if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(b)
-    full_mask = torch.cat([torch.ones(b, n_prefix, dtype=mask.dtype, device=device), mask], 1)
-    positions = (n_prefix + torch.arange(ids.size(1), device=device)).expand(b, -1)
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    last = F.log_softmax(out.logits[torch.arange(b, device=device), lengths - 1].float(), -1)
-    first = torch.tensor([lab[0] for lab in label_ids], device=device)
-    total = last[:, first]  # (b, k): log p(first label token | prompt)
-    rest = [lab[1:] for lab in label_ids]
-    if any(rest):
-        # Feed label tokens but the last; their logits score the label's remaining tokens.
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(k)
-        feed, feed_mask = _right_pad([lab[:-1] or [pad_id] for lab in label_ids] * b, pad_id, device)
-        feed_mask = feed_mask * torch.tensor([len(lab) > 1 for lab in label_ids] * b, device=device)[:, None]
-        mask2 = torch.cat([full_mask.repeat_interleave(k, 0), feed_mask], 1)
-        pos2 = (n_prefix + lengths.repeat_interleave(k))[:, None] + torch.arange(feed.size(1), device=device)
-        logits = model(input_ids=feed, attention_mask=mask2, position_ids=pos2, past_key_values=cache).logits.float()
-        targets, target_mask = _right_pad([r or [pad_id] for r in rest] * b, pad_id, device)
-        target_mask = target_mask * torch.tensor([bool(r) for r in rest] * b, device=device)[:, None]
-        width = targets.size(1)
-        lp = torch.gather(F.log_softmax(logits[:, :width], -1), 2, targets[:, :, None]).squeeze(-1)
-        total = total + (lp * target_mask).sum(-1).view(b, k)
-    return total.tolist()
-
-
-def _right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[row, :len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 @dataclass
