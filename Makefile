@@ -9,9 +9,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install chromium demo test bench clean
 
 install: $(STAMP)
+
+# The report's browser test (tests/test_report_browser.py) renders report.html in Debian's Chromium, driven by
+# Playwright (whose own browser download cannot reach its host here). Installed once by `make test`; quick after that.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: chromium is missing (the report's browser test needs it): run 'sudo apt-get install -y chromium'"; \
+	    exit 1; \
+	  fi; }
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +36,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(VENV)/bin/lmtune demo
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q tests
 
 bench: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,16 @@ from matplotlib.figure import Figure
 _DPI = 110
 # One muted palette for every figure, so a split or system keeps its colour across the page.
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3")
+
+
+def wrap_name(name: str, width: int = 22) -> str:
+    """A long system name on several lines, broken after ``: / _ + -`` (``model:org/`` over ``name``)."""
+    lines = [""]
+    for part in re.split(r"(?<=[:/_+-])", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -94,7 +105,8 @@ def metric_bars(values: Mapping[str, float], metric: str, best: str | None = Non
         A PNG data URI.
     """
     names = list(values)
-    fig = _figure(6.5, 0.55 * len(names) + 1.1)
+    # 5 inches: this chart and the cost scatter fit side by side in the report's 1118 px column.
+    fig = _figure(5.0, 0.55 * len(names) + 1.1)
     ax = fig.subplots()
     colors = [_COLORS[1] if name == best else _COLORS[0] for name in names]
     positions = np.arange(len(names))
@@ -103,8 +115,8 @@ def metric_bars(values: Mapping[str, float], metric: str, best: str | None = Non
         xerr = np.array([[max(values[n] - intervals[n][0], 0.0) for n in names],
                          [max(intervals[n][1] - values[n], 0.0) for n in names]])
     bars = ax.barh(positions, [values[n] for n in names], color=colors, xerr=xerr, capsize=4)
-    ax.set_yticks(positions, labels=names)
-    ax.invert_yaxis()  # first system on top, as in the table above it
+    ax.set_yticks(positions, labels=[wrap_name(n) for n in names])
+    ax.invert_yaxis()  # first system on top, as in the table below it
     ax.bar_label(bars, labels=[f"{values[n]:.4g}" for n in names], padding=3)
     ax.set_xlabel(metric)
     ax.margins(x=0.15)
@@ -127,8 +139,8 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], ti
         A PNG data URI.
     """
     counts = np.asarray(matrix, dtype=float)
-    # Three 3-label matrices fit side by side in the page's width.
-    size = max(3.3, 0.6 * len(labels) + 1.5)
+    # Three 4-label matrices fit side by side in the page's width (1118 px at 110 dpi).
+    size = max(3.0, 0.45 * len(labels) + 1.4)
     fig = _figure(size, size * 0.9)
     ax = fig.subplots()
     vmax = float(vmax if vmax is not None else (counts.max() if counts.size else 1.0)) or 1.0
@@ -138,7 +150,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], ti
     ax.set_yticks(ticks, labels=labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(wrap_name(title), fontsize=10)  # a long system name wraps instead of being cut off
     # Dark cells get white text so the counts stay readable.
     for (row, col), value in np.ndenumerate(counts):
         ax.text(col, row, f"{int(value)}", ha="center", va="center",
@@ -204,7 +216,16 @@ def grouped_bars(groups: Mapping[str, Mapping[str, float]], title: str, ylabel: 
 
 
 def cost_quality(points: Mapping[str, tuple[float, float]], metric: str, cost_label: str) -> str:
+    """:func:`cost_quality_figure` as a PNG data URI."""
+    return to_data_uri(cost_quality_figure(points, metric, cost_label))
+
+
+def cost_quality_figure(points: Mapping[str, tuple[float, float]], metric: str, cost_label: str) -> Figure:
     """Each system as a point: cost per 1,000 queries (x) against its task metric (y).
+
+    Both axes start at zero when their values are not negative: fitted to the data, costs of 0.0690 and
+    0.0698 would sit at opposite edges and look as different as 0 and 1; from zero they look 1% apart,
+    as they are.
 
     Args:
         points: ``{system: (cost, metric value)}``.
@@ -212,15 +233,56 @@ def cost_quality(points: Mapping[str, tuple[float, float]], metric: str, cost_la
         cost_label: the x axis label.
 
     Returns:
-        A PNG data URI.
+        The figure.
     """
-    fig = _figure(6.0, 3.8)
+    fig = _figure(5.0, 3.8)
     ax = fig.subplots()
     for i, (name, (x, y)) in enumerate(points.items()):
-        ax.scatter([x], [y], s=60, color=_COLORS[i % len(_COLORS)], zorder=3)
+        ax.scatter([x], [y], s=60, color=_COLORS[i % len(_COLORS)], zorder=3, clip_on=False)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xlabel(cost_label)
     ax.set_ylabel(metric)
     ax.margins(x=0.25, y=0.2)
+    xs, ys = [x for x, _ in points.values()], [y for _, y in points.values()]
+    if xs and min(xs) >= 0:  # room on the right for the names written beside the points
+        ax.set_xlim(0, max(xs) * 1.35 or 1.0)
+    if ys and min(ys) >= 0:
+        ax.set_ylim(0, max(ys) * 1.15 or 1.0)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def interval_bars(groups: Mapping[str, Mapping[str, float]], metric: str,
+                  intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> str:
+    """Horizontal bars of one metric, grouped by system with one colour per run, with 95% intervals.
+
+    Args:
+        groups: ``{run: {system: value}}``.
+        metric: the metric's name, for the axis label.
+        intervals: ``{run: {system: (low, high)}}``; a bar without one has no error bar.
+
+    Returns:
+        A PNG data URI.
+    """
+    runs = list(groups)
+    systems = list(dict.fromkeys(s for values in groups.values() for s in values))
+    fig = _figure(7.5, 0.32 * len(runs) * len(systems) + 0.4 * len(runs) + 1.4)
+    ax = fig.subplots()
+    height = 0.8 / max(1, len(runs))
+    positions = np.arange(len(systems))
+    for i, run in enumerate(runs):
+        names = [s for s in systems if s in groups[run]]
+        values = [groups[run][s] for s in names]
+        spans = (intervals or {}).get(run, {})
+        xerr = np.array([[max(v - spans[s][0], 0.0) if s in spans else 0.0 for s, v in zip(names, values)],
+                         [max(spans[s][1] - v, 0.0) if s in spans else 0.0 for s, v in zip(names, values)]])
+        where = [positions[systems.index(s)] + (i - (len(runs) - 1) / 2) * height for s in names]
+        bars = ax.barh(where, values, height, xerr=xerr, capsize=3, label=run, color=_COLORS[i % len(_COLORS)])
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=3, fontsize=8)
+    ax.set_yticks(positions, labels=[wrap_name(s) for s in systems])
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.margins(x=0.12)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(2, len(runs)), fontsize=8, frameon=False)
     return to_data_uri(fig)
