@@ -4,7 +4,9 @@ Each input line gets one output line: the input record plus ``prediction`` (and 
 when the record carries the expected reply). The prompt is built as training built it: chat
 records (``{"messages"}``) through the run's chat template; other records through the run's
 prompt template and column mapping (so a held-out file of the training format works as is); a
-plain ``{"prompt"}`` (that the template cannot fill) as one user message. Lines are appended in
+plain ``{"prompt"}`` (that the template cannot fill) as one user message. A classification run
+answers with a label by evaluation's label scoring (never free text), and ``label_probabilities``
+(softmax of the label log-likelihoods), as its task model in ``lmtune serve`` does. Lines are appended in
 chunks and flushed to disk; a second call with the same output skips the lines already written, so
 an interrupted job resumes. A line already in the output that is not the prediction of the input
 record at its place stops the job (``output:line``) rather than being counted as done.
@@ -56,37 +58,72 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
                 "tokens_per_s": None}
     final = _run_final(ref)
     prompter = prompter_for(final)
+    if prompter.classifies and temperature > 0:
+        raise UserError("a classification run answers by label scoring, which does not sample; leave --temperature "
+                        "at 0", source="--temperature")
     prompts = [prompter(record, source) for source, record in todo]  # every bad record fails before loading
     model, tokenizer = _load_model(ref, final)
     encoder = Encoder(tokenizer, _context(model), use_chat_template=prompter.chat)
     ids = [encoder.prompt_ids(p["messages"]) for p in prompts]
     pad = pad_id(tokenizer)
+    label_ids = [encoder.target_ids(label) for label in prompter.labels] if prompter.classifies else []
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
-    from lmtune.evaluate.predict import generate
-    from lmtune.lifecycle import merged_adapter
-
     bar = progress.bar(len(rows), "predict", "rec", quiet=quiet, initial=done)
-    chunk = batch_size * 4
-    tokens, started = 0, time.perf_counter()
+    started = time.perf_counter()
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    with merged_adapter(model), open(output_path, "a", encoding="utf-8") as out:
-        for start in range(0, len(todo), chunk):
-            part = prompts[start:start + chunk]
-            texts, counts = generate(model, tokenizer, ids[start:start + chunk], max_tokens, pad, batch_size,
-                                     quiet=True, **sampling)
-            lines = []
-            for (_, record), prompt, text in zip(todo[start:start + chunk], part, texts):
-                extra = {"reference": prompt["reference"]} if prompt["reference"] is not None else {}
-                lines.append(json.dumps({**record, **extra, "prediction": text}, ensure_ascii=False) + "\n")
+    tokens = 0
+    for start, lines, n_tokens in _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids,
+                                                  max_tokens, pad, batch_size, sampling):
+        with open(output_path, "a", encoding="utf-8") as out:
             out.write("".join(lines))  # whole lines in one write; a crash leaves at most one partial line
             out.flush()
             os.fsync(out.fileno())
-            tokens += sum(counts)
-            bar.update(len(part))
+        tokens += n_tokens
+        bar.update(len(lines))
     bar.close()
     seconds = time.perf_counter() - started
     return {"written": len(todo), "skipped": done, "total": len(rows), "generated_tokens": tokens,
             "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None}
+
+
+def _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids, max_tokens, pad, batch_size,
+                    sampling):
+    """Yield (start, output lines, generated tokens) for each chunk of records, the adapter merged meanwhile."""
+    from lmtune.lifecycle import merged_adapter
+
+    chunk = batch_size * 4
+    with merged_adapter(model):
+        for start in range(0, len(todo), chunk):
+            part = prompts[start:start + chunk]
+            texts, counts, more = _answers(model, tokenizer, ids[start:start + chunk], prompter.labels, label_ids,
+                                           max_tokens, pad, batch_size, sampling)
+            lines = []
+            for (_, record), prompt, text, scored in zip(todo[start:start + chunk], part, texts, more):
+                extra = {"reference": prompt["reference"]} if prompt["reference"] is not None else {}
+                lines.append(json.dumps({**record, **extra, "prediction": text, **scored}, ensure_ascii=False) + "\n")
+            yield start, lines, sum(counts)
+
+
+def _answers(model, tokenizer, ids: list[list[int]], labels: list[str] | None, label_ids: list[list[int]],
+             max_tokens: int, pad: int, batch_size: int,
+             sampling: dict[str, Any]) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+    """(answers, their token counts, more output fields) of one chunk of prompts.
+
+    A classification run (``label_ids``) is answered by evaluation's label scoring: a label and
+    ``label_probabilities`` per prompt; anything else by generation.
+    """
+    import math
+
+    from lmtune.evaluate.predict import classify, generate
+    from lmtune.serve.task import log_probabilities
+
+    if not label_ids:
+        texts, counts = generate(model, tokenizer, ids, max_tokens, pad, batch_size, quiet=True, **sampling)
+        return texts, counts, [{} for _ in texts]
+    best, scores = classify(model, ids, label_ids, pad, batch_size, quiet=True)
+    more = [{"label_probabilities": {label: math.exp(lp) for label, lp in zip(labels, log_probabilities(row))}}
+            for row in scores]
+    return [labels[i] for i in best], [len(label_ids[i]) for i in best], more
 
 
 def _done_lines(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> int:
@@ -160,7 +197,7 @@ def prompter_for(final: Path | None) -> Prompter:
     recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else {}
     task = recipe.get("task") or info.get("task", {})
     return Prompter(_template(task.get("template")), (recipe.get("data") or {}).get("fields") or {},
-                    task.get("labels"), task.get("chat_template", True))
+                    task.get("labels"), task.get("chat_template", True), task.get("type"))
 
 
 def _load_model(ref: str, final: Path | None):
@@ -181,8 +218,15 @@ def _load_model(ref: str, final: Path | None):
 class Prompter:
     """Turns one input record into chat messages (and its reference reply, if it has one)."""
 
-    def __init__(self, template: Template | None, fields: dict[str, str], labels: list[str] | None, chat: bool):
+    def __init__(self, template: Template | None, fields: dict[str, str], labels: list[str] | None, chat: bool,
+                 task_type: str | None = None):
         self.template, self.fields, self.labels, self.chat = template, fields, labels, chat
+        self.task_type = task_type
+
+    @property
+    def classifies(self) -> bool:
+        """A classification run: records are answered with one of its labels, by label scoring."""
+        return self.task_type == "classification" and bool(self.labels)
 
     def __call__(self, record: dict[str, Any], source: str) -> dict[str, Any]:
         reference = None

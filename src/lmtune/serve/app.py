@@ -21,6 +21,7 @@ from lmtune.serve.metrics import Metrics
 from lmtune.serve.models import Registry, Served
 from lmtune.serve.store import Store
 from lmtune.serve.supervisor import Supervisor
+from lmtune.serve.task import SUFFIX
 
 
 @dataclass
@@ -127,7 +128,11 @@ def _local_model(name: str) -> bool:
 
 
 def _model_object(served: Served) -> dict:
-    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "lmtune"}
+    """OpenAI's model object; a task model adds ``task``: its type, labels, and the input fields it takes."""
+    out = {"id": served.name, "object": "model", "created": served.created, "owned_by": "lmtune"}
+    if served.task is not None:
+        out["task"] = served.task.describe(served.name.removesuffix(SUFFIX))
+    return out
 
 
 def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, max_batch: int = 32,

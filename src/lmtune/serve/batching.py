@@ -124,6 +124,9 @@ class Engine:
         """Run ``fn(engine)`` in the engine thread between two steps (e.g. to load an adapter)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
+            if self._stopping:  # the thread will not run it: fail now rather than leave the caller waiting
+                future.set_exception(RuntimeError("the server is shutting down"))
+                return future
             self._calls.append((fn, future))
             self._cond.notify_all()
         return future
@@ -189,6 +192,10 @@ class Engine:
                 self.active = len(rows)
         for seq in rows + list(self._waiting):
             _finish(seq, "error", {"message": "the server is shutting down"})
+        with self._cond:
+            calls, self._calls = self._calls, []
+        for _, future in calls:
+            future.set_exception(RuntimeError("the server is shutting down"))
 
     def _run_calls(self) -> None:
         with self._cond:

@@ -4,7 +4,8 @@ Adapters of one tuner type (LoRA and DoRA, or IA3) trained on the same base shar
 base in one engine: the base is loaded once and each run's adapter is added with peft's
 ``load_adapter``. A run is served under its directory name, its base under the base's name (the
 alias, or the directory name of a local model). Full fine-tunes and lmtune's bottleneck adapters
-are whole models and get an engine of their own.
+are whole models and get an engine of their own. A run trained on templated records is also served
+as ``<run>:task``, which takes the raw input and answers as evaluation did (see :mod:`.task`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lmtune import models
 from lmtune.assets import resolve_model
 from lmtune.data.encode import Encoder
 from lmtune.errors import UserError
 from lmtune.models import pad_id
 from lmtune.serve.batching import BASE, Engine
+from lmtune.serve.task import Task, load_task, task_name
 
 SHARED_BASE = {"lora", "dora", "ia3"}  # peft tuners added to a shared base with load_adapter
 PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}
@@ -38,7 +42,8 @@ class Served:
     encoder: Encoder
     created: int
     source: str  # the model reference of a base, the run directory of a run
-    kind: str = "run"  # "base" or "run"
+    kind: str = "run"  # "base", "run", or "task" (a run answering as evaluated)
+    task: Task | None = None  # what a "task" name does with the raw input
 
     @property
     def context_length(self) -> int:
@@ -160,9 +165,25 @@ class Registry:
             engine = self._engine(model, tokenizer)
             adapter = BASE
         created = int((final / "lmtune.json").stat().st_mtime)
-        self._served[name] = Served(name, engine, adapter, tokenizer, _encoder(tokenizer, engine, chat), created,
-                                    where)
-        return added + [name]
+        encoder = _encoder(tokenizer, engine, chat)
+        self._served[name] = Served(name, engine, adapter, tokenizer, encoder, created, where)
+        added.append(name)
+        task = self._task(final, info, name)
+        if task is not None and task_name(name) not in self._served:
+            self._served[task_name(name)] = Served(task_name(name), engine, adapter, tokenizer, encoder, created,
+                                                   where, "task", task)
+            added.append(task_name(name))
+        return added
+
+    def _task(self, final: Path, info: dict, name: str) -> Task | None:
+        """The run's task as evaluated, or None (said why when its recipe cannot be read)."""
+        try:
+            return load_task(final.parent if final.name == "final" else final, info)
+        except (OSError, ValueError, TypeError, yaml.YAMLError, UserError) as exc:
+            # A damaged recipe (or a template registered only in the training process) must not keep
+            # the run itself from being served.
+            self.say(f"not serving {task_name(name)}: {exc}")
+            return None
 
     def _shared_engine(self, ref: str, kind: str | None) -> tuple[Engine, object]:
         """An engine on base ``ref`` that takes adapters of type ``kind`` (loading the base if none has room)."""

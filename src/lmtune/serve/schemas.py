@@ -1,8 +1,9 @@
 """Request bodies of the inference endpoints, validated as the OpenAI API validates them.
 
 Unknown fields are rejected as OpenAI rejects them. Fields of the API that lmtune does not
-implement (tools, logprobs, penalties, ...) are accepted at their neutral value and rejected
-otherwise, so a client never gets a silently different behaviour.
+implement (tools, penalties, ...) are accepted at their neutral value and rejected otherwise, so
+a client never gets a silently different behaviour. ``logprobs`` and lmtune's own ``fields`` are
+parsed here and checked by the endpoint: only a run's task model (``<run>:task``) takes them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ IGNORED = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "pro
 # field -> values that mean "not used"
 NEUTRAL: dict[str, tuple] = {
     "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
-    "function_call": (None, "none"), "logprobs": (None, False, 0), "top_logprobs": (None, 0), "logit_bias": (None, {}),
-    "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,),
+    "function_call": (None, "none"), "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "modalities": (None, ["text"]),
+    "audio": (None,), "prediction": (None,),
     "web_search_options": (None,), "response_format": (None, {"type": "text"}), "echo": (None, False),
     "suffix": (None, ""), "best_of": (None, 1),
 }
@@ -37,6 +39,8 @@ class _Request(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    # lmtune's: the template fields besides the raw input, for a run's task model (``<run>:task``).
+    fields: dict[str, str | int | float] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -62,6 +66,10 @@ class _Request(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
+
+    def explicit_limit(self) -> int | None:
+        """The reply length limit the client gave (None: the endpoint's default applies)."""
+        return self.limit if self.model_fields_set & {"max_tokens", "max_completion_tokens"} else None
 
 
 class Message(BaseModel):
@@ -90,6 +98,17 @@ class Message(BaseModel):
 class ChatRequest(_Request):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None  # only task models of classification runs answer with log-probabilities
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return bool(self.logprobs or self.top_logprobs)
+
+    @property
+    def top_k(self) -> int:
+        """Alternatives asked for besides the answer."""
+        return self.top_logprobs or 0
 
     def chat(self) -> list[dict[str, str]]:
         """Messages as the chat template takes them (``developer`` is the newer name of ``system``)."""
@@ -105,6 +124,15 @@ class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]]
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+    logprobs: int | None = Field(None, ge=0, le=5)  # as for chat: task models of classification runs only
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return bool(self.logprobs)  # 0 was always accepted as "none" (its neutral value)
+
+    @property
+    def top_k(self) -> int:
+        return self.logprobs or 0
 
     @field_validator("prompt")
     @classmethod
