@@ -124,12 +124,18 @@ class Estimator:
         """The shared prefix's cache, kept for the whole pass."""
         return 2 * self.layers * self.kv_dim * n_prefix * _ELEMENT
 
+    def prefix_pass(self, n_prefix: int) -> int:
+        """Encoding the prefix once: its cache and one layer's activations (fused causal attention, one logit row)."""
+        return self.prefix(n_prefix) + n_prefix * self._per_token() * _ELEMENT + 3 * self.vocab * _ELEMENT
+
+    def _per_token(self) -> int:
+        return 4 * self.hidden + 3 * self.kv_dim + 3 * self.intermediate
+
     def row(self, n_prefix: int, n_query: int, n_logits: int) -> int:
         """One row: ``n_query`` new tokens attending to ``n_prefix + n_query`` keys, ``n_logits`` logits kept."""
         keys = n_prefix + n_query
-        per_token = 4 * self.hidden + 3 * self.kv_dim + 3 * self.intermediate
         attention = 2 * self.heads * n_query * keys + 2 * self.kv_dim * keys
-        return (n_query * per_token + attention + 3 * n_logits * self.vocab) * _ELEMENT + n_query * keys
+        return (n_query * self._per_token() + attention + 3 * n_logits * self.vocab) * _ELEMENT + n_query * keys
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
@@ -175,7 +181,9 @@ def plan(model, prompts: list[list[int]], label_ids: list[list[int]], max_batch:
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches: list[list[int]] = []
-    peak = fixed
+    peak = est.prefix_pass(n_prefix)
+    if peak > budget:
+        _refuse(peak, budget, n_prefix, len(label_ids), len(trie.tokens))
     for i in order:
         if batches and len(batches[-1]) < max_batch and fixed + (len(batches[-1]) + 1) * cost(batches[-1][0]) <= budget:
             batches[-1].append(i)
@@ -254,8 +262,8 @@ def _classify_pairs(model, prompts, label_ids, pad_id, scheme: Plan, desc, quiet
 
 
 def _prefix_cache(model, ids: list[int], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's keys and values of the shared prefix, one row."""
-    cache = model(input_ids=torch.tensor([ids], device=device), use_cache=True).past_key_values
+    """Each layer's keys and values of the shared prefix, one row (no logits: the prefix predicts nothing scored)."""
+    cache = model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1).past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
