@@ -18,7 +18,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from lmtune.serve.server import Server
+from lmtune.serve.http.server import Server
 
 SENTENCES = ["the movie was great and i loved it", "the movie was terrible and boring",
              "this drug helped my pain a lot",
@@ -141,8 +141,9 @@ def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path):
     first = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True).start()
     client = openai.OpenAI(base_url=first.url + "/v1", api_key="x", max_retries=0)
     upload = client.files.create(file=("train.jsonl", chat_jsonl()), purpose="fine-tune")
-    slow = {"type": "supervised", "lmtune": {"training": {"max_steps": 20, "batch_size": 2, "save_every": 4,
-                                                           "eval_every": 100}}}
+    # Long enough (a few seconds on 2 loaded cores) that the server stops mid-training, not after the last step.
+    slow = {"type": "supervised", "lmtune": {"training": {"max_steps": 300, "batch_size": 2, "save_every": 4,
+                                                           "eval_every": 1000}}}
     jobs = [client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=upload.id, suffix=f"r{i}",
                                            method=method).id for i, method in enumerate([slow, QUICK])]
     deadline = time.monotonic() + 120
@@ -174,7 +175,7 @@ def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path):
         third._release()
 
 
-SERVE = ("import sys; from lmtune.serve.server import Server; "
+SERVE = ("import sys; from lmtune.serve.http.server import Server; "
          "Server([sys.argv[1]], port=int(sys.argv[2]), state_dir=sys.argv[3], quiet=True).run()")
 
 
@@ -228,15 +229,15 @@ def test_a_killed_server_never_leaves_two_workers_on_a_job(tiny_model_dir, tmp_p
     assert messages.count("The job has successfully completed") == 1
 
 
-HOLD = ("import sys, time; from pathlib import Path; from lmtune.serve import joblock; job = Path(sys.argv[1]); "
+HOLD = ("import sys, time; from pathlib import Path; from lmtune.serve.jobs import joblock; job = Path(sys.argv[1]); "
         "assert joblock.acquire(job) is not None; time.sleep(float(sys.argv[2])); joblock.record_exit(job, 0)")
 
 
 def test_a_job_held_by_a_live_worker_is_adopted_not_run_twice(tmp_path):
     """A worker of a dead server still holds the job: the new server waits for it, then settles its result."""
-    from lmtune.serve import joblock
-    from lmtune.serve.store import Store
-    from lmtune.serve.supervisor import Supervisor
+    from lmtune.serve.jobs import joblock
+    from lmtune.serve.jobs.store import Store
+    from lmtune.serve.jobs.supervisor import Supervisor
 
     store = Store(tmp_path / "state.db")
     job_dir = tmp_path / "jobs" / "ftjob-held"
@@ -270,7 +271,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 def _events(state: Path, job_id: str) -> list[dict]:
-    from lmtune.serve.store import Store
+    from lmtune.serve.jobs.store import Store
 
     return Store(state / "state.db").events(job_id)
 
@@ -295,19 +296,19 @@ def _workers(state: Path) -> list[int]:
             args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
         except OSError:
             continue
-        if b"lmtune.serve.worker" in args and str(state).encode() in args:
+        if b"lmtune.serve.jobs.worker" in args and str(state).encode() in args:
             found.append(int(proc.name))
     return found
 
 
 def job_row(state_dir, job_id: str) -> dict:
-    from lmtune.serve.store import Store
+    from lmtune.serve.jobs.store import Store
 
     return Store(state_dir / "state.db").job(job_id)
 
 
 def test_a_job_always_trains_whatever_eval_systems_its_method_names(tmp_path):
-    from lmtune.serve.job_recipe import build_recipe, resolve_hyperparameters
+    from lmtune.serve.jobs.recipe import build_recipe, resolve_hyperparameters
 
     train = {"path": str(tmp_path / "train.jsonl"), "summary": {"format": "chat", "records": 40}}
     recipe = build_recipe("ftjob-1", "tiny", train, None, resolve_hyperparameters(None),
