@@ -122,7 +122,7 @@ def banking77(n: int, seed: int = 0) -> tuple[list[str], list[Example], list[Exa
 
 def many_labels(model, encoder: Encoder, pad: int, n: int, batch_size: int) -> dict:
     """Zero-shot vs few-shot (k=20) label scoring over 20 Banking77 intents: examples/s and peak memory."""
-    from lmtune.evaluate.baselines import TaskSpec, build_prompts, few_shot_examples
+    from lmtune.evaluate.systems import TaskSpec, build_prompts, few_shot_examples
 
     if not BANKING77.is_dir():
         print(f"many labels: skipped, {BANKING77} not found (it ships with the shared data, not with lmtune)",

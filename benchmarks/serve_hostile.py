@@ -37,7 +37,7 @@ from tiny import save_tiny  # noqa: E402
 
 from _server import free_port, wait_healthy  # noqa: E402
 
-SERVE = ("import sys; from lmtune.serve.server import serve; "
+SERVE = ("import sys; from lmtune.serve.http.server import serve; "
          "serve([sys.argv[1]], port=int(sys.argv[2]), state_dir=sys.argv[3], api_key=sys.argv[4], quiet=True, "
          "precision='fp32')")
 

@@ -53,7 +53,7 @@ def encoded_data():
 
 
 def validation_loss(model, val, pad_id) -> float:
-    from lmtune.train.loop import evaluate_loss
+    from lmtune.train.objectives import evaluate_loss
 
     import torch
     with torch.autocast("cpu", dtype=torch.bfloat16):

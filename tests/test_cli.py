@@ -228,7 +228,7 @@ def test_data_prepare_refuses_a_directory_of_other_files(recipe_file, tmp_path):
     assert (target / "train.jsonl").read_text() == "my own data\n"
 
 
-@pytest.mark.parametrize("stage", ["data_stage.write", "baselines.few_shot_examples"])
+@pytest.mark.parametrize("stage", ["data_stage.write", "systems.few_shot_examples"])
 def test_a_run_that_fails_before_training_leaves_no_directory(recipe_file, tmp_path, monkeypatch, stage):
     from lmtune import lifecycle
     from lmtune.recipe import load_recipe

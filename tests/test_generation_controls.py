@@ -7,7 +7,7 @@ import torch
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES
-from lmtune.evaluate import baselines, predict
+from lmtune.evaluate import predict, systems
 from lmtune.recipe import GenerationConfig, recipe_from_dict
 from tiny import build_model, build_tokenizer
 
@@ -94,7 +94,7 @@ def test_generate_keeps_returning_texts_and_counts(setup):
 
 
 def _generation_spec(**controls):
-    return baselines.TaskSpec("generation", None, TEMPLATES["completion"], max_new_tokens=MAX, batch_size=2,
+    return systems.TaskSpec("generation", None, TEMPLATES["completion"], max_new_tokens=MAX, batch_size=2,
                               generation=GenerationConfig(**controls))
 
 
@@ -102,10 +102,10 @@ def test_system_metrics_count_outputs_that_hit_the_token_cap(setup):
     tok, model, enc = setup
     test = [Example({"prompt": p, "completion": "fine"}, "t", "completion")
             for p in ["the movie was great", "it was fine", "this drug helped my pain"]]
-    plain = baselines.run_system(model, tok, enc, _generation_spec(), test, quiet=True)
+    plain = systems.run_system(model, tok, enc, _generation_spec(), test, quiet=True)
     assert plain.metrics["hit_token_cap"] == 3
     stop = plain.predictions[0]["prediction"][1:3]
-    stopped = baselines.run_system(model, tok, enc, _generation_spec(stop=[stop]), test, quiet=True)
+    stopped = systems.run_system(model, tok, enc, _generation_spec(stop=[stop]), test, quiet=True)
     hits = sum(stop not in p["prediction"] and len(p["prediction"]) == len(q["prediction"])
                for p, q in zip(stopped.predictions, plain.predictions))
     assert stopped.metrics["hit_token_cap"] == hits < 3
@@ -118,9 +118,9 @@ def test_token_task_hands_the_recipe_generation_settings_to_every_system(monkeyp
     recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"type": "generation"}, "data": {"train": "t"},
                                "eval": {"generation": {"stop": ["\n\n"], "no_repeat_ngram_size": 3}}})
     seen = []
-    monkeypatch.setattr(tasks.baselines, "run_system", lambda *args, **kw: seen.append(args[3]))
+    monkeypatch.setattr(tasks.systems, "run_system", lambda *args, **kw: seen.append(args[3]))
     kind = tasks.TokenTask(recipe)
-    spec = baselines.TaskSpec("generation", None, None)
+    spec = systems.TaskSpec("generation", None, None)
     for system in ("zero_shot", "few_shot", "finetuned"):
         kind.run(system, None, None, None, spec, [], [], [], [], quiet=True)
     assert [s.generation for s in seen] == [recipe.eval.generation] * 3

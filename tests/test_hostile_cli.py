@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostile import assert_user_error, cli, snapshot
+from tiny import build_tokenizer
 
 
 def _text(tmp: Path, name: str, text: str) -> Path:
@@ -27,6 +28,18 @@ def _fake_run(tmp: Path) -> Path:
     final.mkdir(parents=True)
     (final / "lmtune.json").write_text("{}")
     return final.parent
+
+
+def _tiny_gpt2(tmp: Path) -> Path:
+    """A 2-layer GPT-2 with the tiny tokenizer: its blocks have no ``self_attn``, so no decoder layers to compile."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = build_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=128,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(tmp / "gpt2")
+    tok.save_pretrained(tmp / "gpt2")
+    return tmp / "gpt2"
 
 
 # name -> (builds the arguments from (tmp, recipe_file, tiny_model_dir), words the error line must contain)
@@ -72,6 +85,9 @@ CASES = {
                                "task.template"),
     # Issue 13 item 1: label scoring that cannot fit its memory budget is refused before any system is scored.
     "scoring-over-memory-budget": (lambda t, r, m: ["train", r(eval={"memory_gb": 1e-6})], "eval.memory_gb"),
+    # Issue 14: a speed-up the model cannot take is refused once the model loads, before any baseline runs.
+    "compile-without-decoder-layers": (lambda t, r, m: ["train", r(model=str(_tiny_gpt2(t)),
+                                                                   training={"compile": True})], "training.compile"),
     # Other commands.
     "export-not-a-run": (lambda t, r, m: ["export", t, "--out", t / "exported"], "not a finished lmtune run"),
     "export-unknown-dtype": (lambda t, r, m: ["export", _fake_run(t), "--merge", "--dtype", "int4", "--out",

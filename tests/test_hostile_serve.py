@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from hostile import assert_client_error
-from lmtune.serve import decode
-from lmtune.serve.batching import Engine, Sequence
-from lmtune.serve.server import Server
-from lmtune.serve.text import StopText
+from lmtune.serve.engine import decode
+from lmtune.serve.engine.batching import Engine, Sequence
+from lmtune.serve.engine.text import StopText
+from lmtune.serve.http.server import Server
 
 KEY = "sk-hostile"
 USER = [{"role": "user", "content": "the movie was great"}]
@@ -327,7 +327,7 @@ def test_a_file_whose_stored_copy_is_gone_is_a_404_not_a_500(http, ctx, server):
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_held(http, ctx):
-    from lmtune.serve.limits import MAX_JSON_BODY
+    from lmtune.serve.http.limits import MAX_JSON_BODY
 
     big = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * MAX_JSON_BODY + b'"}]}'
     error = assert_client_error(send(http, ctx, _raw("/v1/chat/completions", big)))

@@ -105,3 +105,20 @@ def test_speed_switches_are_undone_after_training():
     speedups.disable(model)
     assert not model.is_activation_checkpointing
     assert all(layer._compiled_call_impl is None for layer in model.model.layers)
+
+
+def test_speed_switches_a_model_cannot_take_are_user_errors_naming_their_keys():
+    from lmtune.errors import UserError
+    from lmtune.train import speedups
+
+    model = build_model(50)
+    speedups.check(model, gradient_checkpointing=True, compile=True)  # the tiny Llama takes both
+    assert not model.is_activation_checkpointing  # checking changes nothing
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no checkpointing support, no decoder layers
+    with pytest.raises(UserError) as caught:
+        speedups.check(plain, gradient_checkpointing=True, compile=True)
+    assert [source for source, _ in caught.value.problems] == ["training.gradient_checkpointing", "training.compile"]
+    with pytest.raises(UserError, match="training.compile"):
+        speedups.compile_layers(plain)
+    with pytest.raises(UserError, match="training.gradient_checkpointing"):
+        speedups.enable_activation_checkpointing(plain)

@@ -84,22 +84,24 @@ def test_perplexity_of_known_nll():
         metrics.perplexity(1.0, 0)
 
 
-def test_compute_dispatches_by_task():
-    assert metrics.compute("classification", REFS, PREDS, LABELS) == \
-        metrics.classification_metrics(REFS, PREDS, LABELS)
+def test_task_family_picks_the_metrics():
+    flat = metrics.compute_selected("classification", REFS, PREDS, LABELS)
+    full = metrics.classification_metrics(REFS, PREDS, LABELS)
+    assert {key: value for key, value in flat.items() if "[" not in key} == \
+        {key: value for key, value in full.items() if key not in ("per_class", "confusion_matrix", "labels")}
     for task in ("generation", "chat"):
-        assert metrics.compute(task, GEN_REFS, GEN_PREDS) == \
+        assert metrics.compute_selected(task, GEN_REFS, GEN_PREDS) == \
             metrics.generation_metrics(GEN_REFS, GEN_PREDS)
     with pytest.raises(ValueError, match="perplexity"):
-        metrics.compute("language_modeling", GEN_REFS, GEN_PREDS)
-    with pytest.raises(ValueError, match="known tasks"):
-        metrics.compute("astrology", GEN_REFS, GEN_PREDS)
+        metrics.compute_selected("language_modeling", GEN_REFS, GEN_PREDS)
+    with pytest.raises(ValueError, match="no prediction/reference metrics for task 'astrology'"):
+        metrics.compute_selected("astrology", GEN_REFS, GEN_PREDS)
 
 
 @pytest.mark.parametrize("call", [
     lambda: metrics.classification_metrics([], [], LABELS),
     lambda: metrics.generation_metrics([], []),
-    lambda: metrics.compute("generation", [], []),
+    lambda: metrics.compute_selected("generation", [], []),
 ])
 def test_empty_inputs_raise(call):
     with pytest.raises(ValueError, match="empty"):
@@ -112,7 +114,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="labels"):
         metrics.classification_metrics(REFS, PREDS, [])
     with pytest.raises(ValueError, match="labels"):
-        metrics.compute("classification", REFS, PREDS, ["positive", "positive"])
+        metrics.compute_selected("classification", REFS, PREDS, ["positive", "positive"])
 
 
 def test_every_primary_metric_has_a_direction():
@@ -191,7 +193,16 @@ def test_registry_selects_and_validates_names():
         metrics.select_metrics("generation", ["accuracy"], source="--metrics")
     for name, info in metrics.METRICS.items():
         assert name == "per_class" or name in metrics.HIGHER_IS_BETTER, name
-        assert info.scorer is None or info.scorer in metrics.SCORERS
+        assert info.scorer is None or callable(info.scorer)
+
+
+def test_registry_has_one_entry_per_key_and_one_primary_metric_per_task():
+    names = [info.name for info in metrics.REGISTRY]
+    assert len(names) == len(set(names))
+    primaries = [task for info in metrics.REGISTRY for task in info.primary_for]
+    assert len(primaries) == len(set(primaries)) and set(metrics.TASK_FAMILY) <= set(primaries)
+    for name, info in metrics.METRICS.items():
+        assert info.scorer is not None or name == "perplexity", name
 
 
 def test_compute_selected_gives_the_keys_asked_for():

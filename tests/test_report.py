@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from lmtune.errors import UserError
-from lmtune.evaluate import metrics, plots
-from lmtune.evaluate.compare import compare
-from lmtune.evaluate.report import summary_sentence, verdict_sentences, write_report
+from lmtune.evaluate import metrics
+from lmtune.report import plots
+from lmtune.report.compare import compare
+from lmtune.report.page import write_report
+from lmtune.report.verdict import summary_sentence, verdict_sentences
 from report_runs import LABELS, NASTY, REAL_LABELS, REAL_SYSTEMS, SYSTEMS, make_realistic_run, make_run, write_file
 
 

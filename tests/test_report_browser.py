@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from lmtune.evaluate.compare import compare
-from lmtune.evaluate.report import write_report
+from lmtune.report.compare import compare
+from lmtune.report.page import write_report
 from report_runs import make_realistic_run
 
 WIDTH = 1280

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from lmtune.cli import app
 from lmtune.data.encode import Encoder
 from lmtune.evaluate.predict import generate
-from lmtune.serve.server import Server
+from lmtune.serve.http.server import Server
 
 KEY = "sk-test"
 PROMPTS = ["the movie was great", "this drug gave me awful side effects", "what is the sentiment of this review",

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from conftest import sentiment_records, write_jsonl
-from lmtune.serve.server import Server
+from lmtune.serve.http.server import Server
 
 KEY = "sk-task"
 # Two tokens each for the tiny tokenizer ("negative" and "neutral" would share their first two).

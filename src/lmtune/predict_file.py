@@ -115,7 +115,7 @@ def _answers(model, tokenizer, ids: list[list[int]], labels: list[str] | None, l
     import math
 
     from lmtune.evaluate.predict import classify, generate
-    from lmtune.serve.task import log_probabilities
+    from lmtune.serve.engine.task import log_probabilities
 
     if not label_ids:
         texts, counts = generate(model, tokenizer, ids, max_tokens, pad, batch_size, quiet=True, **sampling)
@@ -179,7 +179,7 @@ def _same(record: dict[str, Any], key: str) -> str | None:
 
 def _run_final(ref: str) -> Path | None:
     """The run's ``final/`` (None for a model reference); a head-only run cannot generate."""
-    from lmtune.serve.models import run_final
+    from lmtune.serve.engine.models import run_final
 
     final = run_final(ref)
     if final is not None and json.loads((final / "lmtune.json").read_text()).get("head"):

@@ -23,13 +23,8 @@ TaskType = Literal["classification", "generation", "chat", "regression", "langua
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 #: numpy's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
-
-
-def _not_yet(value, what: str):
-    """A schema key that this version accepts only unset: an error beats silently ignoring it."""
-    if value:
-        raise ValueError(f"{what} is not supported yet; remove it")
-    return value
+#: Where training metrics can be logged. Only jsonl for now; other trackers come in a later version.
+Tracker = Literal["jsonl"]
 
 
 class InlineTemplate(_Strict):
@@ -200,7 +195,8 @@ class Recipe(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    tracking: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+    tracking: list[Tracker] = Field(default_factory=lambda: ["jsonl"], description=(
+        "Where training metrics are logged: jsonl (metrics.jsonl in the run directory), the only tracker so far."))
 
     @field_validator("name")
     @classmethod
@@ -234,10 +230,15 @@ class Recipe(_Strict):
                              "checkpointed layers; set it to false for prefix_tuning")
         return self
 
-    @field_validator("tracking")
+    @field_validator("tracking", mode="before")
     @classmethod
-    def _tracking(cls, value):
-        _not_yet([t for t in value if t != "jsonl"], "tracking other than jsonl")
+    def _available_trackers(cls, value):
+        # Words the schema's refusal: pydantic alone says "input should be 'jsonl'" at tracking.<i>.
+        names = value if isinstance(value, list) else []
+        unavailable = [t for t in names if isinstance(t, str) and t not in get_args(Tracker)]
+        if unavailable:
+            raise ValueError(f"{', '.join(map(repr, unavailable))} not supported yet; the only tracker "
+                             "available is jsonl (metrics.jsonl in the run directory)")
         return value
 
 

@@ -22,9 +22,9 @@ from lmtune import models
 from lmtune.models import pad_id
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.templates import render
-from lmtune.evaluate import baselines, heads
+from lmtune.evaluate import heads, systems
 from lmtune.errors import UserError
-from lmtune.evaluate.baselines import SystemResult, TaskSpec
+from lmtune.evaluate.systems import SystemResult, TaskSpec
 from lmtune.recipe import Recipe
 from lmtune.train.objectives import HeadObjective, Objective
 
@@ -66,7 +66,7 @@ class TokenTask:
         if system == "few_shot":
             shots = self._similar_shots(train, test) if self.recipe.eval.few_shot_selection == "bm25" else shots
         contexts = self._contexts(test) if system.endswith("rag") else None
-        return baselines.run_system(model, tokenizer, encoder, spec, test, shots if system == "few_shot" else None,
+        return systems.run_system(model, tokenizer, encoder, spec, test, shots if system == "few_shot" else None,
                                     system, quiet, contexts)
 
     def _similar_shots(self, train, test):
@@ -138,7 +138,7 @@ class TokenTask:
         """Zero-shot prompting of another model (e.g. a larger base) on the same test split."""
         model, tokenizer, _ = models.load_causal_lm(ref)
         encoder = Encoder(tokenizer, self.recipe.training.max_length, self.recipe.task.chat_template)
-        return baselines.run_system(model, tokenizer, encoder, spec, test, None, f"model:{ref}", quiet)
+        return systems.run_system(model, tokenizer, encoder, spec, test, None, f"model:{ref}", quiet)
 
 
 class HeadTask(TokenTask):

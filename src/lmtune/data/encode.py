@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmtune.errors import UserError
+
 IGNORE = -100
 
 
@@ -35,7 +37,7 @@ class Encoder:
         self.chat = bool(use_chat_template and getattr(tokenizer, "chat_template", None))
         self.eos = tokenizer.eos_token_id
         if self.eos is None:
-            raise ValueError("the tokenizer has no EOS token; targets could never end")
+            raise UserError("the tokenizer has no EOS token; targets could never end", source="model")
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the prompt, ending where the model should start its reply."""

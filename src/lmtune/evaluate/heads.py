@@ -17,7 +17,7 @@ from lmtune import precision
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics
-from lmtune.evaluate.baselines import SystemResult, TaskSpec
+from lmtune.evaluate.systems import SystemResult, TaskSpec
 from lmtune.train.objectives import HeadObjective, Labelled
 from lmtune.models import pad_id
 

@@ -13,7 +13,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, NoRepeatNGramLog
 from lmtune import progress
 from lmtune.evaluate.label_scoring import classify, common_prefix_length  # noqa: F401 (callers use predict.*)
 from lmtune.methods.peft_base import is_prompt_learning
-from lmtune.train.loop import evaluate_loss
+from lmtune.train.objectives import evaluate_loss
 
 
 def _bar(total: int, desc: str, quiet: bool):

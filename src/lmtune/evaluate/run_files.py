@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from lmtune.evaluate import html
 from lmtune.evaluate.metrics import PRIMARY_METRIC
+from lmtune.report import html
 
 
 @dataclass

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmtune.evaluate import html, metrics, plots
+from lmtune.evaluate import metrics
 from lmtune.evaluate.run_files import Run
+from lmtune.report import html, plots
 
 EXAMPLES = 8
 MISCLASSIFIED = 20

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from lmtune import atomic, manifest
 from lmtune.errors import UserError
-from lmtune.evaluate import html, plots, run_files
-from lmtune.evaluate.report_systems import load_text
+from lmtune.evaluate import run_files
 from lmtune.evaluate.run_files import Run
-from lmtune.evaluate.verdict import verdict_sentences
+from lmtune.report import html, plots
+from lmtune.report.systems import load_text
+from lmtune.report.verdict import verdict_sentences
 
 
 def compare(run_dirs: list[Path], out: Path) -> Path:

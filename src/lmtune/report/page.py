@@ -5,9 +5,9 @@ attached to a ticket or opened from an air-gapped machine. Every input file is o
 that one of ``recipe.yaml`` or ``eval.json`` must exist; a section whose file is missing is left
 out and a file that cannot be parsed gets a visible note instead of failing the whole report.
 
-Sections live in modules named after them: :mod:`~lmtune.evaluate.report_systems` (verdict, systems),
-:mod:`~lmtune.evaluate.report_classes` (confusion, per-class scores, misclassified or example outputs),
-:mod:`~lmtune.evaluate.report_data` (the data report); this module has the rest and puts them together.
+Sections live in modules named after them: :mod:`~lmtune.report.systems` (verdict, systems),
+:mod:`~lmtune.report.classes` (confusion, per-class scores, misclassified or example outputs),
+:mod:`~lmtune.report.data` (the data report); this module has the rest and puts them together.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from pathlib import Path
 
 from lmtune import atomic
 from lmtune.errors import UserError
-from lmtune.evaluate import html, plots, report_classes, report_data, report_systems, run_files
+from lmtune.evaluate import run_files
 from lmtune.evaluate.run_files import Run
-from lmtune.evaluate.verdict import summary_sentence, verdict_sentences
-
-__all__ = ["summary_sentence", "verdict_sentences", "write_report"]  # the verdict's words, as summary.py uses them
+from lmtune.report import classes, data, html, plots, systems
 
 _VALIDATION_SPLITS = ("validation", "val", "eval")
 
@@ -48,8 +46,8 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _render(run: Run) -> str:
-    sections = [_header(run), report_systems.verdict(run), report_systems.systems(run), _forgetting(run), _bias(run),
-                report_classes.details(run), _training(run), report_data.data(run), _environment(run)]
+    sections = [_header(run), systems.verdict(run), systems.systems(run), _forgetting(run), _bias(run),
+                classes.details(run), _training(run), data.data(run), _environment(run)]
     return html.page(run.name, "".join(s for s in sections if s), run.notes)
 
 

@@ -26,7 +26,7 @@ def summary_table(run_dir: Path) -> str:
     lines.append(f"test examples: {data.get('n')}")
     lines += _forgetting_lines(data)
     if data.get("primary_metric"):
-        from lmtune.evaluate.report import verdict_sentences
+        from lmtune.report.verdict import verdict_sentences
 
         sentences = verdict_sentences(data, data["primary_metric"])
         if sentences:

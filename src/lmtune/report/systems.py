@@ -2,16 +2,17 @@
 in the cell, then tokens, cost and latency, with the machine load the latencies were measured under.
 
 The table keeps to numbers that compare systems as a whole, so that it fits a 1280 px window with seven
-systems: per-class scores have their own table (:mod:`lmtune.evaluate.report_classes`), and counters
+systems: per-class scores have their own table (:mod:`lmtune.report.classes`), and counters
 such as ``truncated_prompts`` sit in a collapsed table below it.
 """
 
 from __future__ import annotations
 
-from lmtune.evaluate import cost, html, plots
+from lmtune.evaluate import cost
 from lmtune.evaluate.metrics import HIGHER_IS_BETTER, best_systems
 from lmtune.evaluate.run_files import Run
-from lmtune.evaluate.verdict import summary_sentence, verdict_sentences
+from lmtune.report import html, plots
+from lmtune.report.verdict import summary_sentence, verdict_sentences
 
 # Shown in their own columns, or implied by them (hours per 1,000 queries = latency x 1000 / 3600).
 _COST_KEYS = ("prompt_tokens_mean", "completion_tokens_mean", "cost_per_1k_queries", "latency_s",

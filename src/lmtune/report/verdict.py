@@ -12,8 +12,9 @@ is stated: fine-tuning buys quality there, and the sentence says so.
 
 from __future__ import annotations
 
-from lmtune.evaluate import cost, html
+from lmtune.evaluate import cost
 from lmtune.evaluate.metrics import best_systems, higher_is_better
+from lmtune.report import html
 
 #: Relative distance within which two values count as comparable when the fine-tuned one has no interval.
 TOLERANCE = 0.05

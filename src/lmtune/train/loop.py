@@ -1,16 +1,18 @@
 """The training loop: AdamW on accelerate, warm-up + decay, accumulation, validation, checkpoints.
 
-Reads top to bottom like nanoGPT's train.py; every piece it calls is small and tested on its own.
+``train`` is a fixed sequence of stages, as in a torchtune recipe: ``setup`` (model, optimizer,
+schedule, resume), then for each step ``train_step``, ``log_train``, ``validate`` and
+``save_checkpoint``, then ``cleanup`` and ``finish``. Every piece is small and tested on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -20,7 +22,7 @@ from lmtune import precision, progress
 from lmtune.seeding import seed_everything
 from lmtune.train import checkpoint, speedups
 from lmtune.train.batches import MicroBatches, total_steps
-from lmtune.train.objectives import Objective, TokenObjective
+from lmtune.train.objectives import Objective, TokenObjective, evaluate_loss
 from lmtune.train.track import TrainingLog
 
 
@@ -54,6 +56,8 @@ class Settings:
 
 @dataclass
 class Result:
+    """What a finished (or early-stopped) run did."""
+
     steps: int
     best_val_loss: float | None
     best_step: int | None
@@ -61,6 +65,64 @@ class Result:
     train_tokens: int
     seconds: float
     tokens_per_s: float
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: what a checkpoint's ``state.json`` holds, under the same keys as ever.
+
+    ``window_*`` are the steps since the last log line, checkpointed so a resumed run logs what an
+    uninterrupted one logs (each step's summed loss, as the float32 it was, its targets and tokens).
+    """
+
+    step: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # validations since the best one (early stopping)
+    tokens: int = 0  # training tokens seen so far
+    seconds: float = 0.0  # training time so far, earlier sessions of a resumed run included
+    window_losses: list[float] = field(default_factory=list)
+    window_targets: int = 0
+    window_tokens: int = 0
+    window_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``state.json`` form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        """Read a ``state.json``; a key an older checkpoint lacks keeps its default."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+@dataclass
+class Training:
+    """One run after ``setup``: what its stages share."""
+
+    model: Any  # as prepared by accelerate
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    params: list[torch.Tensor]  # the trainable parameters (gradient clipping)
+    objective: Objective
+    settings: Settings
+    train_set: list
+    val_set: list
+    pad_id: int
+    steps: int  # optimizer steps of the whole run
+    save_every: int
+    batches: MicroBatches
+    ckpt_dir: Path
+    tracker: TrainingLog
+    bar: Any
+    quiet: bool
+    state: TrainState
+    started: float  # perf_counter() when the run would have started, had it never stopped
+    window_start: float  # perf_counter() when the open log window started
+    pending_loss: list[torch.Tensor]  # the open window's summed step losses, on the device: no sync per step
+    stopped_early: bool = False
 
 
 def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Path,
@@ -78,124 +140,185 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
         quiet: no progress bar and no validation-loss lines.
         objective: how examples are batched and their loss summed (default: target-token loss).
     """
+    run = setup(model, train_set, val_set, settings, run_dir, pad_id, resume, quiet, objective)
+    try:
+        while run.state.step < run.steps and not run.stopped_early:
+            train_step(run)
+            step, last = run.state.step, run.state.step == run.steps
+            if step % settings.log_every == 0 or last:
+                log_train(run)
+            if val_set and settings.eval_every and (step % settings.eval_every == 0 or last):
+                validate(run)
+            run.state.seconds = time.perf_counter() - run.started
+            if step % run.save_every == 0 or last or run.stopped_early:
+                save_checkpoint(run)
+                checkpoint.prune(run.ckpt_dir, settings.keep_checkpoints)
+            if run.stopped_early:
+                print(f"early stopping at step {step}: validation loss has not improved for "
+                      f"{settings.patience} evaluations (best {run.state.best_val_loss:.4f} at step "
+                      f"{run.state.best_step})", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted(run)
+        raise
+    finally:
+        cleanup(run)
+    return finish(run)
+
+
+def check(model, settings: Settings) -> None:
+    """Refuse, before anything slow, the settings ``train`` could not apply to ``model`` (no forward pass).
+
+    Raises:
+        UserError: naming the ``training.*`` key of each setting the model cannot take.
+    """
+    speedups.check(model, settings.gradient_checkpointing, settings.compile)
+
+
+def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Path, pad_id: int,
+          resume: bool = False, quiet: bool = False, objective: Objective | None = None) -> Training:
+    """Seed, prepare model and optimizer, restore the newest checkpoint when resuming, open the logs."""
     if objective is None:
         objective = TokenObjective(settings.max_length if settings.packing else None)
     # The run seeded everything before the model was built; seeding again here makes the loop's own draws
     # (dropout) independent of how much randomness the stages before it used (a resumed run skips some).
     seed_everything(settings.seed)
     accelerator = make_accelerator(settings.precision)
+    model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator)
+    ckpt_dir = run_dir / "checkpoints"
+    state, resumed = _restore(ckpt_dir if resume else None, accelerator.unwrap_model(model), optimizer,
+                              scheduler, steps)
+    tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None)
+    lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
+    batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
+    bar = progress.bar(steps, "train", "step", quiet=quiet, initial=state.step)
+    return Training(
+        model, optimizer, scheduler, accelerator, params, objective, settings, train_set, val_set, pad_id, steps,
+        save_every=settings.save_every or settings.eval_every or steps, batches=batches, ckpt_dir=ckpt_dir,
+        tracker=tracker, bar=bar, quiet=quiet, state=state, started=time.perf_counter() - state.seconds,
+        window_start=time.perf_counter() - state.window_seconds,
+        pending_loss=[torch.tensor(v, dtype=torch.float32, device=accelerator.device) for v in state.window_losses])
+
+
+def _optimization(model, n_train: int, settings: Settings, accelerator):
+    """Switch on the speed-ups; build AdamW and the schedule; return (model, optimizer, scheduler,
+    trainable parameters, total steps), model and optimizer prepared by ``accelerator``."""
     if settings.gradient_checkpointing:
         speedups.enable_activation_checkpointing(model)
     if settings.compile:
         speedups.compile_layers(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
-    steps = total_steps(len(train_set), settings.batch_size, settings.grad_accum, settings.epochs,
-                        settings.max_steps)
+    steps = total_steps(n_train, settings.batch_size, settings.grad_accum, settings.epochs, settings.max_steps)
     scheduler = get_scheduler(settings.scheduler, optimizer, math.ceil(settings.warmup_ratio * steps), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
-
-    ckpt_dir = run_dir / "checkpoints"
-    # ``window_*``: the steps since the last log line, checkpointed so a resumed run logs what an
-    # uninterrupted one logs (each step's summed loss, as the float32 it was, its targets and tokens).
-    state = {"step": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0, "tokens": 0, "seconds": 0.0,
-             "window_losses": [], "window_targets": 0, "window_tokens": 0, "window_seconds": 0.0}
-    found = checkpoint.latest(ckpt_dir) if resume else None
-    if found is not None:
-        state.update(checkpoint.load(found, accelerator.unwrap_model(model), optimizer, scheduler))
-        print(f"resuming from {found} (step {state['step']} of {steps})", file=sys.stderr)
-    tracker = TrainingLog(run_dir, resume_step=state["step"] if found else None)
-    lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
-    batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
-    save_every = settings.save_every or settings.eval_every or steps
-
-    bar = progress.bar(steps, "train", "step", quiet=quiet, initial=state["step"])
-    stopped_early = False
-    started = time.perf_counter() - state["seconds"]
-    window_start = time.perf_counter() - state["window_seconds"]
-    pending_loss = [torch.tensor(v, dtype=torch.float32, device=device) for v in state["window_losses"]]
-    try:
-        while state["step"] < steps:
-            model.train()
-            first = state["step"] * settings.grad_accum
-            micro = [[train_set[i] for i in batches.indices(m)] for m in range(first, first + settings.grad_accum)]
-            n_targets = sum(objective.units(e) for mb in micro for e in mb)
-            pending_loss.append(accumulate_gradients(model, micro, pad_id, accelerator, objective))
-            step_tokens = sum(objective.length(e) for mb in micro for e in mb)
-            state["window_tokens"] += step_tokens
-            state["tokens"] += step_tokens
-            if settings.max_grad_norm:
-                accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["window_targets"] += n_targets
-            state["step"] += 1
-            bar.update(1)
-            step = state["step"]
-
-            if step % settings.log_every == 0 or step == steps:
-                # One host-device sync per log line, not per step.
-                loss = (torch.stack(pending_loss).sum() / max(state["window_targets"], 1)).item()
-                elapsed = time.perf_counter() - window_start
-                tps = state["window_tokens"] / elapsed if elapsed > 0 else 0.0
-                tracker.log({"step": step, "epoch": round(batches.epoch_of(first + settings.grad_accum - 1), 4),
-                             "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0]},
-                            tokens_per_s=round(tps, 1), elapsed_s=round(time.perf_counter() - started, 2))
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:.0f}")
-                pending_loss, window_start = [], time.perf_counter()
-                state.update(window_targets=0, window_tokens=0)
-
-            if val_set and settings.eval_every and (step % settings.eval_every == 0 or step == steps):
-                val_loss = evaluate_loss(model, val_set, settings.batch_size, pad_id, device, accelerator, objective)
-                tracker.log({"step": step, "epoch": round(batches.epoch_of(first + settings.grad_accum - 1), 4),
-                             "split": "validation", "loss": val_loss})
-                if state["best_val_loss"] is None or val_loss < state["best_val_loss"] - settings.min_delta:
-                    state.update(best_val_loss=val_loss, best_step=step, bad_evals=0)
-                    ckpt_dir.mkdir(parents=True, exist_ok=True)
-                    checkpoint.save_weights(ckpt_dir / "best.safetensors.tmp", accelerator.unwrap_model(model))
-                    (ckpt_dir / "best.safetensors.tmp").replace(ckpt_dir / "best.safetensors")
-                else:
-                    state["bad_evals"] += 1
-                    stopped_early = bool(settings.patience and state["bad_evals"] >= settings.patience)
-                if not quiet:
-                    # tqdm.write keeps a terminal's bar intact; without one it is a plain print.
-                    tqdm.write(f"step {step}: validation loss {val_loss:.4f} (best {state['best_val_loss']:.4f} "
-                               f"at step {state['best_step']})", file=sys.stderr)
-            state["seconds"] = time.perf_counter() - started
-            if step % save_every == 0 or step == steps or stopped_early:
-                _save(ckpt_dir, model, optimizer, scheduler, state, pending_loss, window_start, accelerator)
-                checkpoint.prune(ckpt_dir, settings.keep_checkpoints)
-            if stopped_early:
-                print(f"early stopping at step {step}: validation loss has not improved for "
-                      f"{settings.patience} evaluations (best {state['best_val_loss']:.4f} at step "
-                      f"{state['best_step']})", file=sys.stderr)
-                break
-    except KeyboardInterrupt:
-        if state["step"] > 0:
-            _save(ckpt_dir, model, optimizer, scheduler, state, pending_loss, window_start, accelerator)
-        print(f"\ninterrupted at step {state['step']}; checkpoint saved, continue with --resume", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-        tracker.close()
-        speedups.disable(accelerator.unwrap_model(model))
-
-    model = accelerator.unwrap_model(model)
-    if state["best_step"] is not None and (ckpt_dir / "best.safetensors").exists():
-        # The artefact a user keeps is the one that validated best, not the last one.
-        checkpoint.load_weights(ckpt_dir / "best.safetensors", model)
-    seconds = time.perf_counter() - started
-    return Result(state["step"], state["best_val_loss"], state["best_step"], stopped_early,
-                  state["tokens"], seconds, state["tokens"] / seconds if seconds else 0.0)
+    return model, optimizer, scheduler, params, steps
 
 
-def _save(ckpt_dir: Path, model, optimizer, scheduler, state: dict, pending_loss: list[torch.Tensor],
-          window_start: float, accelerator) -> None:
+def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int) -> tuple[TrainState, bool]:
+    """The newest checkpoint under ``ckpt_dir`` loaded into model, optimizer, scheduler and RNGs; returns its
+    loop state and True, or a fresh state and False when there is none (or ``ckpt_dir`` is None)."""
+    found = checkpoint.latest(ckpt_dir) if ckpt_dir is not None else None
+    if found is None:
+        return TrainState(), False
+    state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler))
+    print(f"resuming from {found} (step {state.step} of {steps})", file=sys.stderr)
+    return state, True
+
+
+def train_step(run: Training) -> None:
+    """One optimizer step: accumulate its micro-batches' gradients, clip, step, count tokens and targets."""
+    s, state, objective = run.settings, run.state, run.objective
+    run.model.train()
+    first = state.step * s.grad_accum
+    micro = [[run.train_set[i] for i in run.batches.indices(m)] for m in range(first, first + s.grad_accum)]
+    n_targets = sum(objective.units(e) for mb in micro for e in mb)
+    run.pending_loss.append(accumulate_gradients(run.model, micro, run.pad_id, run.accelerator, objective))
+    step_tokens = sum(objective.length(e) for mb in micro for e in mb)
+    state.window_tokens += step_tokens
+    state.tokens += step_tokens
+    if s.max_grad_norm:
+        run.accelerator.clip_grad_norm_(run.params, s.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.window_targets += n_targets
+    state.step += 1
+    run.bar.update(1)
+
+
+def log_train(run: Training) -> None:
+    """Log the training loss of the steps since the last line and close that window."""
+    state = run.state
+    # One host-device sync per log line, not per step.
+    loss = (torch.stack(run.pending_loss).sum() / max(state.window_targets, 1)).item()
+    elapsed = time.perf_counter() - run.window_start
+    tps = state.window_tokens / elapsed if elapsed > 0 else 0.0
+    run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "train", "loss": loss,
+                     "lr": run.scheduler.get_last_lr()[0]},
+                    tokens_per_s=round(tps, 1), elapsed_s=round(time.perf_counter() - run.started, 2))
+    run.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:.0f}")
+    run.pending_loss, run.window_start = [], time.perf_counter()
+    state.window_targets = state.window_tokens = 0
+
+
+def validate(run: Training) -> None:
+    """Log the validation loss; keep the best weights, or count one more evaluation without improvement
+    (``run.stopped_early`` once ``patience`` of them are in a row)."""
+    s, state = run.settings, run.state
+    val_loss = evaluate_loss(run.model, run.val_set, s.batch_size, run.pad_id, run.accelerator.device,
+                             run.accelerator, run.objective)
+    run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss})
+    if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:
+        state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
+        run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_weights(run.ckpt_dir / "best.safetensors.tmp", run.accelerator.unwrap_model(run.model))
+        (run.ckpt_dir / "best.safetensors.tmp").replace(run.ckpt_dir / "best.safetensors")
+    else:
+        state.bad_evals += 1
+        run.stopped_early = bool(s.patience and state.bad_evals >= s.patience)
+    if not run.quiet:
+        # tqdm.write keeps a terminal's bar intact; without one it is a plain print.
+        tqdm.write(f"step {state.step}: validation loss {val_loss:.4f} (best {state.best_val_loss:.4f} "
+                   f"at step {state.best_step})", file=sys.stderr)
+
+
+def _epoch(run: Training) -> float:
+    """The fractional epoch reached by the last micro-batch of the step just finished."""
+    return round(run.batches.epoch_of(run.state.step * run.settings.grad_accum - 1), 4)
+
+
+def save_checkpoint(run: Training) -> None:
     """Checkpoint the step just finished, with the log window still open (its losses read back exactly)."""
-    state.update(window_losses=[t.item() for t in pending_loss], window_seconds=time.perf_counter() - window_start)
-    checkpoint.save(ckpt_dir / f"step-{state['step']}", accelerator.unwrap_model(model), optimizer, scheduler, state)
+    state = run.state
+    state.window_losses = [t.item() for t in run.pending_loss]
+    state.window_seconds = time.perf_counter() - run.window_start
+    checkpoint.save(run.ckpt_dir / f"step-{state.step}", run.accelerator.unwrap_model(run.model), run.optimizer,
+                    run.scheduler, state.to_dict())
+
+
+def interrupted(run: Training) -> None:
+    """Ctrl-C: checkpoint the last finished step, so ``--resume`` continues from it."""
+    if run.state.step > 0:
+        save_checkpoint(run)
+    print(f"\ninterrupted at step {run.state.step}; checkpoint saved, continue with --resume", file=sys.stderr)
+
+
+def cleanup(run: Training) -> None:
+    """Close the progress bar and logs; switch the speed-ups off (evaluation runs the plain model)."""
+    run.bar.close()
+    run.tracker.close()
+    speedups.disable(run.accelerator.unwrap_model(run.model))
+
+
+def finish(run: Training) -> Result:
+    """Load the best validated weights into the model, if any were kept, and sum up the run."""
+    model, state = run.accelerator.unwrap_model(run.model), run.state
+    if state.best_step is not None and (run.ckpt_dir / "best.safetensors").exists():
+        # The artefact a user keeps is the one that validated best, not the last one.
+        checkpoint.load_weights(run.ckpt_dir / "best.safetensors", model)
+    seconds = time.perf_counter() - run.started
+    return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
+                  state.tokens, seconds, state.tokens / seconds if seconds else 0.0)
 
 
 def make_accelerator(choice: str = "auto"):
@@ -224,24 +347,6 @@ def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
         accelerator.backward(loss_sum / n_targets)
         total += loss_sum.detach().float()
     return total
-
-
-@torch.no_grad()
-def evaluate_loss(model, examples: list, batch_size: int, pad_id: int, device, accelerator=None,
-                  objective: Objective | None = None) -> float:
-    """Mean loss per unit (target token, example, pair) over ``examples``; train/eval mode is restored."""
-    objective = objective or TokenObjective()
-    was_training = model.training
-    model.eval()
-    total, count = torch.zeros((), device=device), 0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        batch = {k: v.to(device) for k, v in objective.collate(chunk, pad_id).items()}
-        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
-            total += objective.loss_sum(model, batch).float()
-        count += sum(objective.units(e) for e in chunk)
-    model.train(was_training)
-    return (total / max(count, 1)).item()
 
 
 def _param_groups(model, weight_decay: float):

@@ -2,7 +2,8 @@
 
 The loop (``loop.py``) is the same for every task: it asks the objective to batch examples, to
 sum their loss, and how many units (target tokens, examples, pairs) that sum is averaged over,
-so gradient accumulation always equals the larger batch.
+so gradient accumulation always equals the larger batch. ``evaluate_loss`` averages any objective's
+loss over a set of examples (validation during training, perplexity in evaluation).
 
 - ``TokenObjective``: next-token cross-entropy on target tokens (classification by label
   scoring, generation, chat, continued pre-training).
@@ -13,6 +14,7 @@ so gradient accumulation always equals the larger batch.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -100,3 +102,21 @@ class HeadObjective(Objective):
 
     def length(self, example: Labelled) -> int:
         return len(example.input_ids)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list, batch_size: int, pad_id: int, device, accelerator=None,
+                  objective: Objective | None = None) -> float:
+    """Mean loss per unit (target token, example, pair) over ``examples``; train/eval mode is restored."""
+    objective = objective or TokenObjective()
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), device=device), 0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        batch = {k: v.to(device) for k, v in objective.collate(chunk, pad_id).items()}
+        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
+            total += objective.loss_sum(model, batch).float()
+        count += sum(objective.units(e) for e in chunk)
+    model.train(was_training)
+    return (total / max(count, 1)).item()

@@ -107,11 +107,6 @@ def _per_row(where: torch.Tensor, per_token: torch.Tensor) -> torch.Tensor:
     return per_token.new_zeros(where.size(0)).index_add(0, rows, per_token)
 
 
-def has_adapter_reference(model) -> bool:
-    """Whether the reference is ``model`` with its adapter disabled (a peft model)."""
-    return hasattr(_unwrap(model), "disable_adapter")
-
-
 def reference_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The reference model's summed completion log-probs for each row of ``batch`` (no gradient).
 

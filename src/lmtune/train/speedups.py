@@ -5,20 +5,44 @@
 - ``torch.compile``: each decoder layer compiled on its own, as torchtune does, so the model's
   mask building and the output layer stay eager and one compiled graph serves every layer.
 
-Each has a test showing the loss and gradients equal the plain path.
+Each has a test showing the loss and gradients equal the plain path. ``check`` tells, without a
+forward pass, whether a model can take the switches a recipe asks for, so a run refuses before
+anything slow; a refusal is a ``UserError`` naming the recipe key.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lmtune.errors import UserError
+
+
+def check(model, gradient_checkpointing: bool = False, compile: bool = False) -> None:
+    """Refuse the switches ``model`` cannot take (cheap: no forward pass, nothing changed).
+
+    Args:
+        model: the model to train (a peft model or its base model: both give the same answer).
+        gradient_checkpointing: ``training.gradient_checkpointing`` is on.
+        compile: ``training.compile`` is on.
+
+    Raises:
+        UserError: one problem per switch the model cannot take, each naming its recipe key.
+    """
+    problems = []
+    if gradient_checkpointing and not getattr(_base(model), "supports_gradient_checkpointing", False):
+        problems.append(("training.gradient_checkpointing", f"{type(_base(model)).__name__} does not support "
+                         "activation checkpointing; set training.gradient_checkpointing: false"))
+    if compile and not _decoder_layers(model):
+        problems.append(("training.compile", f"{type(model).__name__}: no decoder layers found to compile; "
+                         "set training.compile: false"))
+    if problems:
+        raise UserError(problems[0][1], source=problems[0][0], problems=problems)
+
 
 def enable_activation_checkpointing(model, every_n_layers: int = 1) -> None:
     """Recompute decoder-layer activations in the backward pass (non-reentrant, works with PEFT)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(base, "supports_gradient_checkpointing", False):
-        raise ValueError(f"{type(base).__name__} does not support activation checkpointing")
-    base.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every_n_layers)
+    check(model, gradient_checkpointing=True)
+    _base(model).activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every_n_layers)
 
 
 def compile_layers(model) -> int:
@@ -27,9 +51,8 @@ def compile_layers(model) -> int:
     ``dynamic=True`` because batch widths change from step to step (length grouping), and a
     shape-specialised graph per width would recompile dozens of times.
     """
+    check(model, compile=True)
     layers = _decoder_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__}: no decoder layers found to compile")
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
@@ -39,7 +62,7 @@ def disable(model) -> None:
     """Undo both switches after training: evaluation runs eager, with the KV cache, no recompute."""
     for layer in _decoder_layers(model):
         layer._compiled_call_impl = None  # what nn.Module.compile set
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     if getattr(base, "is_activation_checkpointing", False):
         base.activation_checkpointing_disable()
 
@@ -52,3 +75,8 @@ def _decoder_layers(model) -> list[torch.nn.Module]:
             if len({type(m) for m in module}) == 1 and hasattr(module[0], "self_attn"):
                 best = list(module)
     return best
+
+
+def _base(model):
+    """The transformers model inside a peft wrapper (the one that knows about checkpointing)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -27,8 +27,8 @@ import torch
 from transformers import DynamicCache
 
 from lmtune import precision
-from lmtune.serve import decode
-from lmtune.serve.text import StopText
+from lmtune.serve.engine import decode
+from lmtune.serve.engine.text import StopText
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 

@@ -24,8 +24,8 @@ from lmtune.assets import resolve_model
 from lmtune.data.encode import Encoder
 from lmtune.errors import UserError
 from lmtune.models import pad_id
-from lmtune.serve.batching import BASE, Engine
-from lmtune.serve.task import Task, load_task, task_name
+from lmtune.serve.engine.batching import BASE, Engine
+from lmtune.serve.engine.task import Task, load_task, task_name
 
 SHARED_BASE = {"lora", "dora", "ia3"}  # peft tuners added to a shared base with load_adapter
 PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}

@@ -31,9 +31,9 @@ from lmtune.data.formats import TEXT_FIELDS, Example, detect
 from lmtune.data.templates import Template, resolve
 from lmtune.errors import UserError
 from lmtune.evaluate import predict
-from lmtune.evaluate.baselines import TaskSpec, build_prompts
+from lmtune.evaluate.systems import TaskSpec, build_prompts
 from lmtune.recipe_eval import GenerationConfig
-from lmtune.serve.batching import BASE, Engine
+from lmtune.serve.engine.batching import BASE, Engine
 from lmtune.serve.errors import APIError
 
 SUFFIX = ":task"

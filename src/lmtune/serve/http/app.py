@@ -16,12 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from lmtune import assets
-from lmtune.serve import errors, files, fine_tuning, inference, limits
-from lmtune.serve.metrics import Metrics
-from lmtune.serve.models import Registry, Served
-from lmtune.serve.store import Store
-from lmtune.serve.supervisor import Supervisor
-from lmtune.serve.task import SUFFIX
+from lmtune.serve import errors
+from lmtune.serve.engine.models import Registry, Served
+from lmtune.serve.engine.task import SUFFIX
+from lmtune.serve.http import files, fine_tuning, inference, limits
+from lmtune.serve.http.metrics import Metrics
+from lmtune.serve.jobs.store import Store
+from lmtune.serve.jobs.supervisor import Supervisor
 
 
 @dataclass

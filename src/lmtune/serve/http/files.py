@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 
 from lmtune.errors import UserError
 from lmtune.serve.errors import APIError
-from lmtune.serve.store import new_id
+from lmtune.serve.jobs.store import new_id
 
 router = APIRouter()
 CHUNK = 1 << 20

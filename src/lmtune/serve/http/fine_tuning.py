@@ -1,7 +1,7 @@
 """``/v1/fine_tuning/jobs``: create, list, retrieve and cancel jobs; their events and checkpoints.
 
 Jobs are rows in the state database and run one at a time in a worker process (see
-``supervisor.py``); a succeeded job's model is served as ``ft:<base>:<suffix>:<job id>``.
+:mod:`lmtune.serve.jobs.supervisor`); a succeeded job's model is served as ``ft:<base>:<suffix>:<job id>``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmtune.serve.errors import APIError, model_not_found
-from lmtune.serve.job_recipe import (
+from lmtune.serve.jobs.recipe import (
     BASE_LEARNING_RATE,
     FORMAT_TASK,
     build_recipe,
     resolve_hyperparameters,
 )
-from lmtune.serve.store import new_id
+from lmtune.serve.jobs.store import new_id
 
 router = APIRouter()
 SUFFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

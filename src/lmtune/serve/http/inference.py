@@ -17,13 +17,13 @@ import torch
 from fastapi import APIRouter, Request
 from jinja2.exceptions import TemplateError  # what transformers' chat templates raise
 
-from lmtune.serve.batching import QueueFull, Sequence
+from lmtune.serve.engine.batching import QueueFull, Sequence
+from lmtune.serve.engine.models import Served
+from lmtune.serve.engine.text import StopText
 from lmtune.serve.errors import APIError
-from lmtune.serve.models import Served
-from lmtune.serve.replies import Reply, respond
-from lmtune.serve.schemas import ChatRequest, CompletionRequest
-from lmtune.serve.task_api import answer_task
-from lmtune.serve.text import StopText
+from lmtune.serve.http.replies import Reply, respond
+from lmtune.serve.http.schemas import ChatRequest, CompletionRequest
+from lmtune.serve.http.task_api import answer_task
 
 router = APIRouter()
 

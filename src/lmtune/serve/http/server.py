@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from lmtune import assets
 from lmtune.errors import UserError
-from lmtune.serve.app import build_state, create_app
+from lmtune.serve.http.app import build_state, create_app
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

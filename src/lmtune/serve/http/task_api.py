@@ -16,9 +16,9 @@ import time
 
 from lmtune.errors import UserError
 from lmtune.models import pad_id
-from lmtune.serve import task as tasks
+from lmtune.serve.engine import task as tasks
 from lmtune.serve.errors import APIError
-from lmtune.serve.replies import Reply, respond
+from lmtune.serve.http.replies import Reply, respond
 
 
 async def answer_task(state, served, body, chat: bool):

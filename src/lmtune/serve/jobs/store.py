@@ -31,7 +31,6 @@ CREATE TABLE IF NOT EXISTS events (
     level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT);
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
 """
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def new_id(prefix: str) -> str:

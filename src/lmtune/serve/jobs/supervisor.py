@@ -31,9 +31,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lmtune.serve import joblock
-from lmtune.serve.store import Store
-from lmtune.serve.worker import EXIT_BUSY
+from lmtune.serve.jobs import joblock
+from lmtune.serve.jobs.store import Store
+from lmtune.serve.jobs.worker import EXIT_BUSY
 
 MAX_ATTEMPTS = 3
 STOP_GRACE_S = 60  # a worker writing its interrupt checkpoint gets this long before it is killed
@@ -118,7 +118,7 @@ class Supervisor:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             log = open(run_dir.parent / "worker.log", "a", encoding="utf-8")
             try:
-                proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", str(self.state_dir), job_id,
+                proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.jobs.worker", str(self.state_dir), job_id,
                                          str(os.getpid())], stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:

@@ -1,4 +1,4 @@
-"""``python -m lmtune.serve.worker STATE_DIR JOB_ID [SERVER_PID]``: run one fine-tuning job (the server's worker).
+"""``python -m lmtune.serve.jobs.worker STATE_DIR JOB_ID [SERVER_PID]``: run one fine-tuning job (the server's worker).
 
 The job's recipe runs through the whole lifecycle into the job's run directory; a run directory
 left by an interrupted attempt is resumed from its newest checkpoint. Training and validation
@@ -25,8 +25,8 @@ import time
 import traceback
 from pathlib import Path
 
-from lmtune.serve import joblock
-from lmtune.serve.store import Store
+from lmtune.serve.jobs import joblock
+from lmtune.serve.jobs.store import Store
 from lmtune.train.track import TIMING
 
 EXIT_INTERRUPTED = 130

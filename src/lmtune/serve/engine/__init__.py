@@ -1,0 +1,1 @@
+"""The decoding engine: served models, continuous batching, run tasks (see :mod:`lmtune.serve`)."""
