@@ -3,9 +3,9 @@
 N drug-review test reviews (packaged data), each as the demo's zero-shot sentiment prompt, through
 SmolLM2-135M-Instruct (packaged model), three ways:
 
-- ``classify``: ``predict.classify``: no generation; one forward pass per batch over the prompts,
+- ``classify``: ``label_scoring.classify``: no generation; one forward pass per batch over the prompts,
   the label tokens scored from the same KV cache, the prompt prefix all share encoded once.
-- ``generate``: ``predict.generate``: greedy, batched with left padding and the KV cache.
+- ``generate``: ``generation.generate``: greedy, batched with left padding and the KV cache.
 - ``naive``: ``model.generate`` one prompt at a time, greedy, same ``max_new_tokens``: the loop
   most evaluation scripts write, and the baseline of both speed-ups.
 
@@ -46,7 +46,9 @@ from lmtune.assets import dataset_path
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES, render
-from lmtune.evaluate import bootstrap, predict
+from lmtune.evaluate import bootstrap
+from lmtune.inference.generation import generate
+from lmtune.inference.label_scoring import classify, common_prefix_length
 from lmtune.models import load_causal_lm
 
 MODEL = "smollm2-135m-instruct"
@@ -132,15 +134,15 @@ def many_labels(model, encoder: Encoder, pad: int, n: int, batch_size: int) -> d
     spec = TaskSpec("classification", labels, TEMPLATES["classification"], batch_size=batch_size)
     label_ids = [encoder.target_ids(label) for label in labels]
     out: dict = {"labels": 20, "n": len(test), "label_tokens": sum(map(len, label_ids))}
-    predict.classify(model, build_prompts(model, encoder, spec, test[:2])[1], label_ids, pad, 2, quiet=True)
+    classify(model, build_prompts(model, encoder, spec, test[:2])[1], label_ids, pad, 2, quiet=True)
     for name, shots in (("zero_shot", None), ("few_shot_k20", few_shot_examples(train, 20, 0, labels))):
         _, prompt_ids, _ = build_prompts(model, encoder, spec, test, shots)
-        (best, _), seconds, memory = measured(lambda: predict.classify(model, prompt_ids, label_ids, pad,
-                                                                         batch_size, quiet=True))
+        (best, _), seconds, memory = measured(lambda: classify(model, prompt_ids, label_ids, pad, batch_size,
+                                                               quiet=True))
         accuracy = sum(labels[i] == ex.record["label"] for i, ex in zip(best, test)) / len(test)
         out[name] = {"examples_per_s": round(len(test) / seconds, 2), **memory, "accuracy": round(accuracy, 3),
                      "prompt_tokens_mean": round(sum(map(len, prompt_ids)) / len(test), 1),
-                     "shared_prefix_tokens": predict.common_prefix_length(prompt_ids)}
+                     "shared_prefix_tokens": common_prefix_length(prompt_ids)}
         print(f"{name}: {out[name]}", file=sys.stderr)
     zero, few = out["zero_shot"], out["few_shot_k20"]
     out["few_over_zero_peak_rss"] = round(few["peak_rss_mb"] / zero["peak_rss_mb"], 2)
@@ -175,13 +177,12 @@ def main() -> None:
     label_ids = [encoder.target_ids(label) for label in LABELS]
     pad = tokenizer.pad_token_id
     # Warm-up (allocator, kernels) on a few prompts, untimed.
-    predict.classify(model, prompt_ids[:2], label_ids, pad, 2, quiet=True)
-    predict.generate(model, tokenizer, prompt_ids[:2], 2, pad, 2, quiet=True)
+    classify(model, prompt_ids[:2], label_ids, pad, 2, quiet=True)
+    generate(model, tokenizer, prompt_ids[:2], 2, pad, 2, quiet=True)
 
-    (best, _), t_classify = timed(lambda: predict.classify(model, prompt_ids, label_ids, pad, args.batch_size,
-                                                           quiet=True))
-    (batched, counts), t_generate = timed(lambda: predict.generate(model, tokenizer, prompt_ids, args.max_new_tokens,
-                                                                   pad, args.batch_size, quiet=True))
+    (best, _), t_classify = timed(lambda: classify(model, prompt_ids, label_ids, pad, args.batch_size, quiet=True))
+    (batched, counts), t_generate = timed(lambda: generate(model, tokenizer, prompt_ids, args.max_new_tokens, pad,
+                                                           args.batch_size, quiet=True))
     naive, t_naive = timed(lambda: naive_generate(model, tokenizer, prompt_ids, args.max_new_tokens))
     t_bootstrap = bootstrap_seconds()
 
@@ -191,7 +192,7 @@ def main() -> None:
         **head, "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "n": n,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "prompt_tokens_mean": round(sum(map(len, prompt_ids)) / n, 1),
-        "shared_prefix_tokens": predict.common_prefix_length(prompt_ids),
+        "shared_prefix_tokens": common_prefix_length(prompt_ids),
         "generated_tokens_mean": round(sum(counts) / n, 1),
         "classify_examples_per_s": rate(t_classify),
         "generate_batched_examples_per_s": rate(t_generate),

@@ -29,7 +29,7 @@ import openai
 from _server import free_port, wait_healthy
 from lmtune.data import io
 from lmtune.predict_file import prompter_for
-from lmtune.serve.engine.models import run_final
+from lmtune.run_dir import run_final
 
 LEVELS = (1, 8, 32)
 BURST = 64

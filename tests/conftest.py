@@ -15,6 +15,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("tiny-model"))
 
 
+# What a finished ``lmtune train`` leaves in its run directory.
+RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json",
+             "predictions", "report.html"]
+
+
+def run_cli(*args) -> tuple[int, str]:
+    """Run ``lmtune`` in this process (typer's CliRunner); return the exit code and stdout + stderr."""
+    from typer.testing import CliRunner
+
+    from lmtune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout + (result.stderr or "")
+
+
 def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -10,7 +10,8 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import Template, render
 from lmtune.errors import UserError
-from lmtune.evaluate import bias, predict
+from lmtune.evaluate import bias
+from lmtune.inference.label_scoring import classify
 from lmtune.methods import registry
 from lmtune.train import loop
 
@@ -264,7 +265,7 @@ def _bias_of_planted_model(rule: str, tmp_path, gender) -> dict:
 
     def predictions(examples):
         prompts = [encoder.prompt_ids(render(TEMPLATE, ex, LABELS).messages) for ex in examples]
-        best, _ = predict.classify(model, prompts, label_ids, tok.pad_token_id, batch_size=32, quiet=True)
+        best, _ = classify(model, prompts, label_ids, tok.pad_token_id, batch_size=32, quiet=True)
         return [LABELS[i] for i in best]
 
     swapped, index, groups = bias.counterfactuals(test, gender)

@@ -5,22 +5,12 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
-
-from lmtune.cli import app
-
-RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json",
-             "predictions", "report.html"]
-
-
-def _run(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout + (result.stderr or "")
+from conftest import RUN_FILES, run_cli
 
 
 def test_train_writes_a_complete_run_directory(recipe_file, tmp_path):
     out = tmp_path / "run"
-    code, output = _run("train", recipe_file(), "--out", out, "--quiet")
+    code, output = run_cli("train", recipe_file(), "--out", out, "--quiet")
     assert code == 0, output
     for name in RUN_FILES:
         assert (out / name).exists(), name
@@ -53,7 +43,7 @@ def test_generation_recipe_end_to_end(recipe_file, tmp_path):
                        data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        eval={"systems": ["zero_shot", "finetuned"], "max_new_tokens": 4})
     out = tmp_path / "gen"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     result = json.loads((out / "eval.json").read_text())["results"]["finetuned"]
     assert {"rouge1", "rouge2", "rougeL", "bleu"} <= set(result)
@@ -61,10 +51,10 @@ def test_generation_recipe_end_to_end(recipe_file, tmp_path):
 
 def test_existing_run_directory_is_not_clobbered_and_resume_continues(recipe_file, tmp_path):
     out = tmp_path / "run"
-    assert _run("train", recipe_file(), "--out", out, "--quiet")[0] == 0
-    code, output = _run("train", recipe_file(), "--out", out, "--quiet")
+    assert run_cli("train", recipe_file(), "--out", out, "--quiet")[0] == 0
+    code, output = run_cli("train", recipe_file(), "--out", out, "--quiet")
     assert code == 2 and "--resume" in output
-    code, output = _run("train", recipe_file(), "--out", out, "--quiet", "--resume")
+    code, output = run_cli("train", recipe_file(), "--out", out, "--quiet", "--resume")
     assert code == 0, output
 
 
@@ -116,7 +106,7 @@ def test_data_check_summarises_and_rejects(tmp_path, sentiment_file):
 
 def test_data_prepare_writes_splits(recipe_file, tmp_path):
     out = tmp_path / "prepared"
-    code, output = _run("data", "prepare", recipe_file(), "--out", out)
+    code, output = run_cli("data", "prepare", recipe_file(), "--out", out)
     assert code == 0, output
     assert {p.name for p in out.iterdir()} == {"train.jsonl", "validation.jsonl", "test.jsonl", "data_report.json"}
 
@@ -129,7 +119,7 @@ def test_language_modeling_reports_perplexity_before_and_after(recipe_file, tmp_
                        eval={"systems": ["zero_shot", "few_shot", "finetuned"], "batch_size": 1},
                        training={"learning_rate": 5e-2, "max_steps": 10, "max_length": 16})
     out = tmp_path / "lm"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     results = json.loads((out / "eval.json").read_text())["results"]
     assert set(results) == {"zero_shot", "finetuned"}  # few-shot has no meaning for raw text
@@ -150,7 +140,7 @@ def test_chat_records_train_on_the_last_assistant_turn(recipe_file, tmp_path):
                        data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        eval={"systems": ["finetuned"], "max_new_tokens": 3})
     out = tmp_path / "chat"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     assert "rougeL" in json.loads((out / "eval.json").read_text())["results"]["finetuned"]
 
@@ -162,24 +152,24 @@ def _one_error_line(output):
 
 
 def test_usage_errors_are_one_error_line_with_exit_2(recipe_file):
-    code, output = _run("train")
+    code, output = run_cli("train")
     assert code == 2 and "missing argument 'recipe'" in _one_error_line(output).lower()
-    code, output = _run("train", recipe_file(), "--bogus")
+    code, output = run_cli("train", recipe_file(), "--bogus")
     assert code == 2 and "no such option: --bogus" in _one_error_line(output).lower()
-    code, output = _run("serve", "some-model", "--port", "99999")
+    code, output = run_cli("serve", "some-model", "--port", "99999")
     assert code == 2 and "'--port'" in _one_error_line(output)
-    code, output = _run("predict", "m", "--input", "i", "--output", "o", "--max-tokens", "many")
+    code, output = run_cli("predict", "m", "--input", "i", "--output", "o", "--max-tokens", "many")
     assert code == 2 and "'--max-tokens'" in _one_error_line(output)
-    code, output = _run("nosuchcommand")
+    code, output = run_cli("nosuchcommand")
     assert code == 2 and "nosuchcommand" in _one_error_line(output)
 
 
 def test_help_is_still_help():
-    code, output = _run("--help")
+    code, output = run_cli("--help")
     assert code == 0 and "train" in output and "error" not in output
-    code, output = _run("train", "--help")
+    code, output = run_cli("train", "--help")
     assert code == 0 and "--overwrite" in output
-    code, output = _run()  # no arguments: the help, as before
+    code, output = run_cli()  # no arguments: the help, as before
     assert "Usage" in output and "error:" not in output
 
 
@@ -187,16 +177,16 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(recipe_file, tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
     (other / "thesis.tex").write_text("years of work")
-    code, output = _run("train", recipe_file(), "--out", other, "--overwrite", "--quiet")
+    code, output = run_cli("train", recipe_file(), "--out", other, "--overwrite", "--quiet")
     assert code == 2 and "not an lmtune run" in _one_error_line(output)
     assert (other / "thesis.tex").read_text() == "years of work"
     runs = tmp_path / "runs"  # --out runs: the folder of runs, not a run
     (runs / "old").mkdir(parents=True)
     for marker in ("recipe.yaml", "manifest.json"):
         (runs / "old" / marker).write_text("{}")
-    code, output = _run("train", recipe_file(), "--out", runs, "--overwrite", "--quiet")
+    code, output = run_cli("train", recipe_file(), "--out", runs, "--overwrite", "--quiet")
     assert code == 2 and "not an lmtune run" in output and (runs / "old" / "recipe.yaml").exists()
-    code, output = _run("train", recipe_file(), "--out", other, "--resume", "--quiet")
+    code, output = run_cli("train", recipe_file(), "--out", other, "--resume", "--quiet")
     assert code == 2 and not (other / "recipe.yaml").exists()
 
 
@@ -205,7 +195,7 @@ def test_overwrite_replaces_a_run_directory(recipe_file, tmp_path):
     out.mkdir()
     for marker in ("recipe.yaml", "manifest.json", "stale.txt"):
         (out / marker).write_text("{}")
-    code, output = _run("train", recipe_file(), "--out", out, "--overwrite", "--quiet")
+    code, output = run_cli("train", recipe_file(), "--out", out, "--overwrite", "--quiet")
     assert code == 0, output
     assert not (out / "stale.txt").exists() and (out / "final").is_dir()
 
@@ -215,7 +205,7 @@ def test_out_that_is_a_file_fails_before_anything_runs(recipe_file, tmp_path):
     blocker.write_text("")
     for args in (["train", recipe_file(), "--out", blocker], ["train", recipe_file(), "--out", blocker / "run"],
                  ["data", "prepare", recipe_file(), "--out", blocker]):
-        code, output = _run(*args)
+        code, output = run_cli(*args)
         assert code == 2 and str(blocker) in _one_error_line(output) and "file" in output, output
 
 
@@ -223,7 +213,7 @@ def test_data_prepare_refuses_a_directory_of_other_files(recipe_file, tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "train.jsonl").write_text("my own data\n")
-    code, output = _run("data", "prepare", recipe_file(), "--out", target)
+    code, output = run_cli("data", "prepare", recipe_file(), "--out", target)
     assert code == 2 and "data_report.json" in _one_error_line(output)
     assert (target / "train.jsonl").read_text() == "my own data\n"
 
@@ -304,7 +294,7 @@ def test_baselines_measured_before_an_interruption_are_kept_for_resume(recipe_fi
 
 def test_a_recipe_without_a_finetuned_system_runs_only_the_baselines(recipe_file, tmp_path):
     out = tmp_path / "baselines"
-    code, output = _run("train", recipe_file(eval={"systems": ["zero_shot", "few_shot"], "few_shot_k": 2}), "--out",
+    code, output = run_cli("train", recipe_file(eval={"systems": ["zero_shot", "few_shot"], "few_shot_k": 2}), "--out",
                         out)
     assert code == 0, output
     assert "baselines only" in output and "verdict" in output

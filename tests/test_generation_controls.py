@@ -7,7 +7,8 @@ import torch
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES
-from lmtune.evaluate import predict, systems
+from lmtune.evaluate import systems
+from lmtune.inference.generation import generate, generate_detailed
 from lmtune.recipe import GenerationConfig, recipe_from_dict
 from tiny import build_model, build_tokenizer
 
@@ -28,8 +29,8 @@ def _prompts(enc):
 
 def _run(setup, batch_size=3, prompts=None, **controls):
     tok, model, enc = setup
-    return predict.generate_detailed(model, tok, prompts or _prompts(enc), MAX, tok.pad_token_id,
-                                     batch_size=batch_size, quiet=True, **controls)
+    return generate_detailed(model, tok, prompts or _prompts(enc), MAX, tok.pad_token_id,
+                             batch_size=batch_size, quiet=True, **controls)
 
 
 def _bigrams(tokens):
@@ -72,7 +73,7 @@ def test_an_eos_is_not_a_hit_of_the_token_cap(setup):
         bias = torch.zeros(len(tok))
         bias[tok.eos_token_id] = 10.0
         model.lm_head.bias = torch.nn.Parameter(bias)
-    out = predict.generate_detailed(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True)
+    out = generate_detailed(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True)
     assert out.counts == [0, 0, 0] and out.hit_cap == [False, False, False]
 
 
@@ -89,7 +90,7 @@ def test_batched_generation_with_controls_matches_one_at_a_time(setup):
 
 def test_generate_keeps_returning_texts_and_counts(setup):
     tok, model, enc = setup
-    texts, counts = predict.generate(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True, stop=["zzz"])
+    texts, counts = generate(model, tok, _prompts(enc), MAX, tok.pad_token_id, quiet=True, stop=["zzz"])
     assert texts == _run(setup).texts and counts == [MAX] * 3
 
 

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.errors import UserError
-from lmtune.evaluate import predict
+from lmtune.inference.generation import generate
+from lmtune.inference.label_scoring import classify
+from lmtune.inference.scoring import completion_logprobs
 from lmtune.methods import registry
 from lmtune.train import loop
 from lmtune.train.batches import collate
@@ -163,20 +165,20 @@ def test_virtual_token_scores_and_generations_equal_the_base_model_on_the_plante
     prompts = [enc.prompt_ids(head + [{"role": "user", "content": t}]) for t in texts]
     labels = [enc.target_ids(x) for x in ("positive", "negative movie", "neutral was fine")]
     pad = tok.pad_token_id
-    flat = predict.completion_logprobs(base, [(planted + p, lab) for p in prompts for lab in labels], pad, quiet=True)
+    flat = completion_logprobs(base, [(planted + p, lab) for p in prompts for lab in labels], pad, quiet=True)
     expected = [flat[i * 3:(i + 1) * 3] for i in range(3)]
-    scored = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], pad, batch_size=4,
-                                         quiet=True)
+    scored = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], pad, batch_size=4,
+                                 quiet=True)
     assert scored == pytest.approx(flat, abs=1e-4)
-    best, scores = predict.classify(model, prompts, labels, pad, batch_size=2, quiet=True)
+    best, scores = classify(model, prompts, labels, pad, batch_size=2, quiet=True)
     for row, exp in zip(scores, expected):
         assert row == pytest.approx(exp, abs=1e-4)
     assert best == [max(range(3), key=r.__getitem__) for r in expected]
 
-    want = predict.generate(base, tok, [planted + p for p in prompts], 6, pad, batch_size=1, quiet=True)
+    want = generate(base, tok, [planted + p for p in prompts], 6, pad, batch_size=1, quiet=True)
     assert len(set(want[0])) == 3  # the prompts lead to different texts, so a mix-up would show
-    assert predict.generate(model, tok, prompts, 6, pad, batch_size=3, quiet=True) == want
-    assert predict.generate(model, tok, prompts + prompts[:1], 6, pad, batch_size=2, quiet=True) == (
+    assert generate(model, tok, prompts, 6, pad, batch_size=3, quiet=True) == want
+    assert generate(model, tok, prompts + prompts[:1], 6, pad, batch_size=2, quiet=True) == (
         want[0] + want[0][:1], want[1] + want[1][:1])
 
 
@@ -187,9 +189,9 @@ def test_cached_label_scoring_equals_plain_scoring_with_the_method(tok, method):
     head = [{"role": "system", "content": "you are a helpful assistant"}]
     prompts = [enc.prompt_ids(head + [{"role": "user", "content": t}]) for t in SENTS[:3]]
     labels = [enc.target_ids(x) for x in ("positive", "negative movie")]
-    _, scores = predict.classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
-    flat = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
-                                       quiet=True)
+    _, scores = classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
+    flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
+                               quiet=True)
     assert [s for row in scores for s in row] == pytest.approx(flat, abs=1e-4)
 
 

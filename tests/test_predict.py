@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from lmtune.data.encode import Encoder
-from lmtune.evaluate import predict
+from lmtune.inference.generation import generate
+from lmtune.inference.label_scoring import classify, common_prefix_length
+from lmtune.inference.scoring import completion_logprobs
 from tiny import build_model, build_tokenizer
 
 
@@ -27,9 +29,9 @@ def test_shared_prefix_scores_equal_full_sequence_scores(setup, shots):
     prompts = _prompts(enc, shots)
     labels = [enc.target_ids(x) for x in ("positive", "negative movie", "neutral was fine")]
     assert len({len(lab) for lab in labels}) > 1  # labels of different token lengths
-    best, scores = predict.classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
-    flat = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
-                                       batch_size=4, quiet=True)
+    best, scores = classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
+    flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
+                               batch_size=4, quiet=True)
     expected = [flat[i * 3:(i + 1) * 3] for i in range(len(prompts))]
     for row, exp in zip(scores, expected):
         assert row == pytest.approx(exp, abs=1e-4)
@@ -39,7 +41,7 @@ def test_shared_prefix_scores_equal_full_sequence_scores(setup, shots):
 def test_completion_logprobs_match_a_manual_forward(setup):
     tok, model, enc = setup
     prompt, target = _prompts(enc)[0], enc.target_ids("positive")
-    (score,) = predict.completion_logprobs(model, [(prompt, target)], tok.pad_token_id, quiet=True)
+    (score,) = completion_logprobs(model, [(prompt, target)], tok.pad_token_id, quiet=True)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + target])).logits[0]
     logp = torch.log_softmax(logits, -1)
@@ -57,15 +59,15 @@ def test_label_scoring_picks_the_planted_label(setup):
         bias = torch.zeros(len(tok))
         bias[labels[1]] = 10.0
         model.lm_head.bias = torch.nn.Parameter(bias)
-    best, _ = predict.classify(model, _prompts(enc), labels, tok.pad_token_id, quiet=True)
+    best, _ = classify(model, _prompts(enc), labels, tok.pad_token_id, quiet=True)
     assert best == [1, 1, 1]
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(setup):
     tok, model, enc = setup
     prompts = _prompts(enc)
-    batched, counts = predict.generate(model, tok, prompts, 6, tok.pad_token_id, batch_size=3, quiet=True)
-    single = [predict.generate(model, tok, [p], 6, tok.pad_token_id, batch_size=1, quiet=True)[0][0] for p in prompts]
+    batched, counts = generate(model, tok, prompts, 6, tok.pad_token_id, batch_size=3, quiet=True)
+    single = [generate(model, tok, [p], 6, tok.pad_token_id, batch_size=1, quiet=True)[0][0] for p in prompts]
     assert batched == single and all(0 <= c <= 6 for c in counts)
 
 
@@ -98,14 +100,14 @@ def test_twenty_labels_with_shared_prefixes_score_as_full_sequences(setup, kind,
     model = _gqa_gpt2_or_eager(kind, len(tok))
     prompts = _prompts(enc, shots)
     labels = [enc.target_ids(x) for x in MANY]
-    _, scores = predict.classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
-    flat = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
-                                       batch_size=16, quiet=True)
+    _, scores = classify(model, prompts, labels, tok.pad_token_id, batch_size=2, quiet=True)
+    flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
+                               batch_size=16, quiet=True)
     assert [s for row in scores for s in row] == pytest.approx(flat, abs=1e-4)
 
 
 def test_shared_label_tokens_are_fed_once(setup):
-    from lmtune.evaluate.label_scoring import build_trie
+    from lmtune.inference.label_scoring import build_trie
 
     _, _, enc = setup
     labels = [enc.target_ids(x) for x in MANY]
@@ -122,8 +124,8 @@ def test_forward_passes_hold_no_more_rows_than_the_batch(setup):
     hook = model.model.register_forward_pre_hook(lambda _, args, kw: rows.append(kw["input_ids"].size(0)),
                                                  with_kwargs=True)
     try:
-        predict.classify(model, _prompts(enc, shots=True), [enc.target_ids(x) for x in MANY], tok.pad_token_id,
-                         batch_size=2, quiet=True)
+        classify(model, _prompts(enc, shots=True), [enc.target_ids(x) for x in MANY], tok.pad_token_id,
+                 batch_size=2, quiet=True)
     finally:
         hook.remove()
     assert rows and max(rows) <= 2
@@ -131,18 +133,18 @@ def test_forward_passes_hold_no_more_rows_than_the_batch(setup):
 
 def test_the_memory_budget_picks_the_batch_size_and_refuses_what_cannot_fit(setup):
     from lmtune.errors import UserError
-    from lmtune.evaluate.label_scoring import Estimator, build_trie, plan
+    from lmtune.inference.label_scoring import Estimator, build_trie, plan
 
     tok, model, enc = setup
     prompts, labels = _prompts(enc, shots=True), [enc.target_ids(x) for x in MANY]
-    n_prefix, nodes = predict.common_prefix_length(prompts), len(build_trie(labels).tokens)
+    n_prefix, nodes = common_prefix_length(prompts), len(build_trie(labels).tokens)
     est = Estimator.of(model)
     one = est.row(n_prefix, max(map(len, prompts)) - n_prefix + nodes, 1 + nodes)
     scheme = plan(model, prompts, labels, max_batch=8, budget=est.prefix(n_prefix) + 2 * one)
     assert [len(b) for b in scheme.batches] == [2, 1] and scheme.peak_bytes <= est.prefix(n_prefix) + 2 * one
     assert [len(b) for b in plan(model, prompts, labels, 8, 1 << 30).batches] == [3]
     with pytest.raises(UserError) as err:
-        predict.classify(model, prompts, labels, tok.pad_token_id, quiet=True, memory_gb=one / 2 / (1 << 30))
+        classify(model, prompts, labels, tok.pad_token_id, quiet=True, memory_gb=one / 2 / (1 << 30))
     assert err.value.source == "eval.memory_gb" and "20 labels" in str(err.value)
 
 
@@ -151,20 +153,20 @@ def test_the_memory_budget_picks_the_batch_size_and_refuses_what_cannot_fit(setu
 def test_the_shared_prefix_is_attended_once_for_all_rows(setup, kind, kernel, monkeypatch):
     """The stacked-rows attention to the shared prefix runs (not the concatenating fallback) and scores right,
     with torch's CPU flash kernel and with the plain matrix products used on other devices."""
-    from lmtune.evaluate import prefix_attention
+    from lmtune.inference import prefix_attention
 
     if kernel == "matmul":
         monkeypatch.setattr(prefix_attention, "_FLASH_CPU", None)
     tok, _, enc = setup
     model = _gqa_gpt2_or_eager(kind, len(tok))
     prompts, labels = _prompts(enc, shots=True), [enc.target_ids(x) for x in MANY[:6]]
-    flat = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
-                                       quiet=True)
+    flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
+                               quiet=True)
 
     def refuse(*args, **kwargs):
         raise AssertionError("fell back to concatenated keys")
     monkeypatch.setattr(prefix_attention, "_fallback", refuse)
-    _, scores = predict.classify(model, prompts, labels, tok.pad_token_id, batch_size=3, quiet=True)
+    _, scores = classify(model, prompts, labels, tok.pad_token_id, batch_size=3, quiet=True)
     assert [s for row in scores for s in row] == pytest.approx(flat, abs=1e-4)
     assert model.config._attn_implementation == ("eager" if kind == "eager" else "sdpa")  # restored
 
@@ -175,7 +177,7 @@ def test_label_scores_under_bf16_autocast_match_full_sequences(setup):
     model = _gqa_gpt2_or_eager("gqa", len(tok))
     prompts, labels = _prompts(enc, shots=True), [enc.target_ids(x) for x in MANY]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, scores = predict.classify(model, prompts, labels, tok.pad_token_id, quiet=True)
-        flat = predict.completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
-                                           quiet=True)
+        _, scores = classify(model, prompts, labels, tok.pad_token_id, quiet=True)
+        flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in labels], tok.pad_token_id,
+                                   quiet=True)
     assert [s for row in scores for s in row] == pytest.approx(flat, abs=0.05)

@@ -3,8 +3,7 @@
 import re
 
 import pytest
-from test_train import _dataset, _model, _settings
-from tiny import build_tokenizer
+from tiny import build_tokenizer, method_model, train_examples, train_settings
 
 from lmtune import progress
 from lmtune.train import loop
@@ -83,8 +82,8 @@ def test_hours_in_the_eta(capsys):
 def _train_and_read_stderr(tok, tmp_path, capsys, monkeypatch, quiet: bool) -> str:
     """A 4-step tiny training with validation every 2 steps, stderr not a terminal; what it printed there."""
     monkeypatch.setenv("LMTUNE_PROGRESS_INTERVAL", "0")
-    data = _dataset(tok, 16)
-    loop.train(_model(tok), data[:12], data[12:], _settings(max_steps=4, eval_every=2), tmp_path,
+    data = train_examples(tok, 16)
+    loop.train(method_model(tok), data[:12], data[12:], train_settings(max_steps=4, eval_every=2), tmp_path,
                tok.pad_token_id, quiet=quiet)
     return capsys.readouterr().err
 

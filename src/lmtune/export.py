@@ -21,6 +21,7 @@ from lmtune import models, outputs
 from lmtune.assets import resolve_model
 from lmtune.errors import UserError
 from lmtune.methods import registry
+from lmtune.run_dir import RunDir, read_model_info, write_model_info
 
 #: ``dtype`` choices of a merged export, and the torch dtype each writes (``auto``: the base model's).
 DTYPES: dict[str, str | None] = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -43,9 +44,9 @@ def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -
     """
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", source="--dtype")
-    final = Path(run_dir) / "final"
-    info_path = final / "lmtune.json"
-    if not info_path.is_file():
+    run = RunDir(run_dir)
+    final = run.final
+    if not run.final_info.is_file():
         raise UserError("no final/lmtune.json: not a finished lmtune run directory (train it first, or "
                         "give the run directory itself)", source=str(run_dir))
     out = Path(out)
@@ -53,7 +54,7 @@ def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -
     if out.exists() and any(out.iterdir()):
         raise UserError("output directory is not empty; choose a new --out", source=str(out))
     try:
-        info = json.loads(info_path.read_text())
+        info = run.read_final_info()
     except (OSError, ValueError) as exc:
         raise UserError(f"unreadable final/lmtune.json ({exc}); train the run again", source=str(run_dir)) from None
     dest = out.absolute()  # "." has no name to put a sibling .tmp beside
@@ -62,7 +63,7 @@ def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -
     # The parents of out that do not exist yet are created below; a failed export removes them again.
     with outputs.removed_on_failure(outputs.first_missing(dest.parent)):
         try:
-            _write(final, info, tmp, _torch_dtype(Path(run_dir), info, dtype) if merge else None)
+            _write(final, info, tmp, _torch_dtype(run.path, info, dtype) if merge else None)
             _share(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -84,8 +85,7 @@ def _write(final: Path, info: dict, tmp: Path, dtype) -> None:
     merged.config.dtype = dtype  # what from_pretrained(dtype="auto") loads it as
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "lmtune.json").write_text(json.dumps({**info, "method": "full", "merged_from": info["method"]},
-                                                indent=2))
+    write_model_info(tmp, {**info, "method": "full", "merged_from": info["method"]})
 
 
 def _torch_dtype(run_dir: Path, info: dict, choice: str):
@@ -99,7 +99,7 @@ def _torch_dtype(run_dir: Path, info: dict, choice: str):
 
     name = DTYPES[choice] or _config_dtype(info)
     if name is None:
-        precision = _recipe_precision(run_dir)
+        precision = _recipe_precision(RunDir(run_dir))
         name = DTYPES.get(precision) if precision in ("bf16", "fp16") else "float32"
     dtype = getattr(torch, str(name).removeprefix("torch."), None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
@@ -120,13 +120,12 @@ def _config_dtype(info: dict) -> str | None:
     return None
 
 
-def _recipe_precision(run_dir: Path) -> str | None:
+def _recipe_precision(run: RunDir) -> str | None:
     """``training.precision`` of the run's ``recipe.yaml``, or None."""
     import yaml
 
     try:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-        return (recipe.get("training") or {}).get("precision")
+        return (run.read_recipe().get("training") or {}).get("precision")
     except (OSError, yaml.YAMLError, AttributeError):
         return None
 
@@ -146,7 +145,7 @@ def _share(directory: Path) -> None:
 
 def load_final(final: Path, info: dict | None = None):
     """The fine-tuned model of a run (base model + saved artefact) and its tokenizer."""
-    info = info or json.loads((Path(final) / "lmtune.json").read_text())
+    info = info or read_model_info(final)
     task = info.get("task", {})
     method = registry.get(info["method"])
     if info.get("head"):

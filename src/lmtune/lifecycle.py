@@ -1,40 +1,33 @@
 """The whole lifecycle for one recipe, as a fixed sequence of stages (like a torchtune recipe):
 
-data -> model -> baselines -> fine-tune -> evaluate -> report.
+check -> claim the run directory -> set up -> baselines -> fine-tune -> evaluate -> save and report.
+Where each file of the run goes is :class:`~lmtune.run_dir.RunDir`'s to say.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lmtune import atomic, manifest, outputs, precision, resume_check, tasks
+from lmtune import manifest, outputs, precision, resume_check, tasks
 from lmtune.data import prepare as data_stage
-from lmtune.data.sample import sample_examples
+from lmtune.data.sample import fingerprint, sample_examples
 from lmtune.data.templates import check as check_template, resolve as resolve_template
 from lmtune.errors import UserError
-from lmtune.evaluate import cost, intervals, metrics, run_files, systems
+from lmtune.evaluate import cost, intervals, metrics, systems
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.methods import registry
+from lmtune.methods.merge import merged_adapter
 from lmtune.models import pad_id
+from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.report.page import write_report
+from lmtune.run_dir import RunDir, write_model_info
 from lmtune.seeding import seed_everything
 from lmtune.train import loop
-
-
-def say(message: str, quiet: bool = False) -> None:
-    """A stage heading on stderr (stdout stays for results)."""
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, overwrite: bool = False,
@@ -56,34 +49,19 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     """
     # First, before any model or method code: the same recipe and seed start from the same weights.
     seed_everything(recipe.seed)
-    run = _checked(recipe, Path(out) if out else Path("runs") / recipe.name, resume, overwrite, quiet,
-                   allow_eval_changes)
-    created = outputs.claim_run_dir(run.run_dir, resume, overwrite)
+    run = _checked(recipe, RunDir.at(out, recipe.name), resume, overwrite, quiet, allow_eval_changes)
+    created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite)
     # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
     # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
-    with outputs.removed_on_failure(created, keep=run.run_dir / "eval.json"):
+    with outputs.removed_on_failure(created, keep=run.run_dir.eval):
         _set_up(run)
         _baselines(run)
-        if not any(s.startswith("finetuned") for s in recipe.eval.systems):
+        if not run.fine_tunes:
             return _baselines_only(run)
-        say(f"[4/5] fine-tune: {recipe.method.name} on {len(run.encoded['train'])} examples", quiet)
-        run.model = run.method.apply(run.model, recipe.method.peft, recipe.method.freeze)
-    trainable, total = registry.count_parameters(run.model)
-    say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", quiet)
-    result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(recipe),
-                        run.run_dir, run.pad, resume=resume, quiet=quiet, objective=run.kind.objective())
-    save_final(run.run_dir / "final", run.model, run.tokenizer, run.method, recipe, run.source)
+        _apply_method(run)
+    summary = _fine_tune(run)
     _evaluate_tuned(run)
-    summary = {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
-               "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
-               "best_step": result.best_step, "stopped_early": result.stopped_early,
-               "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
-               "replay_examples": len(run.encoded["train"]) - run.n_task}
-    tested = intervals.significance(run.results, run.spec, recipe.eval, recipe.seed)
-    _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), summary, bias=run.bias,
-                  forgetting=run.forgetting, significance=tested)
-    write_report(run.run_dir)
-    return run.run_dir
+    return _save_and_report(run, summary)
 
 
 @dataclass
@@ -91,7 +69,7 @@ class _Run:
     """What the stages of one run share."""
 
     recipe: Recipe
-    run_dir: Path
+    run_dir: RunDir
     resume: bool
     quiet: bool
     kind: Any
@@ -114,12 +92,17 @@ class _Run:
     bias: dict[str, Any] = field(default_factory=dict)
     forgetting: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether ``eval.systems`` has a fine-tuned system; without one nothing is trained."""
+        return any(s.startswith("finetuned") for s in self.recipe.eval.systems)
 
-def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet: bool,
+
+def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quiet: bool,
              allow_eval_changes: bool = False) -> _Run:
     """Check everything a run needs, cheapest first, and load the model; nothing is written yet."""
-    outputs.check_run_dir(run_dir, resume, overwrite)
-    eval_changed = resume_check.check_resume(recipe, run_dir, allow_eval_changes) if resume else []
+    outputs.check_run_dir(run_dir.path, resume, overwrite)
+    eval_changed = resume_check.check_resume(recipe, run_dir.path, allow_eval_changes) if resume else []
     kind = tasks.task_for(recipe)
     method = registry.get(recipe.method.name)
     # A method this machine cannot run fails here (e.g. 4-bit weights without bitsandbytes).
@@ -143,13 +126,13 @@ def _checked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, quiet
 def _set_up(run: _Run) -> None:
     """Write the recipe and manifest, encode and write the data, read back what a resumed run measured."""
     recipe, run_dir, kind = run.recipe, run.run_dir, run.kind
-    atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    manifest.write_manifest(run_dir, seed=recipe.seed, data_files=run.prepared.files,
+    run_dir.write_recipe(recipe.model_dump(mode="json"))
+    manifest.write_manifest(run_dir.path, seed=recipe.seed, data_files=run.prepared.files,
                             model_source=run.source.to_dict())
     run.encoder = kind.encoder(run.tokenizer)
     run.encoded = kind.encode(run.prepared, run.tokenizer, run.encoder, run.template)
     _sample_test(run)
-    data_stage.write(run.prepared, run_dir / "data")
+    data_stage.write(run.prepared, run_dir.data.path)
     run.pad = pad_id(run.tokenizer)
     kind.prepare_reference(run.model, run.encoded, run.pad)
     run.spec = systems.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
@@ -161,9 +144,7 @@ def _set_up(run: _Run) -> None:
         say(f"      replay: {len(run.encoded['train']) - run.n_task} general-text blocks mixed into {run.n_task} "
             "examples", run.quiet)
     if run.resume and not run.remeasure:
-        run.results = _load_previous_results(run_dir)
-        run.bias = _load_previous(run_dir, "bias")
-        run.forgetting = _load_previous(run_dir, "forgetting")
+        _load_previous(run)
 
 
 def _sample_test(run: _Run) -> None:
@@ -173,7 +154,7 @@ def _sample_test(run: _Run) -> None:
     run.test = [test[i] for i in kept]
     run.test_encoded = [run.encoded["test"][i] for i in kept] if run.encoded.get("test") else []
     # Which examples were evaluated, whatever their order: `lmtune compare` warns when runs differ in it.
-    run.prepared.report["test_sha256"] = run_files.fingerprint(ex.record for ex in run.test)
+    run.prepared.report["test_sha256"] = fingerprint(ex.record for ex in run.test)
     if n is not None and n < len(test):
         run.prepared.report.setdefault("sampled", {})["test (eval.max_examples)"] = said
         say(f"      evaluated test examples: {said}", run.quiet)
@@ -200,14 +181,12 @@ def _baselines(run: _Run) -> None:
         result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
         run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
         _check_bias(run, system, result, shots)
-        _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
-                      forgetting=run.forgetting)
+        _save_results(run)
     if run.probes and "base" not in run.forgetting:
         say(f"      forgetting probes on the base model: {', '.join(p.name for p in run.probes)}", quiet)
         run.forgetting["base"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
         # Saved now, so a run interrupted in training resumes without measuring the base again.
-        _save_results(run.run_dir, recipe, run.spec, run.results, len(run.test), bias=run.bias,
-                      forgetting=run.forgetting)
+        _save_results(run)
 
 
 def _check_fits(run: _Run, shots: list) -> None:
@@ -216,6 +195,26 @@ def _check_fits(run: _Run, shots: list) -> None:
         return
     prompted = run.recipe.eval.few_shot_selection == "random" and "few_shot" in run.recipe.eval.systems
     systems.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
+
+
+def _apply_method(run: _Run) -> None:
+    """The method's trainable parameters on the model (a failure here still removes a new run directory)."""
+    say(f"[4/5] fine-tune: {run.recipe.method.name} on {len(run.encoded['train'])} examples", run.quiet)
+    run.model = run.method.apply(run.model, run.recipe.method.peft, run.recipe.method.freeze)
+
+
+def _fine_tune(run: _Run) -> dict[str, Any]:
+    """Train, save ``final/``, and return the training summary that ``eval.json`` records."""
+    trainable, total = registry.count_parameters(run.model)
+    say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
+    result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(run.recipe),
+                        run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.kind.objective())
+    save_final(run.run_dir.final, run.model, run.tokenizer, run.method, run.recipe, run.source)
+    return {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
+            "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
+            "best_step": result.best_step, "stopped_early": result.stopped_early,
+            "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
+            "replay_examples": len(run.encoded["train"]) - run.n_task}
 
 
 def _evaluate_tuned(run: _Run) -> None:
@@ -244,33 +243,15 @@ def _baselines_only(run: _Run) -> Path:
     """A run whose ``eval.systems`` has no fine-tuned system: the baselines' results and report, no training."""
     say("[4/5] no finetuned system in eval.systems: baselines only, nothing is trained (add finetuned to train)",
         run.quiet)
+    return _save_and_report(run)
+
+
+def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
+    """Every result, with the significance tests between the systems, then the report; returns the run directory."""
     tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
-    _save_results(run.run_dir, run.recipe, run.spec, run.results, len(run.test), bias=run.bias,
-                  forgetting=run.forgetting, significance=tested)
-    write_report(run.run_dir)
-    return run.run_dir
-
-
-@contextlib.contextmanager
-def merged_adapter(model):
-    """Evaluate a LoRA-style adapter merged into the base weights (as it is served after export --merge).
-
-    Unmerged, every adapted layer runs two extra matrix products: 1.7x the latency here.
-    The saved adapter in final/ is written before this and is not affected.
-    """
-    merge = getattr(model, "merge_adapter", None)
-    if merge is None:
-        yield
-        return
-    try:
-        merge()
-    except (ValueError, NotImplementedError, AttributeError):  # methods with nothing to merge
-        yield
-        return
-    try:
-        yield
-    finally:
-        model.unmerge_adapter()
+    _save_results(run, summary, significance=tested)
+    write_report(run.run_dir.path)
+    return run.run_dir.path
 
 
 def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) -> None:
@@ -282,7 +263,7 @@ def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) ->
     info = {"base_model": recipe.model, "base_model_source": source.to_dict(), "method": recipe.method.name,
             "task": recipe.task.model_dump(mode="json"), "head": tasks.uses_head(recipe),
             "max_length": recipe.training.max_length}
-    (tmp / "lmtune.json").write_text(json.dumps(info, indent=2))
+    write_model_info(tmp, info)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
@@ -326,41 +307,32 @@ def _measure(model, tokenizer, probes, recipe: Recipe, spec, quiet: bool) -> dic
                                     recipe.training.max_length, quiet)
 
 
-def _load_previous(run_dir: Path, key: str) -> dict[str, Any]:
-    path = run_dir / "eval.json"
-    return json.loads(path.read_text()).get(key) or {} if path.exists() else {}
+def _load_previous(run: _Run) -> None:
+    """What an interrupted run measured: its baselines (they do not change on resume), bias and forgetting."""
+    previous = run.run_dir.read_eval() if run.run_dir.eval.exists() else {}
+    run.results = {k: systems.SystemResult(v, run.run_dir.read_predictions(k))
+                   for k, v in (previous.get("results") or {}).items() if not k.startswith("finetuned")}
+    run.bias = previous.get("bias") or {}
+    run.forgetting = previous.get("forgetting") or {}
 
 
-def _save_results(run_dir: Path, recipe: Recipe, spec, results: dict[str, Any], n: int,
-                  summary: dict[str, Any] | None = None, bias: dict[str, Any] | None = None,
-                  forgetting: dict[str, Any] | None = None, significance: list | None = None) -> None:
-    prices = recipe.eval.cost.model_dump()
-    body = {"task": recipe.task.type, "n": n, "labels": recipe.task.labels,
+def _save_results(run: _Run, summary: dict[str, Any] | None = None, significance: list | None = None) -> None:
+    """Each system's predictions, then ``eval.json`` with what has been measured so far."""
+    recipe, prices = run.recipe, run.recipe.eval.cost.model_dump()
+    body = {"task": recipe.task.type, "n": len(run.test), "labels": recipe.task.labels,
             "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
             "prices_per_1k_tokens": prices,
             "results": {k: {**m, **cost.per_query(m, prices)}
-                        for k, m in ((k, v.metrics if hasattr(v, "metrics") else v) for k, v in results.items())}}
-    if bias:
-        body["bias"] = bias
-    if forgetting:
-        body["forgetting"] = forgetting
+                        for k, m in ((k, v.metrics if hasattr(v, "metrics") else v) for k, v in run.results.items())}}
+    if run.bias:
+        body["bias"] = run.bias
+    if run.forgetting:
+        body["forgetting"] = run.forgetting
     if significance:
         body["significance"] = significance
     if summary:
         body["training"] = {**summary, **cost.training(summary["train_tokens"], summary["train_seconds"], prices)}
-    for name, res in results.items():
+    for name, res in run.results.items():
         if getattr(res, "predictions", None):
-            atomic.write_jsonl(run_dir / "predictions" / f"{name}.jsonl", res.predictions)
-    atomic.write_json(run_dir / "eval.json", body)
-
-
-def _load_previous_results(run_dir: Path) -> dict[str, Any]:
-    """Baseline results already measured by an interrupted run (they do not change on resume)."""
-    previous = _load_previous(run_dir, "results")
-    return {k: systems.SystemResult(v, _read_predictions(run_dir, k)) for k, v in previous.items()
-            if not k.startswith("finetuned")}
-
-
-def _read_predictions(run_dir: Path, system: str) -> list[dict[str, Any]]:
-    path = run_dir / "predictions" / f"{system}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            run.run_dir.write_predictions(name, res.predictions)
+    run.run_dir.write_eval(body)

@@ -16,11 +16,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from lmtune import atomic
 from lmtune.errors import UserError
+from lmtune.run_dir import RunDir
 
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 # Distributions whose versions change results; "datasets" is listed only when installed.
 _TRACKED = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers",
@@ -82,9 +81,9 @@ def write_manifest(run_dir: Path, *, seed: int, data_files: dict[str, str | Path
     """
     manifest = build_manifest(seed=seed, data_files=data_files, model_source=model_source,
                               extra=extra)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(run_dir / MANIFEST_NAME, manifest)
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_manifest(manifest)
     return manifest
 
 

@@ -1,4 +1,5 @@
-"""Loading models and tokenizers from a resolved reference (see :mod:`lmtune.assets`)."""
+"""Loading models and tokenizers from a resolved reference (see :mod:`lmtune.assets`), and what a loaded
+model is (a soft-prompt model). Whether a reference is a run's ``final/`` is :func:`lmtune.run_dir.run_final`'s."""
 
 from __future__ import annotations
 
@@ -83,6 +84,12 @@ def is_causal_lm(ref: str) -> bool:
 def pad_id(tokenizer) -> int:
     """The id batches are padded with: the tokenizer's pad token, else its EOS."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def is_prompt_learning(model) -> bool:
+    """True for peft soft-prompt models (prompt/prefix/p-tuning): their forward adds virtual tokens."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def load_tokenizer(ref: str, source: ModelSource | None = None):

@@ -4,8 +4,8 @@ Every command that writes (``train``, ``demo``, ``export``, ``data prepare``, ``
 output location first, so a mistyped ``--out`` fails in a second with one clear line instead of a
 traceback after the model has loaded, and a failed command leaves nothing behind.
 
-A *run directory* is recognised by its two marker files, :data:`RUN_MARKERS` (``recipe.yaml`` and
-``manifest.json``), written the moment a run claims its directory. ``--overwrite`` (and ``lmtune
+A *run directory* is recognised by its two marker files, :data:`lmtune.run_dir.MARKERS` (``recipe.yaml``
+and ``manifest.json``), written the moment a run claims its directory. ``--overwrite`` (and ``lmtune
 demo``, which overwrites its own run) deletes only a directory that has both markers, or one that
 holds nothing but the ``data/`` of ``lmtune data prepare``, so ``--out /tmp`` or ``--out runs`` can
 never wipe other people's files or other runs.
@@ -21,16 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmtune.errors import UserError
-
-#: Files that make a directory an lmtune run (written first when a run claims its directory).
-RUN_MARKERS = ("recipe.yaml", "manifest.json")
-#: What ``lmtune data prepare`` writes; its presence marks a directory of prepared data.
-DATA_REPORT = "data_report.json"
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is an lmtune run directory (it has every file of :data:`RUN_MARKERS`)."""
-    return all((Path(path) / name).is_file() for name in RUN_MARKERS)
+from lmtune.run_dir import DATA, DATA_REPORT, MARKERS, DataDir, RunDir
 
 
 def check_dir_target(path: Path, option: str = "--out") -> None:
@@ -87,7 +78,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if not _owned(run_dir):
         raise UserError("directory is not empty and is not an lmtune run (it has no "
-                        f"{' and '.join(RUN_MARKERS)}), so it is neither resumed nor overwritten; choose a new "
+                        f"{' and '.join(MARKERS)}), so it is neither resumed nor overwritten; choose a new "
                         "or empty directory with --out", source=str(run_dir))
     if not resume and not overwrite:
         raise UserError("run directory already exists; pass --resume to continue it, --overwrite to "
@@ -121,7 +112,7 @@ def check_data_dir(target: Path) -> None:
     """
     target = Path(target)
     check_dir_target(target)
-    if _non_empty(target) and not (target / DATA_REPORT).is_file():
+    if _non_empty(target) and not DataDir(target).report.is_file():
         raise UserError(f"directory is not empty and has no {DATA_REPORT} from an earlier `lmtune data "
                         "prepare`; the splits would replace files in it: choose a new or empty directory "
                         "with --out", source=str(target))
@@ -158,10 +149,11 @@ def _non_empty(path: Path) -> bool:
 
 def _owned(path: Path) -> bool:
     """A run, or only the ``data/`` that ``lmtune data prepare`` writes into a run's directory by default."""
-    if is_run_dir(path):
+    run = RunDir(path)
+    if run.is_run:
         return True
     entries = list(path.iterdir())
-    return [e.name for e in entries] == ["data"] and (path / "data" / DATA_REPORT).is_file()
+    return [e.name for e in entries] == [DATA] and run.data.report.is_file()
 
 
 def _check_writable(path: Path, option: str, source: Path | None = None) -> None:

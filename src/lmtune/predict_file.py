@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lmtune import outputs, progress
 from lmtune.data import io
 from lmtune.data.encode import Encoder
@@ -29,6 +27,7 @@ from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES, Template, render, resolve
 from lmtune.errors import UserError
 from lmtune.models import pad_id
+from lmtune.run_dir import RunDir, read_model_info, run_final
 
 
 def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int = 256, batch_size: int = 8,
@@ -89,7 +88,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
 def _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids, max_tokens, pad, batch_size,
                     sampling):
     """Yield (start, output lines, generated tokens) for each chunk of records, the adapter merged meanwhile."""
-    from lmtune.lifecycle import merged_adapter
+    from lmtune.methods.merge import merged_adapter
 
     chunk = batch_size * 4
     with merged_adapter(model):
@@ -114,8 +113,8 @@ def _answers(model, tokenizer, ids: list[list[int]], labels: list[str] | None, l
     """
     import math
 
-    from lmtune.evaluate.predict import classify, generate
-    from lmtune.serve.engine.task import log_probabilities
+    from lmtune.inference.generation import generate
+    from lmtune.inference.label_scoring import classify, log_probabilities
 
     if not label_ids:
         texts, counts = generate(model, tokenizer, ids, max_tokens, pad, batch_size, quiet=True, **sampling)
@@ -179,10 +178,8 @@ def _same(record: dict[str, Any], key: str) -> str | None:
 
 def _run_final(ref: str) -> Path | None:
     """The run's ``final/`` (None for a model reference); a head-only run cannot generate."""
-    from lmtune.serve.engine.models import run_final
-
     final = run_final(ref)
-    if final is not None and json.loads((final / "lmtune.json").read_text()).get("head"):
+    if final is not None and read_model_info(final).get("head"):
         raise UserError("this run trained a classification/regression head, which does not generate text; "
                         "use lmtune eval for its predictions", source=str(final.parent))
     return final
@@ -192,9 +189,9 @@ def prompter_for(final: Path | None) -> Prompter:
     """How records become messages: the run's template, column mapping and chat setting (none for a model)."""
     if final is None:
         return Prompter(None, {}, None, True)
-    info = json.loads((final / "lmtune.json").read_text())
-    recipe_path = final.parent / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else {}
+    info = read_model_info(final)
+    run = RunDir(final.parent)
+    recipe = run.read_recipe() if run.recipe.exists() else {}
     task = recipe.get("task") or info.get("task", {})
     return Prompter(_template(task.get("template")), (recipe.get("data") or {}).get("fields") or {},
                     task.get("labels"), task.get("chat_template", True), task.get("type"))

@@ -1,8 +1,9 @@
-"""Progress that survives a log file: tqdm on a terminal, plain timed lines everywhere else.
+"""What a command says while it works: stage messages (``say``) and progress bars (``bar``), on stderr.
 
-tqdm redraws one line with carriage returns, which is unreadable in a log, so it used to be
-disabled when stderr was not a terminal; a run under nohup or CI then said nothing for many
-minutes. ``bar`` keeps tqdm for terminals and prints a short line every so often otherwise.
+stdout stays for results. tqdm redraws one line with carriage returns, which is unreadable in a log,
+so it used to be disabled when stderr was not a terminal; a run under nohup or CI then said nothing
+for many minutes. ``bar`` keeps tqdm for terminals and prints a short line every so often otherwise;
+``say`` writes a message above a terminal's bar, never through it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from tqdm.auto import tqdm
 
 DEFAULT_INTERVAL = 30.0
 INTERVAL_ENV = "LMTUNE_PROGRESS_INTERVAL"
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """Write ``message`` as one line on stderr (stdout stays for results), unless ``quiet``."""
+    if not quiet:
+        # sys.stderr is looked up now, not at import, so redirection (and pytest's capture) applies.
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
 
 
 def bar(total: int, desc: str, unit: str, quiet: bool = False, initial: int = 0, interval: float | None = None,

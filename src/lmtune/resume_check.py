@@ -8,14 +8,15 @@ measured; they may be changed on purpose, and then the baselines are measured ag
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lmtune.errors import UserError
+from lmtune.progress import say
 from lmtune.recipe import Recipe
+from lmtune.run_dir import RunDir
 
 #: How many differences the error lists before "and N more" (it stays one readable line).
 SHOWN = 5
@@ -40,7 +41,7 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
         UserError: (source: the run directory) a key outside ``eval.`` differs, or an ``eval.*`` key
             differs and ``allow_eval_changes`` is False.
     """
-    if not (Path(run_dir) / "recipe.yaml").is_file():
+    if not RunDir(run_dir).recipe.is_file():
         return []
     diffs = changes(recipe, run_dir)
     if not diffs:
@@ -56,8 +57,8 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
         raise UserError(f"the recipe's evaluation settings differ from this run's ({_listed(diffs)}); pass "
                         "--allow-eval-changes to resume and evaluate with the new ones, --overwrite to start "
                         "again, or --out for a new run", source=str(run_dir))
-    print(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
-          "the baselines are measured again and recipe.yaml records the new values", file=sys.stderr, flush=True)
+    say(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
+        "the baselines are measured again and recipe.yaml records the new values")
     return sorted(diffs)
 
 
@@ -68,7 +69,7 @@ def changes(recipe: Recipe, run_dir: Path) -> dict[str, tuple[Any, Any]]:
         UserError: the saved recipe cannot be read or parsed.
     """
     try:
-        saved = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text()) or {}
+        saved = RunDir(run_dir).read_recipe()
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read the run's recipe.yaml ({exc}); pass --overwrite to start the run again "
                         "or --out for a new one", source=str(run_dir)) from None

@@ -14,7 +14,6 @@ the test split, and says which systems it has.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from lmtune.data.templates import render
 from lmtune.evaluate import heads, systems
 from lmtune.errors import UserError
 from lmtune.evaluate.systems import SystemResult, TaskSpec
+from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.train.objectives import HeadObjective, Objective
 
@@ -257,8 +257,8 @@ def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[
         if name != "test":  # test prompts are encoded by the evaluation, whole
             encoded[name] = items
         if name != "test" and truncation[name]["truncated"]:
-            print(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
-                  f"training.max_length={recipe.training.max_length} and were truncated", file=sys.stderr)
+            say(f"warning: {truncation[name]['truncated']} of {len(items)} {name} examples are longer than "
+                f"training.max_length={recipe.training.max_length} and were truncated")
     truncation["note"] = ("train and validation examples are cut to max_length; test prompts are evaluated "
                           "whole, cut only to the model's context (counted as truncated_prompts in eval.json)")
     prepared.report["truncation"] = truncation

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
+from lmtune.inference.generation import generate
 
 AUGMENTERS: dict[str, Callable[[str, random.Random, dict[str, Any]], str]] = {}
 
@@ -98,7 +99,6 @@ def model_rewriter(options: dict[str, Any]):
 def _rewrite(model, tok, encoder, texts: list[str], steps: list[str], options: dict[str, Any], seed: int) -> list[str]:
     import torch
 
-    from lmtune.evaluate import predict
     from lmtune.models import pad_id
 
     pad = pad_id(tok)
@@ -106,9 +106,9 @@ def _rewrite(model, tok, encoder, texts: list[str], steps: list[str], options: d
     for step in steps:
         prompts = [encoder.prompt_ids([{"role": "user", "content": step.format(text=t, pivot=options.get("pivot", "French"))}])
                    for t in texts]
-        out, _ = predict.generate(model, tok, prompts, int(options.get("max_new_tokens", 256)), pad,
-                                  int(options.get("batch_size", 8)), desc="augment", do_sample=True,
-                                  temperature=float(options.get("temperature", 0.8)), top_p=0.95)
+        out, _ = generate(model, tok, prompts, int(options.get("max_new_tokens", 256)), pad,
+                          int(options.get("batch_size", 8)), desc="augment", do_sample=True,
+                          temperature=float(options.get("temperature", 0.8)), top_p=0.95)
         # A model that returns nothing must not erase the input.
         texts = [new or old for new, old in zip(out, texts)]
     return texts

@@ -19,6 +19,7 @@ from lmtune.data.formats import Example, load_examples
 from lmtune.data.sample import sample_examples
 from lmtune.data.split import label_counts, split_examples
 from lmtune.errors import UserError
+from lmtune.run_dir import DataDir
 
 SPLITS = ("train", "validation", "test")
 # Defaults of recipe keys read with getattr, so this module works with recipes that lack them.
@@ -188,9 +189,10 @@ def _step(report: dict, split: str, step: str, after: int, **extra) -> None:
 
 def write(prepared: PreparedData, out_dir: Path) -> None:
     """Write ``train/validation/test.jsonl`` and ``data_report.json`` into ``out_dir``."""
+    folder = DataDir(out_dir)
     for name, examples in prepared.splits.items():
-        atomic.write_jsonl(out_dir / f"{name}.jsonl", [{**ex.extra, **ex.record} for ex in examples])
-    atomic.write_json(out_dir / "data_report.json", prepared.report)
+        atomic.write_jsonl(folder.split(name), [{**ex.extra, **ex.record} for ex in examples])
+    atomic.write_json(folder.report, prepared.report)
 
 
 def steps_table(report: dict[str, Any]) -> str:

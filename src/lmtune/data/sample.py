@@ -9,9 +9,12 @@ least one record per label while n allows, records kept in their file order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 HOW = ("stratified", "random", "first")
 
@@ -81,3 +84,9 @@ def describe(kept: int, total: int, how: str, seed: int, stratified_by: str | No
         return f"the first {kept} of {total} (in file order)"
     by = f", stratified by {stratified_by}" if how == "stratified" and stratified_by else ""
     return f"{kept} of {total}, sampled at random{by} (seed {seed})"
+
+
+def fingerprint(records: Iterable[dict[str, Any]]) -> str:
+    """sha256 of a set of records, whatever their order: equal for the same test examples, different otherwise."""
+    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) for r in records)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

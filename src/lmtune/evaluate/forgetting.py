@@ -40,7 +40,8 @@ from lmtune import precision as amp
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
-from lmtune.evaluate import bootstrap, metrics, predict
+from lmtune.evaluate import bootstrap, metrics, perplexity
+from lmtune.inference import label_scoring
 from lmtune.models import pad_id
 
 #: A probe counts as forgotten when it got worse by more than this fraction of its base value
@@ -245,7 +246,7 @@ def _perplexity(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_l
     encoder = Encoder(tokenizer, max_length, use_chat_template=False)
     blocks = pack_blocks(encoder, [([], text) for text in probe.items], max_length)
     # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval.
-    units = predict.block_nll(model, blocks, pad, batch_size, f"forgetting {probe.name}", quiet)
+    units = perplexity.block_nll(model, blocks, pad, batch_size, f"forgetting {probe.name}", quiet)
     tokens = sum(n for _, n in units)
     return {"kind": "perplexity", "perplexity": metrics.perplexity(sum(nll for nll, _ in units), tokens),
             "tokens": tokens, "units": units}
@@ -267,8 +268,8 @@ def _multiple_choice(model, tokenizer, probe: Probe, pad: int, batch_size: int, 
         cut += sum(was_cut for _, was_cut in fitted)
         # Every question with n choices is scored on the same n letters: classify() encodes each
         # prompt once and scores all letters from it (equal to completion_logprobs, n times cheaper).
-        best, _ = predict.classify(model, [p for p, _ in fitted], label_ids, pad, batch_size,
-                                   desc=f"forgetting {probe.name}", quiet=quiet)
+        best, _ = label_scoring.classify(model, [p for p, _ in fitted], label_ids, pad, batch_size,
+                                         desc=f"forgetting {probe.name}", quiet=quiet)
         correct += [int(b == q.answer) for b, q in zip(best, questions)]
     return {"kind": "multiple_choice", "accuracy": sum(correct) / len(probe.items), "n": len(probe.items),
             "truncated_prompts": cut, "correct": correct}

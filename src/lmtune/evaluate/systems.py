@@ -12,8 +12,9 @@ from lmtune import precision
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, Template, render
-from lmtune.evaluate import label_scoring, metrics, predict
+from lmtune.evaluate import metrics, perplexity
 from lmtune.evaluate.retrieval import with_context
+from lmtune.inference import generation, label_scoring
 from lmtune.models import pad_id
 from lmtune.recipe_eval import GenerationConfig
 
@@ -89,7 +90,7 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
     if spec.type == "language_modeling":
         rendered = [render(spec.template, ex, spec.labels) for ex in test]
         encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)
-        units = predict.block_nll(model, encoded, pad, spec.batch_size, desc, quiet)
+        units = perplexity.block_nll(model, encoded, pad, spec.batch_size, desc, quiet)
         nll, n_tokens = sum(x for x, _ in units), sum(n for _, n in units)
         result = {"perplexity": metrics.perplexity(nll, n_tokens), "loss": nll / n_tokens}
         return SystemResult(_with_cost(result, started, len(test), [len(e.input_ids) for e in encoded], [0]),
@@ -99,14 +100,15 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
     references = [r.completion for r in rendered]
     label_ids = [encoder.target_ids(label) for label in spec.labels or []]
     if spec.type == "classification":
-        best, scores = predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet, spec.memory_gb)
+        best, scores = label_scoring.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet,
+                                              spec.memory_gb)
         predictions = [spec.labels[i] for i in best]
         result = metrics.classification_metrics(references, predictions, spec.labels)
         completion_tokens = [len(label_ids[i]) for i in best]
         extra = [{"scores": dict(zip(spec.labels, (round(s, 4) for s in row)))} for row in scores]
     else:
-        out = predict.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad, spec.batch_size, desc,
-                                        quiet, **spec.generation.model_dump())
+        out = generation.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad, spec.batch_size,
+                                           desc, quiet, **spec.generation.model_dump())
         predictions, completion_tokens = out.texts, out.counts
         result = metrics.generation_metrics(references, predictions)
         # Outputs cut off by max_new_tokens: many of them usually mean the model loops (see eval.generation).

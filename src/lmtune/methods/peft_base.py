@@ -75,11 +75,5 @@ def task_type_of(model) -> str:
     return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
-def is_prompt_learning(model) -> bool:
-    """True for peft soft-prompt models (prompt/prefix/p-tuning): their forward adds virtual tokens."""
-    config = getattr(model, "active_peft_config", None)
-    return bool(getattr(config, "is_prompt_learning", False))
-
-
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())

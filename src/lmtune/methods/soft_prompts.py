@@ -6,7 +6,7 @@
 Both start from random virtual tokens: peft's TEXT initialisation loads a tokenizer from the hub by
 name, which these machines cannot reach; a recipe may still ask for it with ``prompt_tuning_init``.
 The model's forward adds the virtual tokens, so the loss and evaluation code use its plain forward
-(see :func:`lmtune.methods.peft_base.is_prompt_learning`).
+(see :func:`lmtune.models.is_prompt_learning`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 from lmtune.evaluate import metrics
-from lmtune.evaluate.run_files import Run
 from lmtune.report import html, plots
+from lmtune.report.run import Run
 
 EXAMPLES = 8
 MISCLASSIFIED = 20

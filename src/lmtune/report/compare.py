@@ -14,11 +14,11 @@ from pathlib import Path
 
 from lmtune import atomic, manifest
 from lmtune.errors import UserError
-from lmtune.evaluate import run_files
-from lmtune.evaluate.run_files import Run
 from lmtune.report import html, plots
+from lmtune.report.run import Run, load
 from lmtune.report.systems import load_text
 from lmtune.report.verdict import verdict_sentences
+from lmtune.run_dir import RunDir
 
 
 def compare(run_dirs: list[Path], out: Path) -> Path:
@@ -33,14 +33,14 @@ def compare(run_dirs: list[Path], out: Path) -> Path:
 
 
 def _load(directory: Path) -> Run:
-    path = directory / "eval.json"
-    if not path.is_file():
+    files = RunDir(directory)
+    if not files.eval.is_file():
         raise UserError("no eval.json: not an evaluated lmtune run directory", source=str(directory))
     try:
-        json.loads(path.read_text())
+        files.read_eval()
     except json.JSONDecodeError as exc:
-        raise UserError(f"eval.json is not valid JSON ({exc.msg})", source=f"{path}:{exc.lineno}") from None
-    return run_files.load(directory)
+        raise UserError(f"eval.json is not valid JSON ({exc.msg})", source=f"{files.eval}:{exc.lineno}") from None
+    return load(directory)
 
 
 def run_labels(runs: list[Run]) -> list[str]:
@@ -66,7 +66,7 @@ def evaluated_on(run: Run) -> dict[str, tuple]:
     sha = (run.data_report or {}).get("test_sha256")
     if isinstance(sha, str) and sha:
         found["sha256"] = (sha,)
-    path = run.directory / "data" / "test.jsonl"
+    path = run.files.data.split("test")
     if path.is_file():
         with path.open("rb") as lines:
             sampled = n is not None and n < sum(1 for line in lines if line.strip())

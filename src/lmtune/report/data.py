@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.evaluate.run_files import Run
 from lmtune.report import html, plots
+from lmtune.report.run import Run
 
 # Keys that have a section of their own; everything else is listed under "Other details".
 _SHOWN = ("counts", "label_distribution", "steps", "token_lengths")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from lmtune import atomic
 from lmtune.errors import UserError
-from lmtune.evaluate import run_files
-from lmtune.evaluate.run_files import Run
 from lmtune.report import classes, data, html, plots, systems
+from lmtune.report.run import Run, load
+from lmtune.run_dir import RunDir
 
 _VALIDATION_SPLITS = ("validation", "val", "eval")
 
@@ -35,14 +35,13 @@ def write_report(run_dir: Path) -> Path:
     Raises:
         UserError: the directory has neither ``recipe.yaml`` nor ``eval.json``.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file() and not (run_dir / "eval.json").is_file():
+    files = RunDir(run_dir)
+    if not files.recipe.is_file() and not files.eval.is_file():
         raise UserError("no recipe.yaml or eval.json found; pass a run directory written by "
-                        "`lmtune train` or `lmtune eval`", source=str(run_dir))
-    page = _render(run_files.load(run_dir))
-    target = run_dir / "report.html"
-    atomic.write_text(target, page)
-    return target
+                        "`lmtune train` or `lmtune eval`", source=str(files.path))
+    page = _render(load(files.path))
+    atomic.write_text(files.report, page)
+    return files.report
 
 
 def _render(run: Run) -> str:

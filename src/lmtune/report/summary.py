@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from lmtune.run_dir import RunDir
 
 SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "rouge1", "rougeL", "bleu", "perplexity")
 
 
 def summary_table(run_dir: Path) -> str:
     """A plain-text table of every system's metrics, from ``eval.json``."""
-    data = json.loads((run_dir / "eval.json").read_text())
+    data = RunDir(run_dir).read_eval()
     results = data.get("results", {})
     metrics = [m for m in SHOWN if any(m in r for r in results.values())] + ["latency_s"]
     rows = [["system", *metrics]]
@@ -22,7 +23,8 @@ def summary_table(run_dir: Path) -> str:
     training = data.get("training")
     if training:
         lines.append(f"training: {training['train_steps']} steps in {training['train_seconds']} s, "
-                     f"{training['train_tokens_per_s']} tokens/s, best validation loss {_fmt(training['best_val_loss'])}")
+                     f"{training['train_tokens_per_s']} tokens/s, "
+                     f"best validation loss {_fmt(training['best_val_loss'])}")
     lines.append(f"test examples: {data.get('n')}")
     lines += _forgetting_lines(data)
     if data.get("primary_metric"):
@@ -49,7 +51,7 @@ def _forgetting_lines(data: dict) -> list[str]:
 def print_summary(run_dir: Path) -> None:
     """Print the table and where the report is."""
     print(summary_table(run_dir))
-    print(f"report: {(run_dir / 'report.html').resolve()}")
+    print(f"report: {RunDir(run_dir).report.resolve()}")
 
 
 def _fmt(value) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lmtune.evaluate import cost
 from lmtune.evaluate.metrics import HIGHER_IS_BETTER, best_systems
-from lmtune.evaluate.run_files import Run
 from lmtune.report import html, plots
+from lmtune.report.run import Run
 from lmtune.report.verdict import summary_sentence, verdict_sentences
 
 # Shown in their own columns, or implied by them (hours per 1,000 queries = latency x 1000 / 3600).

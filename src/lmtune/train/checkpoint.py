@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmtune.run_dir import CHECKPOINT_STATE, checkpoint_dirs
+
 WEIGHTS = "trainable.safetensors"
 
 
@@ -28,7 +30,7 @@ def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) ->
     save_weights(tmp / WEIGHTS, model)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _rng_state()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2))
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -60,21 +62,18 @@ def load(directory: Path, model, optimizer, scheduler) -> dict[str, Any]:
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     _set_rng_state(blob["rng"])
-    return json.loads((directory / "state.json").read_text())
+    return json.loads((directory / CHECKPOINT_STATE).read_text())
 
 
 def latest(checkpoints: Path) -> Path | None:
     """The newest complete checkpoint (``step-N``), ignoring half-written ``.tmp`` folders."""
-    found = [p for p in checkpoints.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
-             and (p / "state.json").exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+    found = checkpoint_dirs(checkpoints, complete=True)
+    return found[-1] if found else None
 
 
 def prune(checkpoints: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints."""
-    found = sorted((p for p in checkpoints.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")),
-                   key=lambda p: int(p.name.split("-")[1]))
-    for old in found[:-keep]:
+    for old in checkpoint_dirs(checkpoints)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -8,17 +8,17 @@ schedule, resume), then for each step ``train_step``, ``log_train``, ``validate`
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lmtune import precision, progress
+from lmtune.progress import say
+from lmtune.run_dir import BEST_WEIGHTS, RunDir, checkpoint_path
 from lmtune.seeding import seed_everything
 from lmtune.train import checkpoint, speedups
 from lmtune.train.batches import MicroBatches, total_steps
@@ -154,9 +154,9 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
                 save_checkpoint(run)
                 checkpoint.prune(run.ckpt_dir, settings.keep_checkpoints)
             if run.stopped_early:
-                print(f"early stopping at step {step}: validation loss has not improved for "
-                      f"{settings.patience} evaluations (best {run.state.best_val_loss:.4f} at step "
-                      f"{run.state.best_step})", file=sys.stderr)
+                say(f"early stopping at step {step}: validation loss has not improved for "
+                    f"{settings.patience} evaluations (best {run.state.best_val_loss:.4f} at step "
+                    f"{run.state.best_step})")
     except KeyboardInterrupt:
         interrupted(run)
         raise
@@ -184,7 +184,7 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     seed_everything(settings.seed)
     accelerator = make_accelerator(settings.precision)
     model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunDir(run_dir).checkpoints
     state, resumed = _restore(ckpt_dir if resume else None, accelerator.unwrap_model(model), optimizer,
                               scheduler, steps)
     tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None)
@@ -221,7 +221,7 @@ def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int) -> 
     if found is None:
         return TrainState(), False
     state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler))
-    print(f"resuming from {found} (step {state.step} of {steps})", file=sys.stderr)
+    say(f"resuming from {found} (step {state.step} of {steps})")
     return state, True
 
 
@@ -271,15 +271,15 @@ def validate(run: Training) -> None:
     if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
         run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_weights(run.ckpt_dir / "best.safetensors.tmp", run.accelerator.unwrap_model(run.model))
-        (run.ckpt_dir / "best.safetensors.tmp").replace(run.ckpt_dir / "best.safetensors")
+        best = run.ckpt_dir / BEST_WEIGHTS
+        tmp = best.with_name(best.name + ".tmp")
+        checkpoint.save_weights(tmp, run.accelerator.unwrap_model(run.model))
+        tmp.replace(best)
     else:
         state.bad_evals += 1
         run.stopped_early = bool(s.patience and state.bad_evals >= s.patience)
-    if not run.quiet:
-        # tqdm.write keeps a terminal's bar intact; without one it is a plain print.
-        tqdm.write(f"step {state.step}: validation loss {val_loss:.4f} (best {state.best_val_loss:.4f} "
-                   f"at step {state.best_step})", file=sys.stderr)
+    say(f"step {state.step}: validation loss {val_loss:.4f} (best {state.best_val_loss:.4f} at step "
+        f"{state.best_step})", run.quiet)
 
 
 def _epoch(run: Training) -> float:
@@ -292,15 +292,15 @@ def save_checkpoint(run: Training) -> None:
     state = run.state
     state.window_losses = [t.item() for t in run.pending_loss]
     state.window_seconds = time.perf_counter() - run.window_start
-    checkpoint.save(run.ckpt_dir / f"step-{state.step}", run.accelerator.unwrap_model(run.model), run.optimizer,
-                    run.scheduler, state.to_dict())
+    checkpoint.save(checkpoint_path(run.ckpt_dir, state.step), run.accelerator.unwrap_model(run.model),
+                    run.optimizer, run.scheduler, state.to_dict())
 
 
 def interrupted(run: Training) -> None:
     """Ctrl-C: checkpoint the last finished step, so ``--resume`` continues from it."""
     if run.state.step > 0:
         save_checkpoint(run)
-    print(f"\ninterrupted at step {run.state.step}; checkpoint saved, continue with --resume", file=sys.stderr)
+    say(f"\ninterrupted at step {run.state.step}; checkpoint saved, continue with --resume")
 
 
 def cleanup(run: Training) -> None:
@@ -313,9 +313,9 @@ def cleanup(run: Training) -> None:
 def finish(run: Training) -> Result:
     """Load the best validated weights into the model, if any were kept, and sum up the run."""
     model, state = run.accelerator.unwrap_model(run.model), run.state
-    if state.best_step is not None and (run.ckpt_dir / "best.safetensors").exists():
+    if state.best_step is not None and (run.ckpt_dir / BEST_WEIGHTS).exists():
         # The artefact a user keeps is the one that validated best, not the last one.
-        checkpoint.load_weights(run.ckpt_dir / "best.safetensors", model)
+        checkpoint.load_weights(run.ckpt_dir / BEST_WEIGHTS, model)
     seconds = time.perf_counter() - run.started
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
                   state.tokens, seconds, state.tokens / seconds if seconds else 0.0)

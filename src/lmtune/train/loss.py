@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from lmtune.data.encode import IGNORE
 from lmtune.errors import UserError
-from lmtune.methods.peft_base import is_prompt_learning
+from lmtune.models import is_prompt_learning
 
 CHUNK = 4096  # target positions per output-layer chunk
 

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lmtune.run_dir import RunDir
+
 
 class JsonlTracker:
     """Appends one JSON object per logged step, flushed at once so a crash loses nothing."""
@@ -40,8 +42,9 @@ class TrainingLog:
     """A run's ``metrics.jsonl`` and ``timing.jsonl``, cut back together on resume."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
-        self.metrics = JsonlTracker(run_dir / METRICS, resume_step)
-        self.timing = JsonlTracker(run_dir / TIMING, resume_step)
+        run = RunDir(run_dir)
+        self.metrics = JsonlTracker(run.metrics, resume_step)
+        self.timing = JsonlTracker(run.timing, resume_step)
 
     def log(self, record: dict[str, Any], **timing: float) -> None:
         """Log ``record``; ``timing`` (e.g. ``tokens_per_s``) goes to ``timing.jsonl`` under the same step."""
@@ -52,9 +55,6 @@ class TrainingLog:
     def close(self) -> None:
         self.metrics.close()
         self.timing.close()
-
-
-METRICS, TIMING = "metrics.jsonl", "timing.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

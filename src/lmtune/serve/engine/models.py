@@ -24,6 +24,7 @@ from lmtune.assets import resolve_model
 from lmtune.data.encode import Encoder
 from lmtune.errors import UserError
 from lmtune.models import pad_id
+from lmtune.run_dir import MODEL_INFO, read_model_info, run_final, run_of
 from lmtune.serve.engine.batching import BASE, Engine
 from lmtune.serve.engine.task import Task, load_task, task_name
 
@@ -55,15 +56,6 @@ class Served:
         configured = getattr(self.engine.model.generation_config, "eos_token_id", None)
         ids.update(configured if isinstance(configured, list) else [configured])
         return frozenset(i for i in ids if i is not None)
-
-
-def run_final(ref: str | Path) -> Path | None:
-    """The ``final/`` directory if ``ref`` is a run directory (or its ``final/``), else None."""
-    path = Path(ref).expanduser()
-    for final in (path / "final", path):
-        if (final / "lmtune.json").is_file():
-            return final
-    return None
 
 
 def base_name(ref: str) -> str:
@@ -117,7 +109,7 @@ class Registry:
                 if name is None and base_name(ref) in self._served:
                     return []
                 return self._add_base(ref, name)
-            return self._add_run(final, name or (final.parent.name if final.name == "final" else final.name))
+            return self._add_run(final, name or run_of(final).path.name)
 
     def close(self) -> None:
         for engine in self._started:
@@ -132,7 +124,7 @@ class Registry:
         return [name]
 
     def _add_run(self, final: Path, name: str) -> list[str]:
-        info = json.loads((final / "lmtune.json").read_text())
+        info = read_model_info(final)
         method = info.get("method", "")
         where = str(final.parent)
         if info.get("head"):
@@ -164,7 +156,7 @@ class Registry:
             model, _ = load_final(final, info)
             engine = self._engine(model, tokenizer)
             adapter = BASE
-        created = int((final / "lmtune.json").stat().st_mtime)
+        created = int((final / MODEL_INFO).stat().st_mtime)
         encoder = _encoder(tokenizer, engine, chat)
         self._served[name] = Served(name, engine, adapter, tokenizer, encoder, created, where)
         added.append(name)
@@ -178,7 +170,7 @@ class Registry:
     def _task(self, final: Path, info: dict, name: str) -> Task | None:
         """The run's task as evaluated, or None (said why when its recipe cannot be read)."""
         try:
-            return load_task(final.parent if final.name == "final" else final, info)
+            return load_task(run_of(final).path, info)
         except (OSError, ValueError, TypeError, yaml.YAMLError, UserError) as exc:
             # A damaged recipe (or a template registered only in the training process) must not keep
             # the run itself from being served.

@@ -5,9 +5,9 @@ instruction records for generation) is also served as ``<run>:task``. Its reques
 input (what the recipe's template puts in its ``{text}``, ``{prompt}`` or ``{instruction}``), not a
 prompt: the server renders the run's template around it and answers as evaluation answered. A
 classification answer is the label whose tokens are most likely after the prompt, scored by
-:func:`lmtune.evaluate.predict.classify` (the code path of ``eval.json``), with the softmax of the
+:func:`lmtune.inference.label_scoring.classify` (the code path of ``eval.json``), with the softmax of the
 label log-likelihoods as probabilities; a generation answer is evaluation's greedy
-:func:`~lmtune.evaluate.predict.generate_detailed` with the recipe's ``eval.generation`` controls.
+:func:`~lmtune.inference.generation.generate_detailed` with the recipe's ``eval.generation`` controls.
 
 Both run as calls in the engine thread (:meth:`Engine.call`), one evaluation batch at a time, so the
 model is only ever touched from that thread and generation of other requests goes on between batches.
@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from lmtune import precision
 from lmtune.data.clean import normalise_text
@@ -30,9 +27,10 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import TEXT_FIELDS, Example, detect
 from lmtune.data.templates import Template, resolve
 from lmtune.errors import UserError
-from lmtune.evaluate import predict
 from lmtune.evaluate.systems import TaskSpec, build_prompts
+from lmtune.inference import generation, label_scoring
 from lmtune.recipe_eval import GenerationConfig
+from lmtune.run_dir import RunDir
 from lmtune.serve.engine.batching import BASE, Engine
 from lmtune.serve.errors import APIError
 
@@ -140,8 +138,8 @@ def load_task(run_dir: Path, info: dict) -> Task | None:
     Runs of chat, raw-text or preference records carry their own structure (served under the run's
     own name with the chat template they were trained with), so they get no task name.
     """
-    path = run_dir / "recipe.yaml"
-    recipe = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+    run = RunDir(run_dir)
+    recipe = run.read_recipe() if run.recipe.is_file() else {}
     task = recipe.get("task") or info.get("task") or {}
     kind = task.get("type")
     fmt = _record_format(run_dir) or ("classification" if kind == "classification" else None)
@@ -159,8 +157,9 @@ def load_task(run_dir: Path, info: dict) -> Task | None:
 
 def _record_format(run_dir: Path) -> str | None:
     """The format of the records the run was trained on (the first line of its saved split)."""
-    for name in ("train.jsonl", "test.jsonl", "validation.jsonl"):
-        path = run_dir / "data" / name
+    data = RunDir(run_dir).data
+    for name in ("train", "test", "validation"):
+        path = data.split(name)
         if path.is_file():
             with open(path, encoding="utf-8") as fh:
                 line = fh.readline()
@@ -173,18 +172,11 @@ def _record_format(run_dir: Path) -> str | None:
     return None
 
 
-def log_probabilities(scores: list[float]) -> list[float]:
-    """Log-softmax of label log-likelihoods: the log of each label's probability among the labels."""
-    top = max(scores)
-    norm = top + math.log(sum(math.exp(s - top) for s in scores))
-    return [s - norm for s in scores]
-
-
 def classify_call(spec: TaskSpec, adapter: str, prompts: list[list[int]], label_ids: list[list[int]], pad: int):
     """A function for :meth:`Engine.call`: evaluation's label scoring of ``prompts`` with the run's adapter."""
     def run(engine: Engine):
         with _as_evaluated(engine, adapter, spec.precision) as model:
-            return predict.classify(model, prompts, label_ids, pad, spec.batch_size, desc="serve", quiet=True)
+            return label_scoring.classify(model, prompts, label_ids, pad, spec.batch_size, desc="serve", quiet=True)
     return run
 
 
@@ -195,8 +187,8 @@ def generate_call(spec: TaskSpec, adapter: str, tokenizer, prompts: list[list[in
 
     def run(engine: Engine):
         with _as_evaluated(engine, adapter, spec.precision) as model:
-            return predict.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad, spec.batch_size,
-                                             desc="serve", quiet=True, **controls)
+            return generation.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad,
+                                                spec.batch_size, desc="serve", quiet=True, **controls)
     return run
 
 

@@ -10,12 +10,12 @@ import json
 import random
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmtune.run_dir import RunDir, checkpoint_dirs, checkpoint_step
 from lmtune.serve.errors import APIError, model_not_found
 from lmtune.serve.jobs.recipe import (
     BASE_LEARNING_RATE,
@@ -164,11 +164,10 @@ def job_object(job: dict) -> dict:
 
 def checkpoints(job: dict) -> list[dict]:
     """The run's saved checkpoints, newest first, with the losses logged at their step."""
-    run_dir = Path(job["run_dir"])
-    found = sorted((p for p in (run_dir / "checkpoints").glob("step-*")
-                    if p.is_dir() and (p / "state.json").exists()), key=lambda p: -int(p.name.split("-")[1]))
+    run_dir = RunDir(job["run_dir"])
+    found = reversed(checkpoint_dirs(run_dir.checkpoints, complete=True))
     losses: dict[tuple[int, str], float] = {}
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir.metrics
     for line in metrics.read_text().splitlines() if metrics.exists() else []:
         try:
             record = json.loads(line)
@@ -178,7 +177,7 @@ def checkpoints(job: dict) -> list[dict]:
             losses[(record.get("step"), record.get("split"))] = record["loss"]
     out = []
     for path in found:
-        step = int(path.name.split("-")[1])
+        step = checkpoint_step(path)
         out.append({"id": f"ftckpt-{job['id'].removeprefix('ftjob-')}-{step}", "object": "fine_tuning.job.checkpoint",
                     "created_at": int(path.stat().st_mtime), "fine_tuning_job_id": job["id"], "step_number": step,
                     "fine_tuned_model_checkpoint": f"{job['fine_tuned_model_name']}:ckpt-step-{step}",

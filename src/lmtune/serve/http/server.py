@@ -7,8 +7,8 @@ job twice).
 
 from __future__ import annotations
 
+import functools
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 from filelock import FileLock, Timeout
 
-from lmtune import assets
+from lmtune import assets, progress
 from lmtune.errors import UserError
 from lmtune.serve.http.app import build_state, create_app
 
@@ -74,7 +74,7 @@ class Server:
                  precision: str = "auto", quiet: bool = False):
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}", source="--precision")
-        self.say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        self.say = functools.partial(progress.say, quiet=quiet)
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.sock = bind(host, port)
         self.lock = None

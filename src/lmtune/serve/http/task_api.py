@@ -15,6 +15,7 @@ import math
 import time
 
 from lmtune.errors import UserError
+from lmtune.inference.label_scoring import log_probabilities
 from lmtune.models import pad_id
 from lmtune.serve.engine import task as tasks
 from lmtune.serve.errors import APIError
@@ -55,7 +56,7 @@ async def _classified(served, spec, prompts: list[list[int]], body, chat: bool) 
         call = tasks.classify_call(spec, served.adapter, prompts[start:start + spec.batch_size], label_ids, pad)
         best, scores = await _in_engine(served.engine, call)
         for chosen, row in zip(best, scores):
-            logps = tasks.log_probabilities(row)
+            logps = log_probabilities(row)
             extra = {"label_probabilities": {label: math.exp(lp) for label, lp in zip(labels, logps)}}
             if body.wants_logprobs:
                 extra["logprobs"] = _logprobs(chat, labels, logps, chosen, body.top_k)

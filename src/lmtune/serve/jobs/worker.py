@@ -25,9 +25,10 @@ import time
 import traceback
 from pathlib import Path
 
+from lmtune.progress import say
+from lmtune.run_dir import RunDir
 from lmtune.serve.jobs import joblock
 from lmtune.serve.jobs.store import Store
-from lmtune.train.track import TIMING
 
 EXIT_INTERRUPTED = 130
 EXIT_BUSY = 75  # another live worker holds the job (EX_TEMPFAIL): nothing was done, try again later
@@ -35,10 +36,10 @@ WATCH_INTERVAL_S = 0.5
 
 
 class MetricsEvents:
-    """Turns new lines of ``metrics.jsonl`` into job events, every ``interval`` seconds and once at the end."""
+    """Turns new lines of a run's ``metrics.jsonl`` into job events, every ``interval`` seconds and once at the end."""
 
-    def __init__(self, path: Path, store: Store, job_id: str, interval: float = 1.0):
-        self.path, self.store, self.job_id, self.interval = path, store, job_id, interval
+    def __init__(self, run: RunDir, store: Store, job_id: str, interval: float = 1.0):
+        self.run, self.store, self.job_id, self.interval = run, store, job_id, interval
         self.seen = {(e["data"].get("step"), e["data"].get("split")) for e in store.events(job_id)
                      if e["type"] == "metrics" and e["data"]}
         self._stop = threading.Event()
@@ -58,11 +59,11 @@ class MetricsEvents:
         self.poll()
 
     def poll(self) -> None:
-        if not self.path.exists():
+        if not self.run.metrics.exists():
             return
         # Each training line's speed is in timing.jsonl, written just before the line itself.
-        speed = {r.get("step"): r.get("tokens_per_s") for r in _complete_lines(self.path.with_name(TIMING))}
-        for record in _complete_lines(self.path):
+        speed = {r.get("step"): r.get("tokens_per_s") for r in _complete_lines(self.run.timing)}
+        for record in _complete_lines(self.run.metrics):
             key = (record.get("step"), record.get("split"))
             if key in self.seen or "loss" not in record:
                 continue
@@ -97,13 +98,14 @@ def run_job(state_dir: Path, job_id: str) -> int:
 
     store = Store(state_dir / "state.db")
     job = store.job(job_id)
-    run_dir = Path(job["run_dir"])
-    resume = run_dir.exists() and any(run_dir.iterdir())
+    run_dir = RunDir(job["run_dir"])
+    resume = run_dir.path.exists() and any(run_dir.path.iterdir())
     store.add_event(job_id, "Resuming the fine-tuning job from its newest checkpoint" if resume
                     else "Fine-tuning job started")
     try:
-        with MetricsEvents(run_dir / "metrics.jsonl", store, job_id):
-            run_recipe(recipe_from_dict(job["recipe"], source=f"job {job_id}"), out=run_dir, resume=resume, quiet=True)
+        with MetricsEvents(run_dir, store, job_id):
+            run_recipe(recipe_from_dict(job["recipe"], source=f"job {job_id}"), out=run_dir.path, resume=resume,
+                       quiet=True)
     except UserError as exc:
         _fail(store, job_id, "invalid_training_data", str(exc), exc.source)
         return 2
@@ -115,7 +117,7 @@ def run_job(state_dir: Path, job_id: str) -> int:
         traceback.print_exc()
         _fail(store, job_id, "internal_error", f"{type(exc).__name__}: {exc}", None)
         return 1
-    tokens = json.loads((run_dir / "eval.json").read_text()).get("training", {}).get("train_tokens")
+    tokens = run_dir.read_eval().get("training", {}).get("train_tokens")
     if tokens is not None:
         store.update_job(job_id, ["running"], trained_tokens=int(tokens))
     return 0
@@ -134,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED  # the server that started us is already gone: leave the job to the next one
     job_dir = state_dir / "jobs" / job_id
     if joblock.acquire(job_dir) is None:  # the descriptor stays open, holding the lock, until this process ends
-        print(f"job {job_id}: another worker (pid {joblock.holder(job_dir)}) holds it; exiting", file=sys.stderr)
+        say(f"job {job_id}: another worker (pid {joblock.holder(job_dir)}) holds it; exiting")
         return EXIT_BUSY
     if joblock.last_exit(job_dir) == 0:
-        print(f"job {job_id}: its model was already trained", file=sys.stderr)
+        say(f"job {job_id}: its model was already trained")
         return 0
     if server is not None:
         threading.Thread(target=_watch_server, args=(server,), name="lmtune-watch-server", daemon=True).start()
@@ -153,7 +155,7 @@ def _watch_server(server: int) -> None:
     """Interrupt this worker (as Ctrl-C would: checkpoint, then exit) once the server that started it is gone."""
     while os.getppid() == server:
         time.sleep(WATCH_INTERVAL_S)
-    print(f"the server (pid {server}) is gone; stopping at a checkpoint", file=sys.stderr, flush=True)
+    say(f"the server (pid {server}) is gone; stopping at a checkpoint")
     os.kill(os.getpid(), signal.SIGINT)
 
 

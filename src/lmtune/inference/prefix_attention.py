@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sys
-
 from dataclasses import dataclass
 
 import torch

@@ -1,4 +1,4 @@
-"""Model outputs for evaluation: label log-likelihoods, batched greedy generation, token losses."""
+"""Batched generation: greedy or sampled, left padded with the KV cache, with repetition controls and stop strings."""
 
 from __future__ import annotations
 
@@ -6,75 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from transformers import (LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor,
-                          RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList)
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from lmtune import progress
-from lmtune.evaluate.label_scoring import classify, common_prefix_length  # noqa: F401 (callers use predict.*)
-from lmtune.methods.peft_base import is_prompt_learning
-from lmtune.train.objectives import evaluate_loss
-
-
-def _bar(total: int, desc: str, quiet: bool):
-    return progress.bar(total, desc, "ex", quiet=quiet)
-
-
-def block_nll(model, blocks: list, pad_id: int, batch_size: int = 8, desc: str = "perplexity",
-              quiet: bool = False) -> list[list[float]]:
-    """Summed NLL and predicted-token count of each batch of language-modelling blocks.
-
-    ``blocks`` come from ``pack_blocks`` (every label a target but each block's first). One
-    ``[nll, tokens]`` pair per batch of ``batch_size`` blocks: perplexity is ``exp`` of the sums'
-    ratio, and the pairs are the resampling unit of its bootstrap interval.
-    """
-    device = next(model.parameters()).device
-    units = []
-    bar = progress.bar(len(blocks), desc, "block", quiet=quiet)
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start:start + batch_size]
-        tokens = sum(b.n_targets for b in chunk)
-        # evaluate_loss is the mean over the chunk's target tokens; times their count, their sum.
-        units.append([evaluate_loss(model, chunk, batch_size, pad_id, device) * tokens, tokens])
-        bar.update(len(chunk))
-    bar.close()
-    return units
-
-
-@torch.no_grad()
-def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 8,
-                        desc: str = "score", quiet: bool = False) -> list[float]:
-    """Sum of log p(completion | prompt) for each (prompt_ids, completion_ids) pair.
-
-    Pairs are processed longest first so each padded batch wastes little; results come back
-    in input order. Logits are aligned to the input's last positions: prompt tuning prepends
-    virtual tokens, so its logits are longer than the input.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    out = [0.0] * len(pairs)
-    bar = _bar(len(pairs), desc, quiet)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        target = torch.zeros_like(ids, dtype=torch.bool)
-        for row, (i, s) in enumerate(zip(idx, seqs)):
-            ids[row, :len(s)] = torch.tensor(s)
-            mask[row, :len(s)] = 1
-            target[row, len(pairs[i][0]):len(s)] = True
-        ids, mask, target = ids.to(device), mask.to(device), target.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.size(1):][:, :-1].float()
-        logp = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
-        sums = (logp * target[:, 1:]).sum(-1).tolist()
-        for i, value in zip(idx, sums):
-            out[i] = value
-        bar.update(len(idx))
-    bar.close()
-    return out
+from lmtune.models import is_prompt_learning
 
 
 @dataclass
@@ -115,7 +57,7 @@ def generate_detailed(model, tokenizer, prompts: list[list[int]], max_new_tokens
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out = Generated([""] * len(prompts), [0] * len(prompts), [[] for _ in prompts], [False] * len(prompts))
     eos = tokenizer.eos_token_id
-    bar = _bar(len(prompts), desc, quiet)
+    bar = progress.bar(len(prompts), desc, "ex", quiet=quiet)
     for idx in _batches(order, [len(p) for p in prompts], batch_size, same_length=_ignores_positions(model)):
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)

@@ -1,22 +1,21 @@
 """What the run report and the comparison page read from a run directory, parsed once and forgivingly.
 
 Every file is optional: a file that is missing leaves its field empty, and one that cannot be parsed
-adds a note (shown on the page) instead of failing the page.
+adds a note (shown on the page) instead of failing the page. Which files there are, and where, is
+:class:`~lmtune.run_dir.RunDir`'s to say.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from lmtune.evaluate.metrics import PRIMARY_METRIC
 from lmtune.report import html
+from lmtune.run_dir import RunDir
 
 
 @dataclass
@@ -33,6 +32,10 @@ class Run:
     data_report: dict | None = None
     notes: list[str] = field(default_factory=list)
     task: str | None = None
+
+    @property
+    def files(self) -> RunDir:
+        return RunDir(self.directory)
 
     @property
     def name(self) -> str:
@@ -67,31 +70,31 @@ class Run:
 
     def predictions(self, limit: int | None = None) -> dict[str, list[dict]]:
         """``predictions/<system>.jsonl`` per system, the systems of ``eval.json`` first."""
-        folder = self.directory / "predictions"
-        if not folder.is_dir():
+        files = self.files
+        if not files.predictions.is_dir():
             return {}
-        names = dict.fromkeys(list(self.results) + sorted(p.stem for p in folder.glob("*.jsonl")))
-        found = {s: read_jsonl(folder / f"{s}.jsonl", self.notes, limit) for s in names
-                 if (folder / f"{s}.jsonl").is_file()}
+        names = dict.fromkeys(list(self.results) + files.prediction_systems())
+        found = {s: read_jsonl(files.prediction(s), self.notes, limit) for s in names
+                 if files.prediction(s).is_file()}
         return {s: rows for s, rows in found.items() if rows}
 
 
 def load(run_dir: Path) -> Run:
     """Read every file of ``run_dir`` that a page uses."""
     run = Run(directory=Path(run_dir))
-    recipe_path = run.directory / "recipe.yaml"
-    if recipe_path.is_file():
-        run.recipe_text = recipe_path.read_text(encoding="utf-8", errors="replace")
+    files = run.files
+    if files.recipe.is_file():
+        run.recipe_text = files.recipe.read_text(encoding="utf-8", errors="replace")
         try:
             parsed = yaml.safe_load(run.recipe_text)
             run.recipe = parsed if isinstance(parsed, dict) else {}
         except yaml.YAMLError as exc:
             run.notes.append(f"recipe.yaml could not be parsed: {exc}")
-    run.manifest = read_json(run.directory / "manifest.json", run.notes)
-    run.evaluation = read_json(run.directory / "eval.json", run.notes)
-    run.data_report = read_json(run.directory / "data" / "data_report.json", run.notes)
-    run.metrics = read_jsonl(run.directory / "metrics.jsonl", run.notes)
-    run.timing = read_jsonl(run.directory / "timing.jsonl", run.notes)
+    run.manifest = read_json(files.manifest, run.notes)
+    run.evaluation = read_json(files.eval, run.notes)
+    run.data_report = read_json(files.data.report, run.notes)
+    run.metrics = read_jsonl(files.metrics, run.notes)
+    run.timing = read_jsonl(files.timing, run.notes)
     run.task = (run.evaluation or {}).get("task") or html.lookup(run.recipe, "task.type")
     return run
 
@@ -132,9 +135,3 @@ def read_jsonl(path: Path, notes: list[str], limit: int | None = None) -> list[d
     if bad:  # a run killed mid-write leaves a torn last line; show the rest, but say so
         notes.append(f"{path.name}: skipped {bad} line(s) that are not valid JSON")
     return rows
-
-
-def fingerprint(records: Iterable[dict[str, Any]]) -> str:
-    """sha256 of a set of records, whatever their order: equal for the same test examples, different otherwise."""
-    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) for r in records)
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -16,13 +16,16 @@ that cannot fit even alone is refused before any scoring starts (:func:`check_fi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from lmtune import progress
 from lmtune.errors import UserError
-from lmtune.evaluate import prefix_attention
+from lmtune.inference import prefix_attention
+from lmtune.inference.scoring import completion_logprobs
+from lmtune.models import is_prompt_learning
 
 _GB = 1 << 30
 _ELEMENT = 4  # bytes per activation in the estimate: fp32 (bf16 halves it; the estimate stays on the safe side)
@@ -70,8 +73,6 @@ def build_trie(label_ids: list[list[int]]) -> LabelTrie:
 
 def supports_tree(model) -> bool:
     """Whether ``model`` takes a custom 4-D mask and a shared prefix cache (plain attention, no prompt learning)."""
-    from lmtune.methods.peft_base import is_prompt_learning
-
     config = getattr(model, "config", None)
     return (not is_prompt_learning(model) and config is not None
             and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"))
@@ -215,7 +216,7 @@ def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id
              memory_gb: float | None = None) -> tuple[list[int], list[list[float]]]:
     """Pick, for each prompt, the label whose tokens (with EOS) are most likely after it.
 
-    The scores equal :func:`lmtune.evaluate.predict.completion_logprobs` of each (prompt, label)
+    The scores equal :func:`lmtune.inference.scoring.completion_logprobs` of each (prompt, label)
     pair, which scores prompt- and prefix-tuned models (and attention kernels that take no
     custom mask) directly, one row per label.
 
@@ -249,10 +250,15 @@ def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id
     return [max(range(len(label_ids)), key=row.__getitem__) for row in scores], scores
 
 
+
+def log_probabilities(scores: list[float]) -> list[float]:
+    """Log-softmax of label log-likelihoods: the log of each label's probability among the labels."""
+    top = max(scores)
+    norm = top + math.log(sum(math.exp(s - top) for s in scores))
+    return [s - norm for s in scores]
+
 def _classify_pairs(model, prompts, label_ids, pad_id, scheme: Plan, desc, quiet):
     """Every (prompt, label) pair as its own sequence, in batches of the plan's prompts."""
-    from lmtune.evaluate.predict import completion_logprobs
-
     k = len(label_ids)
     rows_per_batch = max(len(b) for b in scheme.batches) * k
     flat = completion_logprobs(model, [(p, lab) for p in prompts for lab in label_ids], pad_id, rows_per_batch,
