@@ -1,5 +1,6 @@
 # make demo   - the main job: drug-review sentiment, baselines vs LoRA fine-tune, report (~15 min on 2 CPU cores)
 # make test   - the test suite (offline, tiny models; one test uses the packaged real model)
+# make lint   - ruff and the layer contract (pyproject.toml; ARCHITECTURE.md)
 # make bench  - benchmarks (installs TRL for the peer comparison)
 # Both create or reuse .venv through `make install`, which is quick once done.
 
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: install chromium demo test bench clean
+.PHONY: install chromium demo lint test bench clean
 
 install: $(STAMP)
 
@@ -35,6 +36,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: install
 	$(VENV)/bin/lmtune demo
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 test: install chromium
 	$(PY) -m pytest -q tests

@@ -38,7 +38,8 @@ def synthetic(n: int, path: Path, seed: int = 0) -> None:
                 if len(texts) < 20000:
                     texts.append(text)
             if rng.random() < 0.01:
-                text += rng.choice([f" mail me at user{i}@example.com", f" call 555-{i % 900 + 100:03d}-{i % 9000 + 1000:04d}"])
+                text += rng.choice([f" mail me at user{i}@example.com",
+                                    f" call 555-{i % 900 + 100:03d}-{i % 9000 + 1000:04d}"])
             fh.write(json.dumps({"text": text, "label": LABELS[i % 3]}) + "\n")
 
 

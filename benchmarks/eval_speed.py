@@ -137,8 +137,8 @@ def many_labels(model, encoder: Encoder, pad: int, n: int, batch_size: int) -> d
     classify(model, build_prompts(model, encoder, spec, test[:2])[1], label_ids, pad, 2, quiet=True)
     for name, shots in (("zero_shot", None), ("few_shot_k20", few_shot_examples(train, 20, 0, labels))):
         _, prompt_ids, _ = build_prompts(model, encoder, spec, test, shots)
-        (best, _), seconds, memory = measured(lambda: classify(model, prompt_ids, label_ids, pad, batch_size,
-                                                               quiet=True))
+        (best, _), seconds, memory = measured(lambda ids=prompt_ids: classify(model, ids, label_ids, pad, batch_size,
+                                                                              quiet=True))
         accuracy = sum(labels[i] == ex.record["label"] for i, ex in zip(best, test)) / len(test)
         out[name] = {"examples_per_s": round(len(test) / seconds, 2), **memory, "accuracy": round(accuracy, 3),
                      "prompt_tokens_mean": round(sum(map(len, prompt_ids)) / len(test), 1),

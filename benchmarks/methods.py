@@ -52,7 +52,8 @@ def run_method(method: str, steps: int, out: Path) -> dict:
     return {"method": method, "exit_code": 0,
             "trainable_parameters": training["trainable_parameters"],
             "trainable_percent": round(100 * training["trainable_parameters"] / training["total_parameters"], 3),
-            "peak_rss_mb": round(peak or 0), "seconds_per_step": round(training["train_seconds"] / training["train_steps"], 2),
+            "peak_rss_mb": round(peak or 0),
+            "seconds_per_step": round(training["train_seconds"] / training["train_steps"], 2),
             "best_val_loss": training["best_val_loss"],
             "f1_macro": body["results"].get("finetuned", {}).get("f1_macro"),
             "complete_run_directory": all((out / name).exists() for name in RUN_FILES)}

@@ -32,10 +32,9 @@ from pathlib import Path
 import httpx2 as httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _server import free_port, wait_healthy  # noqa: E402
 from test_hostile_serve import HOSTILE, KEY, Ctx, send, upload_context  # noqa: E402  the table the tests use
 from tiny import save_tiny  # noqa: E402
-
-from _server import free_port, wait_healthy  # noqa: E402
 
 SERVE = ("import sys; from lmtune.serve.http.server import serve; "
          "serve([sys.argv[1]], port=int(sys.argv[2]), state_dir=sys.argv[3], api_key=sys.argv[4], quiet=True, "
@@ -127,7 +126,8 @@ def main() -> None:
               f"p50 {s['normal_latency_p50_s']:.2f} s, p95 {s['normal_latency_p95_s']:.2f} s", file=sys.stderr)
     ok = mixed["normal_failed"] == 0 and mixed["responses_5xx"] == 0 and alone["responses_5xx"] == 0
     print(json.dumps({"benchmark": "serve_hostile", "normal": args.normal, "hostile": args.hostile,
-                      "rounds": args.rounds, "hostile_table_size": len(HOSTILE), "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
+                      "rounds": args.rounds, "hostile_table_size": len(HOSTILE), "max_tokens": args.max_tokens,
+                      "cpu_count": os.cpu_count(),
                       "load_average_before_after": [load_before[0], os.getloadavg()[0]], "alone": alone,
                       "mixed": mixed, "ok": ok}))
     sys.exit(0 if ok else 1)

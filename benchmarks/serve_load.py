@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import openai
-
 from _server import free_port, wait_healthy
+
 from lmtune.data import io
 from lmtune.predict_file import prompter_for
 from lmtune.run_dir import run_final

@@ -53,16 +53,16 @@ def encoded_data():
 
 
 def validation_loss(model, val, pad_id) -> float:
-    from lmtune.train.objectives import evaluate_loss
-
     import torch
+
+    from lmtune.train.objectives import evaluate_loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         return evaluate_loss(model, val, SETTINGS["batch_size"], pad_id, next(model.parameters()).device)
 
 
 def run_lmtune(steps: int, checkpointing: bool, compile: bool = False) -> dict:
-    from pathlib import Path
     import tempfile
+    from pathlib import Path
 
     from lmtune import models
     from lmtune.methods import registry
@@ -74,7 +74,8 @@ def run_lmtune(steps: int, checkpointing: bool, compile: bool = False) -> dict:
     import torch
     torch.manual_seed(SETTINGS["seed"])
     model = registry.get("lora").apply(model, SETTINGS["lora"], {})
-    settings = loop.Settings(learning_rate=SETTINGS["learning_rate"], batch_size=SETTINGS["batch_size"], max_steps=steps,
+    settings = loop.Settings(learning_rate=SETTINGS["learning_rate"], batch_size=SETTINGS["batch_size"],
+                             max_steps=steps,
                              warmup_ratio=0.05, scheduler="cosine", eval_every=None, log_every=5, seed=SETTINGS["seed"],
                              precision="bf16", max_grad_norm=1.0,
                              gradient_checkpointing=checkpointing, compile=compile)
@@ -137,7 +138,8 @@ def child(which: str, steps: int, config: str, compile: bool) -> None:
 
 
 def measure(which: str, steps: int, config: str, compile: bool) -> dict:
-    print(f"running {which} ({config}{', compiled' if compile else ''}) for {steps} steps ...", file=sys.stderr, flush=True)
+    print(f"running {which} ({config}{', compiled' if compile else ''}) for {steps} steps ...",
+          file=sys.stderr, flush=True)
     cmd = [sys.executable, __file__, "--child", which, "--steps", str(steps), "--configs", config]
     proc = subprocess.run(cmd + (["--compile"] if compile else []), capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -3,7 +3,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from tiny import save_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

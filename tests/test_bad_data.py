@@ -58,7 +58,8 @@ def test_split_that_leaves_a_class_without_test_examples(tmp_path):
     rows.append({"text": "the only neutral one", "label": "neutral"})
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "x", "model": "m", "task": {"labels": ["negative", "neutral", "positive"]},
+    recipe.write_text(yaml.safe_dump({"name": "x", "model": "m",
+                                      "task": {"labels": ["negative", "neutral", "positive"]},
                                       "data": {"train": str(data)}}))
     out = tmp_path / "out"
     proc = _cli("data", "prepare", recipe, "--out", out, cwd=tmp_path)

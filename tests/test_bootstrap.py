@@ -52,7 +52,8 @@ def test_value_is_the_plain_metric_and_lies_in_its_interval(task, data, labels):
 
 def test_classification_values_equal_classification_metrics():
     refs, preds = _classification(90, 0.5, 1)
-    result = bootstrap.confidence_intervals("classification", refs, preds, LABELS, ["accuracy", "f1_macro", "per_class"])
+    result = bootstrap.confidence_intervals("classification", refs, preds, LABELS,
+                                            ["accuracy", "f1_macro", "per_class"])
     full = metrics.classification_metrics(refs, preds, LABELS)
     assert result["accuracy"]["value"] == full["accuracy"] and result["f1_macro"]["value"] == full["f1_macro"]
     assert result["recall[neutral]"]["value"] == full["per_class"]["neutral"]["recall"]

@@ -40,7 +40,8 @@ def test_generation_recipe_end_to_end(recipe_file, tmp_path):
     data.write_text("".join(json.dumps({"prompt": f"the movie was great {i}", "completion": "positive"}) + "\n"
                             for i in range(20)))
     path = recipe_file(task={"type": "generation", "labels": None, "template": None},
-                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       data={"train": str(data), "fields": {},
+                             "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        eval={"systems": ["zero_shot", "finetuned"], "max_new_tokens": 4})
     out = tmp_path / "gen"
     code, output = run_cli("train", path, "--out", out, "--quiet")
@@ -115,7 +116,8 @@ def test_language_modeling_reports_perplexity_before_and_after(recipe_file, tmp_
     data = tmp_path / "domain.jsonl"
     data.write_text("".join(json.dumps({"text": f"this drug helped my pain a lot, day {i}"}) + "\n" for i in range(30)))
     path = recipe_file(task={"type": "language_modeling", "labels": None, "template": None},
-                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       data={"train": str(data), "fields": {},
+                             "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        eval={"systems": ["zero_shot", "few_shot", "finetuned"], "batch_size": 1},
                        training={"learning_rate": 5e-2, "max_steps": 10, "max_length": 16})
     out = tmp_path / "lm"
@@ -137,7 +139,8 @@ def test_chat_records_train_on_the_last_assistant_turn(recipe_file, tmp_path):
         {"role": "user", "content": f"the movie was great {i}"},
         {"role": "assistant", "content": "positive"}]}) + "\n" for i in range(20)))
     path = recipe_file(task={"type": "chat", "labels": None, "template": None},
-                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       data={"train": str(data), "fields": {},
+                             "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        eval={"systems": ["finetuned"], "max_new_tokens": 3})
     out = tmp_path / "chat"
     code, output = run_cli("train", path, "--out", out, "--quiet")

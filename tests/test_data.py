@@ -1,8 +1,9 @@
 import json
 
 import pytest
-
 from conftest import write_jsonl
+from tiny import build_tokenizer
+
 from lmtune.data import io
 from lmtune.data.clean import dedup_exact
 from lmtune.data.encode import IGNORE, Encoder
@@ -10,7 +11,6 @@ from lmtune.data.formats import detect, load_examples
 from lmtune.data.split import label_counts, split_examples
 from lmtune.data.templates import TEMPLATES, render, resolve
 from lmtune.errors import UserError
-from tiny import build_tokenizer
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -95,7 +95,8 @@ def test_six_formats_detected(record, name):
 
 
 def test_field_mapping_and_label_check():
-    exs = _examples([{"review": "good", "rating": "positive", "drug": "x"}], fields={"text": "review", "label": "rating"})
+    exs = _examples([{"review": "good", "rating": "positive", "drug": "x"}],
+                    fields={"text": "review", "label": "rating"})
     assert exs[0].record == {"text": "good", "label": "positive"} and exs[0].extra == {"drug": "x"}
     with pytest.raises(UserError, match="not one of task.labels") as info:
         _examples([{"text": "a", "label": "positive"}, {"text": "b", "label": "great"}])
@@ -130,7 +131,8 @@ def test_template_library_has_the_basics():
 def test_render_by_name_inline_and_chat():
     ex = _examples([{"text": "great stuff", "label": "positive"}])[0]
     out = render(resolve("sentiment", ex.format), ex, LABELS)
-    assert "great stuff" in out.messages[-1]["content"] and "negative, neutral or positive" in out.messages[-1]["content"]
+    assert ("great stuff" in out.messages[-1]["content"]
+            and "negative, neutral or positive" in out.messages[-1]["content"])
     assert out.completion == "positive"
     inline = resolve({"prompt": "Text: {text}", "completion": "{label}"}, ex.format)
     assert render(inline, ex, LABELS).messages == [{"role": "user", "content": "Text: great stuff"}]
@@ -169,7 +171,8 @@ def test_split_is_seeded_and_stratified():
 
 
 def test_split_that_starves_a_class_is_a_user_error():
-    exs = _examples([{"text": f"t{i}", "label": "positive"} for i in range(20)] + [{"text": "lone", "label": "neutral"}])
+    exs = _examples([{"text": f"t{i}", "label": "positive"} for i in range(20)]
+                    + [{"text": "lone", "label": "neutral"}])
     with pytest.raises(UserError, match="too few") as info:
         split_examples(exs, 0.2, seed=0, stratify=True, what="test")
     assert info.value.source == "data.split.test"
@@ -212,9 +215,9 @@ def test_truncation_is_counted_and_keeps_the_target(tok):
 
 def test_pipeline_counts_truncation_in_the_report(recipe_file, tmp_path):
     from lmtune.data import prepare as data_stage
-    from lmtune.tasks import encode_splits
     from lmtune.data.templates import resolve as resolve_template
     from lmtune.recipe import load_recipe
+    from lmtune.tasks import encode_splits
 
     recipe = load_recipe(recipe_file(training={"max_length": 12}))
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed)
@@ -233,9 +236,11 @@ def test_prepare_removes_test_inputs_from_train(tmp_path):
     from lmtune.recipe import recipe_from_dict
 
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": LABELS[i % 3]} for i in range(30)])
-    test = write_jsonl(tmp_path / "test.jsonl", [{"text": "T1", "label": "neutral"}, {"text": "new", "label": "positive"}])
+    test = write_jsonl(tmp_path / "test.jsonl",
+                       [{"text": "T1", "label": "neutral"}, {"text": "new", "label": "positive"}])
     recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"labels": LABELS},
-                               "data": {"train": str(train), "test": str(test), "split": {"validation": 0.2, "test": 0}}})
+                               "data": {"train": str(train), "test": str(test),
+                                        "split": {"validation": 0.2, "test": 0}}})
     prepared = data_stage.prepare(recipe.data, "classification", LABELS, 0)
     assert prepared.report["leakage"]["exact"] == 1 and prepared.report["leakage"]["dropped_from_train"] == 1
     assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 29

@@ -128,7 +128,8 @@ def test_perplexity_is_exp_of_the_mean_token_nll(tok):
             count += block.size(1) - 1
     assert result["kind"] == "perplexity" and result["tokens"] == count
     assert len(result["units"]) == math.ceil(len(range(0, len(stream), 16)) / 3)  # one per batch of 3 blocks
-    assert sum(n for _, n in result["units"]) == count and sum(x for x, _ in result["units"]) == pytest.approx(nll, rel=1e-4)
+    assert (sum(n for _, n in result["units"]) == count
+            and sum(x for x, _ in result["units"]) == pytest.approx(nll, rel=1e-4))
     assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
 
 
@@ -212,9 +213,11 @@ def test_compare_counts_only_a_change_beyond_noise_as_forgetting():
     right = rng.random(100) < 0.3
 
     def probes(nll_after, right_after):
-        return [{"ppl": {"kind": "perplexity", "perplexity": math.exp(n.sum() / tokens.sum()), "tokens": int(tokens.sum()),
+        return [{"ppl": {"kind": "perplexity", "perplexity": math.exp(n.sum() / tokens.sum()),
+                         "tokens": int(tokens.sum()),
                          "units": [[float(a), int(b)] for a, b in zip(n, tokens)]},
-                 "mc": {"kind": "multiple_choice", "accuracy": float(r.mean()), "n": 100, "correct": r.astype(int).tolist()}}
+                 "mc": {"kind": "multiple_choice", "accuracy": float(r.mean()), "n": 100,
+                        "correct": r.astype(int).tolist()}}
                 for n, r in ((nll, right), (nll_after, right_after))]
 
     same = forgetting.compare(*probes(nll, right))

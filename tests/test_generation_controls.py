@@ -3,6 +3,7 @@ the count of outputs that ran into ``max_new_tokens``, on a tiny random model wh
 
 import pytest
 import torch
+from tiny import build_model, build_tokenizer
 
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
@@ -10,7 +11,6 @@ from lmtune.data.templates import TEMPLATES
 from lmtune.evaluate import systems
 from lmtune.inference.generation import generate, generate_detailed
 from lmtune.recipe import GenerationConfig, recipe_from_dict
-from tiny import build_model, build_tokenizer
 
 MAX = 20
 

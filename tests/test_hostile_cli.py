@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hostile import assert_user_error, cli, snapshot
 from tiny import build_tokenizer
 
@@ -81,7 +80,8 @@ CASES = {
     "set-bad-type": (lambda t, r, m: ["train", r(), "--set", "training.batch_size=abc"], "training.batch_size"),
     "model-missing": (lambda t, r, m: ["train", r(model=str(t / "no-model"))], "no-model"),
     # Item 7: the template is checked against the records before the model loads (order: test_cli.py).
-    "template-field-missing": (lambda t, r, m: ["train", r(task={"template": {"prompt": "{nosuch}", "completion": "{label}"}})],
+    "template-field-missing": (lambda t, r, m: ["train",
+                                                r(task={"template": {"prompt": "{nosuch}", "completion": "{label}"}})],
                                "task.template"),
     # Issue 13 item 1: label scoring that cannot fit its memory budget is refused before any system is scored.
     "scoring-over-memory-budget": (lambda t, r, m: ["train", r(eval={"memory_gb": 1e-6})], "eval.memory_gb"),

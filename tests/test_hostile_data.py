@@ -8,7 +8,6 @@ import json
 
 import pytest
 import yaml
-
 from hostile import assert_user_error, cli, snapshot
 
 GOOD = b'{"text": "fine review", "label": "positive"}\n'

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import torch
-
 from hostile import assert_client_error
+
 from lmtune.serve.engine import decode
 from lmtune.serve.engine.batching import Engine, Sequence
 from lmtune.serve.engine.text import StopText

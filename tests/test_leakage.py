@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from conftest import write_jsonl
+
 from lmtune.data import leakage
 from lmtune.data import prepare as data_stage
 from lmtune.data.formats import load_examples

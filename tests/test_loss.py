@@ -1,11 +1,11 @@
 import pytest
 import torch
+from tiny import build_model, build_tokenizer
 
 from lmtune.data.encode import Encoder
 from lmtune.methods import registry
 from lmtune.train.batches import collate
 from lmtune.train.loss import _body_and_head, full_logits_loss_sum, target_loss_sum
-from tiny import build_model, build_tokenizer
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
@@ -52,7 +52,7 @@ def test_packed_batches_give_the_same_per_example_loss_as_unpacked(path):
     with torch.no_grad():
         total = fn(packed)
         alone = [fn(collate([e], tok.pad_token_id)) for e in examples]
-        for k, e in enumerate(examples):
+        for k in range(len(examples)):
             # The same packed rows, with every other example's targets masked out.
             only_k = collate_packed([x if i == k else type(x)(x.input_ids, [-100] * len(x.labels))
                                      for i, x in enumerate(examples)], tok.pad_token_id, capacity=48)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import build_model, build_tokenizer
 
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.errors import UserError
@@ -14,7 +15,6 @@ from lmtune.train import loop
 from lmtune.train.batches import collate
 from lmtune.train.loss import full_logits_loss_sum, target_loss_sum
 from lmtune.train.track import read_metrics
-from tiny import build_model, build_tokenizer
 
 SENTS = ["the movie was great and i loved it", "the movie was terrible and boring", "it was fine, nothing special",
          "this drug helped my pain a lot", "this drug gave me awful side effects"]

@@ -11,8 +11,13 @@ from nltk.tokenize import word_tokenize
 from nltk.translate.meteor_score import meteor_score
 from rouge_score import rouge_scorer
 from scipy.stats import pearsonr
-from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+)
 
 from lmtune.data import synonyms
 from lmtune.errors import UserError

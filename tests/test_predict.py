@@ -1,11 +1,11 @@
 import pytest
 import torch
+from tiny import build_model, build_tokenizer
 
 from lmtune.data.encode import Encoder
 from lmtune.inference.generation import generate
 from lmtune.inference.label_scoring import classify, common_prefix_length
 from lmtune.inference.scoring import completion_logprobs
-from tiny import build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import build_model, build_tokenizer
 
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.errors import UserError
 from lmtune.methods import registry
 from lmtune.train.loop import Settings, train
 from lmtune.train.objectives import evaluate_loss
-from lmtune.train.preference import (PreferenceObjective, _full_logits_logps, encode_pair, precompute_reference,
-                                     preference_metrics, reference_logps, sequence_logps)
-from tiny import build_model, build_tokenizer
+from lmtune.train.preference import (
+    PreferenceObjective,
+    _full_logits_logps,
+    encode_pair,
+    precompute_reference,
+    preference_metrics,
+    reference_logps,
+    sequence_logps,
+)
 
 PAIRS = [("the movie was great and i loved it", "positive", "negative"),
          ("the movie was terrible and boring", "negative", "positive"),

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from report_runs import LABELS, NASTY, REAL_LABELS, REAL_SYSTEMS, SYSTEMS, make_realistic_run, make_run, write_file
 
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics
@@ -15,7 +16,6 @@ from lmtune.report import plots
 from lmtune.report.compare import compare
 from lmtune.report.page import write_report
 from lmtune.report.verdict import summary_sentence, verdict_sentences
-from report_runs import LABELS, NASTY, REAL_LABELS, REAL_SYSTEMS, SYSTEMS, make_realistic_run, make_run, write_file
 
 
 def _external_refs(page: str) -> list[str]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
+from report_runs import make_realistic_run
 
 from lmtune.report.compare import compare
 from lmtune.report.page import write_report
-from report_runs import make_realistic_run
 
 WIDTH = 1280
 

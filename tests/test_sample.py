@@ -43,7 +43,8 @@ def test_all_or_none_requested(how):
 
 
 def test_description_says_what_was_sampled():
-    assert describe(100, 3080, "stratified", 42, "label") == "100 of 3080, sampled at random, stratified by label (seed 42)"
+    assert (describe(100, 3080, "stratified", 42, "label")
+            == "100 of 3080, sampled at random, stratified by label (seed 42)")
     assert describe(10, 20, "first", 0, None) == "the first 10 of 20 (in file order)"
     assert describe(20, 20, "stratified", 0, "label") == "all 20"
 
@@ -82,6 +83,7 @@ def test_eval_max_examples_samples_every_label_and_says_so(recipe_file, tmp_path
     import json
 
     from conftest import write_jsonl
+
     from lmtune.lifecycle import run_recipe
     from lmtune.recipe import load_recipe
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import sacrebleu
+from conftest import write_jsonl
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, mean_squared_error, precision_recall_fscore_support
 from typer.testing import CliRunner
 
-from conftest import write_jsonl
 from lmtune.cli import app
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics
@@ -153,7 +153,8 @@ def test_missing_file_does_not_mention_a_recipe(tmp_path):
 # 30 predictions of a 3-label task whose test references hold only two labels; "neutral" is predicted.
 TASK_LABELS = ["negative", "neutral", "positive"]
 REFS30 = ["positive"] * 15 + ["negative"] * 15
-PREDS30 = ["positive"] * 10 + ["neutral"] * 3 + ["negative"] * 2 + ["negative"] * 11 + ["neutral"] * 2 + ["positive"] * 2
+PREDS30 = (["positive"] * 10 + ["neutral"] * 3 + ["negative"] * 2
+           + ["negative"] * 11 + ["neutral"] * 2 + ["positive"] * 2)
 
 
 def test_score_and_train_agree_on_macro_f1_and_name_its_labels(tmp_path):

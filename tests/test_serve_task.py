@@ -14,8 +14,8 @@ import math
 import httpx2 as httpx
 import openai
 import pytest
-
 from conftest import sentiment_records, write_jsonl
+
 from lmtune.serve.http.server import Server
 
 KEY = "sk-task"

@@ -4,7 +4,6 @@ import json
 import re
 
 import pytest
-
 from conftest import run_cli, write_jsonl
 
 
@@ -55,8 +54,10 @@ def test_verdict_names_the_winner_its_significance_and_cost():
     from lmtune.report.verdict import verdict_sentences
 
     evaluation = {"results": {
-        "zero_shot": {"f1_macro": 0.2, "cost_per_1k_queries": 0.05, "prompt_tokens_mean": 120, "completion_tokens_mean": 2},
-        "few_shot": {"f1_macro": 0.4, "cost_per_1k_queries": 0.25, "prompt_tokens_mean": 760, "completion_tokens_mean": 2},
+        "zero_shot": {"f1_macro": 0.2, "cost_per_1k_queries": 0.05, "prompt_tokens_mean": 120,
+                      "completion_tokens_mean": 2},
+        "few_shot": {"f1_macro": 0.4, "cost_per_1k_queries": 0.25, "prompt_tokens_mean": 760,
+                     "completion_tokens_mean": 2},
         "finetuned": {"f1_macro": 0.55, "ci": {"f1_macro": [0.5, 0.6]}, "cost_per_1k_queries": 0.05,
                       "prompt_tokens_mean": 120, "completion_tokens_mean": 2, "latency_s": 0.2}},
         "significance": [{"a": "finetuned", "b": "few_shot", "metric": "f1_macro", "p_value": 0.002}],

@@ -28,7 +28,8 @@ def test_encoder_with_a_classification_head_beats_nothing_but_is_compared_to_maj
     results = _results(out)["results"]
     assert set(results) == {"majority", "finetuned"}  # an encoder has no zero-shot: skipped, said so
     train_labels = [json.loads(line)["label"] for line in (out / "data" / "train.jsonl").read_text().splitlines()]
-    majority = [json.loads(line)["prediction"] for line in (out / "predictions" / "majority.jsonl").read_text().splitlines()]
+    majority = [json.loads(line)["prediction"]
+                for line in (out / "predictions" / "majority.jsonl").read_text().splitlines()]
     assert len(set(majority)) == 1  # one constant answer: a most frequent training label
     assert train_labels.count(majority[0]) == max(train_labels.count(x) for x in train_labels)
     assert {"accuracy", "f1_macro", "confusion_matrix"} <= set(results["finetuned"])
@@ -64,7 +65,8 @@ def test_preference_dpo_end_to_end_raises_reward_accuracy(recipe_file, tmp_path)
     rows = [{"prompt": f"how was the movie {i}?", "chosen": GOOD[i % 2], "rejected": BAD[i % 2]} for i in range(30)]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     path = recipe_file(task={"type": "preference", "labels": None, "template": None},
-                       data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                       data={"train": str(data), "fields": {},
+                             "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
                        training={"max_steps": 10, "learning_rate": 3e-2, "dpo_beta": 0.5},
                        eval={"systems": ["zero_shot", "few_shot", "finetuned"]})
     out = tmp_path / "dpo"

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
+from tiny import build_tokenizer, method_model, train_examples, train_settings
 
 from lmtune.train import loop
 from lmtune.train.track import read_metrics
-from tiny import build_tokenizer, method_model, train_examples, train_settings
 
 
 @pytest.fixture(scope="module")

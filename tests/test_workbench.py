@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import write_jsonl
+
 from lmtune.data import neardup, pii
 from lmtune.data import prepare as data_stage
 from lmtune.data.clean import normalise_text
@@ -210,7 +210,8 @@ def test_augmentation_touches_train_only_and_tags_copies(tmp_path, method):
     assert all(c.extra["augmentation"] == method for c in copies)
     originals = {e.source: e for e in aug.splits["train"] if "augmented_from" not in e.extra}
     assert all(c.record["label"] == originals[c.extra["augmented_from"]].record["label"] for c in copies)
-    assert sum(c.record["text"] != originals[c.extra["augmented_from"]].record["text"] for c in copies) > len(copies) // 2
+    assert sum(c.record["text"] != originals[c.extra["augmented_from"]].record["text"]
+               for c in copies) > len(copies) // 2
 
 
 def test_unknown_augmentation_names_the_key(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -86,7 +85,7 @@ def user_errors(fn):
 @user_errors
 def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-          out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+          out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
           allow_eval_changes: bool = typer.Option(False, "--allow-eval-changes", help="On --resume, accept "
@@ -151,8 +150,8 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each w
 @data_app.command("check")
 @user_errors
 def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet file."),
-               task: Optional[str] = typer.Option(None, "--task", help="Task type the file must suit."),
-               labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated allowed labels."),
+               task: str | None = typer.Option(None, "--task", help="Task type the file must suit."),
+               labels: str | None = typer.Option(None, "--labels", help="Comma-separated allowed labels."),
                fields: list[str] = typer.Option([], "--field", help="Column mapping, e.g. --field text=review.")):
     """Validate a data file; problems are reported with file:line and exit code 2."""
     from lmtune.data.check import check_file, format_summary
@@ -169,7 +168,7 @@ def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet
 @user_errors
 def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                  set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-                 out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>/data).")):
+                 out: Path | None = typer.Option(None, "--out", help="Output directory (default runs/<name>/data).")):
     """Clean, deduplicate, split and leakage-check the recipe's data; write the splits and data_report.json."""
     from lmtune import outputs
     from lmtune.data import prepare as data_stage
@@ -191,9 +190,9 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 def serve(models: list[str] = typer.Argument(..., help="Run directories and/or models (alias, directory)."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
           port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
-          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LMTUNE_API_KEY",
+          api_key: str | None = typer.Option(None, "--api-key", envvar="LMTUNE_API_KEY",
                                                 help="Require this bearer key on /v1 (env LMTUNE_API_KEY)."),
-          state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Uploaded files, fine-tuning jobs and "
+          state_dir: Path | None = typer.Option(None, "--state-dir", help="Uploaded files, fine-tuning jobs and "
                                                    "their database (default $LMTUNE_HOME/serve)."),
           max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most sequences decoded together."),
           max_queue: int = typer.Option(256, "--max-queue", min=1, help="Most sequences waiting; more get HTTP 429."),
@@ -230,12 +229,12 @@ def predict(model: str = typer.Argument(..., help="Run directory of `lmtune trai
 @app.command()
 @user_errors
 def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"prediction\", \"reference\"} per line."),
-          metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all "
+          metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all "
                                                 "of the task's), e.g. rougeL,bleu or f1_macro,per_class; families "
                                                 "too: rouge (all four), f1, precision, recall (macro)."),
-          task: Optional[str] = typer.Option(None, "--task", help="classification | generation | regression "
+          task: str | None = typer.Option(None, "--task", help="classification | generation | regression "
                                              "(default: inferred from the file)."),
-          labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set of a "
+          labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set of a "
                                                "classification task (as the recipe's task.labels); macro averages "
                                                "run over it. Default: the labels seen in references and predictions."),
           resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),

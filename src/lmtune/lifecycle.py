@@ -15,7 +15,8 @@ from typing import Any
 from lmtune import manifest, outputs, precision, resume_check, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.sample import fingerprint, sample_examples
-from lmtune.data.templates import check as check_template, resolve as resolve_template
+from lmtune.data.templates import check as check_template
+from lmtune.data.templates import resolve as resolve_template
 from lmtune.errors import UserError
 from lmtune.evaluate import cost, intervals, metrics, systems
 from lmtune.evaluate import forgetting as forgetting_probe

@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def build_manifest(*, seed: int, data_files: dict[str, str | Path], model_source
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "lmtune_version": _lmtune_version(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": list(sys.argv),
         "seed": seed,
         "python": platform.python_version(),

@@ -73,8 +73,10 @@ def is_causal_lm(ref: str) -> bool:
     archs = getattr(config, "architectures", None) or []
     if archs:
         return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                       MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     # No saved architecture: a model type that is a masked LM (BERT) is an encoder even if it has a decoder variant.
     return (config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -71,7 +71,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
     started = time.perf_counter()
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     tokens = 0
-    for start, lines, n_tokens in _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids,
+    for lines, n_tokens in _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids,
                                                   max_tokens, pad, batch_size, sampling):
         with open(output_path, "a", encoding="utf-8") as out:
             out.write("".join(lines))  # whole lines in one write; a crash leaves at most one partial line
@@ -87,7 +87,7 @@ def predict_file(ref: str, input_path: Path, output_path: Path, max_tokens: int 
 
 def _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids, max_tokens, pad, batch_size,
                     sampling):
-    """Yield (start, output lines, generated tokens) for each chunk of records, the adapter merged meanwhile."""
+    """Yield (output lines, generated tokens) for each chunk of records, the adapter merged meanwhile."""
     from lmtune.methods.merge import merged_adapter
 
     chunk = batch_size * 4
@@ -100,7 +100,7 @@ def _answered_lines(model, tokenizer, todo, prompts, ids, prompter, label_ids, m
             for (_, record), prompt, text, scored in zip(todo[start:start + chunk], part, texts, more):
                 extra = {"reference": prompt["reference"]} if prompt["reference"] is not None else {}
                 lines.append(json.dumps({**record, **extra, "prediction": text, **scored}, ensure_ascii=False) + "\n")
-            yield start, lines, sum(counts)
+            yield lines, sum(counts)
 
 
 def _answers(model, tokenizer, ids: list[list[int]], labels: list[str] | None, label_ids: list[list[int]],

@@ -15,7 +15,15 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from lmtune.errors import UserError
 from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recipe import EvalConfig` keeps working)
-    SYSTEMS, BiasConfig, CostConfig, EvalConfig, ForgettingConfig, GenerationConfig, RagConfig, _Strict)
+    SYSTEMS,
+    BiasConfig,
+    CostConfig,
+    EvalConfig,
+    ForgettingConfig,
+    GenerationConfig,
+    RagConfig,
+    _Strict,
+)
 
 TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
 
@@ -95,7 +103,8 @@ class CleanConfig(_Strict):
     leak_threshold: float | None = Field(
         0.8, gt=0.0, le=1.0, description="Token similarity (case and punctuation ignored) from which a train input "
         "counts as a near copy of a validation/test or contamination input; null: exact repeats only.")
-    empty: Literal["error", "drop"] = Field("error", description="A record with an empty field: stop, or drop it (counted).")
+    empty: Literal["error", "drop"] = Field(
+        "error", description="A record with an empty field: stop, or drop it (counted).")
     label_map: dict[str, str | float] = Field(
         default_factory=dict, description="Rename labels, e.g. {pos: positive}; numbers for regression.")
 
@@ -110,7 +119,8 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     leakage: Literal["drop", "fail", "report"] = Field(
-        "drop", description="Validation/test inputs found (exactly or nearly) in train: drop from train, fail, or report.")
+        "drop", description="Validation/test inputs found (exactly or nearly) in train: drop from train, fail, "
+        "or report.")
     contamination: list[str] = Field(
         default_factory=list, description="Evaluation files whose inputs must not appear in train (same policy).")
     augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
@@ -177,11 +187,14 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
-    packing: bool = Field(False, description="Pack each micro-batch into rows of max_length tokens, attention kept per example.")
+    packing: bool = Field(
+        False, description="Pack each micro-batch into rows of max_length tokens, attention kept per example.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute layer activations in the backward pass: much less memory, ~1/3 more compute.")
-    compile: bool = Field(False, description="torch.compile each decoder layer (a one-off compile before the first step).")
-    dpo_beta: float = Field(0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer (a one-off compile before the first step).")
+    dpo_beta: float = Field(
+        0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
 
 
 class Recipe(_Strict):

@@ -18,12 +18,12 @@ import time
 from typing import Any
 
 from lmtune import models
-from lmtune.models import pad_id
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.templates import render
-from lmtune.evaluate import heads, systems
 from lmtune.errors import UserError
+from lmtune.evaluate import heads, systems
 from lmtune.evaluate.systems import SystemResult, TaskSpec
+from lmtune.models import pad_id
 from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.train.objectives import HeadObjective, Objective
@@ -164,7 +164,8 @@ class HeadTask(TokenTask):
 
     def encode_test(self, tokenizer, examples) -> list:
         task = self.recipe.task
-        return heads.encode(tokenizer, examples, TaskSpec(task.type, task.labels, None), self.recipe.training.max_length)
+        return heads.encode(tokenizer, examples, TaskSpec(task.type, task.labels, None),
+                            self.recipe.training.max_length)
 
     def objective(self) -> Objective:
         return HeadObjective(regression=self.recipe.task.type == "regression")

@@ -1,7 +1,8 @@
 """Augmentation of the training split only: new copies of records, each tagged with its origin.
 
 Every method changes the model input, never the target. Word-level methods (EDA, Wei & Zou 2019):
-random deletion, random swap, and synonym replacement (WordNet). Model-based methods rewrite the input with an instruct model
+random deletion, random swap, and synonym replacement (WordNet). Model-based methods rewrite the input
+with an instruct model
 (``data.augment.model``, default the recipe's own): ``paraphrase``, and ``back_translation``
 through a pivot language (``pivot``, default French). Every copy carries ``augmented_from`` (the
 source file:line) and ``augmentation`` (the method), so it can be traced in the written splits.
@@ -79,7 +80,8 @@ INPUT_FIELD = {"classification": "text", "completion": "prompt", "instruction": 
 
 # Each model method is a chain of rewriting instructions applied in turn.
 MODEL_METHODS = {
-    "paraphrase": ["Paraphrase the following text. Keep its meaning and tone; reply with the paraphrase only.\n\n{text}"],
+    "paraphrase": ["Paraphrase the following text. Keep its meaning and tone; "
+                   "reply with the paraphrase only.\n\n{text}"],
     "back_translation": ["Translate the following text into {pivot}. Reply with the translation only.\n\n{text}",
                          "Translate the following text into English. Reply with the translation only.\n\n{text}"],
 }
@@ -104,7 +106,8 @@ def _rewrite(model, tok, encoder, texts: list[str], steps: list[str], options: d
     pad = pad_id(tok)
     torch.manual_seed(seed)
     for step in steps:
-        prompts = [encoder.prompt_ids([{"role": "user", "content": step.format(text=t, pivot=options.get("pivot", "French"))}])
+        prompts = [encoder.prompt_ids([{"role": "user",
+                                        "content": step.format(text=t, pivot=options.get("pivot", "French"))}])
                    for t in texts]
         out, _ = generate(model, tok, prompts, int(options.get("max_new_tokens", 256)), pad,
                           int(options.get("batch_size", 8)), desc="augment", do_sample=True,

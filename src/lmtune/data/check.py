@@ -78,7 +78,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"  exact duplicate inputs: {summary['exact_duplicates']}"]
     if summary["labels"]:
         total = sum(summary["labels"].values())
-        lines.append("  labels: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in summary["labels"].items()))
+        lines.append("  labels: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)"
+                                              for k, v in summary["labels"].items()))
     lines += unused_warnings(summary)
     return "\n".join(lines)
 

@@ -133,7 +133,7 @@ def _pii(examples: list[Example], policy: str, name: str, report: dict) -> list[
     for i, ex in enumerate(examples):
         found: Counter = Counter()
 
-        def mask(text: str) -> str:
+        def mask(text: str, found: Counter = found) -> str:
             new, c = pii.scan(text)
             found.update(c)
             return new if policy == "mask" else text
@@ -161,7 +161,8 @@ def _split(loaded: dict[str, list[Example]], split_cfg, seed: int, report: dict)
         splits["train"], splits[name] = split_examples(splits["train"], frac, seed, split_cfg.stratify, name,
                                                        split_cfg.group_by)
         if fraction > 0:
-            _step(report, name, f"split from train ({fraction:.0%}{', grouped by ' + split_cfg.group_by if split_cfg.group_by else ''})",
+            _step(report, name, f"split from train ({fraction:.0%}"
+                                f"{', grouped by ' + split_cfg.group_by if split_cfg.group_by else ''})",
                   len(splits[name]))
     return splits
 

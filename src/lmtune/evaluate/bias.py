@@ -150,34 +150,49 @@ def _parse_list(text: str, source: str, swaps: dict[str, str], group_of: dict[st
         if header:
             if names is not None:
                 raise UserError("a second groups line; name the two groups once, before the first pair", source=where)
-            cells = [c.strip() for c in header.group(1).split("\t")]
-            if len(cells) != 2 or not all(cells) or cells[0] == cells[1]:
-                raise UserError("a groups line names two different groups separated by a TAB, e.g. "
-                                "'# groups: male<TAB>female'", source=where)
-            names = (cells[0], cells[1])
+            names = _group_names(header.group(1), where)
             continue
         if not line or line.startswith("#"):
             continue
         names = names or ("a", "b")
-        cells = [" ".join(c.split()) for c in raw.split("\t")]
-        if len(cells) != 2 or not all(cells):
-            raise UserError(f"expected one pair, word<TAB>counterpart, got {len(cells)} TAB-separated "
-                            f"cell(s) in {raw.strip()!r}", source=where)
-        if _key(cells[0]) == _key(cells[1]):
-            raise UserError(f"{cells[0]!r} is paired with itself; a pair needs two different words", source=where)
-        for word, partner, group in ((cells[0], cells[1], names[0]), (cells[1], cells[0], names[1])):
-            key = _key(word)
-            if group_of.get(key, group) != group:
-                raise UserError(f"{word!r} is already in group {group_of[key]!r}; a word belongs to one group",
-                                source=where)
-            group_of[key] = group
-            swaps.setdefault(key, partner)  # the first pair listing a word decides its partner
-            if group not in groups:
-                groups.append(group)
+        _add_pair(_pair(raw, where), names, where, swaps, group_of, groups)
         count += 1
     if not count:
         raise UserError("the term list has no pairs; write one word<TAB>counterpart pair per line", source=source)
     return count
+
+
+def _group_names(cells_text: str, where: str) -> tuple[str, str]:
+    """The two group names of a ``# groups: a<TAB>b`` line."""
+    cells = [c.strip() for c in cells_text.split("\t")]
+    if len(cells) != 2 or not all(cells) or cells[0] == cells[1]:
+        raise UserError("a groups line names two different groups separated by a TAB, e.g. "
+                        "'# groups: male<TAB>female'", source=where)
+    return cells[0], cells[1]
+
+
+def _pair(raw: str, where: str) -> tuple[str, str]:
+    """A ``word<TAB>counterpart`` line's two words, spaces normalised."""
+    cells = [" ".join(c.split()) for c in raw.split("\t")]
+    if len(cells) != 2 or not all(cells):
+        raise UserError(f"expected one pair, word<TAB>counterpart, got {len(cells)} TAB-separated "
+                        f"cell(s) in {raw.strip()!r}", source=where)
+    if _key(cells[0]) == _key(cells[1]):
+        raise UserError(f"{cells[0]!r} is paired with itself; a pair needs two different words", source=where)
+    return cells[0], cells[1]
+
+
+def _add_pair(pair: tuple[str, str], names: tuple[str, str], where: str, swaps: dict[str, str],
+              group_of: dict[str, str], groups: list[str]) -> None:
+    for word, partner, group in ((pair[0], pair[1], names[0]), (pair[1], pair[0], names[1])):
+        key = _key(word)
+        if group_of.get(key, group) != group:
+            raise UserError(f"{word!r} is already in group {group_of[key]!r}; a word belongs to one group",
+                            source=where)
+        group_of[key] = group
+        swaps.setdefault(key, partner)  # the first pair listing a word decides its partner
+        if group not in groups:
+            groups.append(group)
 
 
 def counterfactuals(test: list[Example], terms: TermPairs) -> tuple[list[Example], list[int], list[str]]:

@@ -18,8 +18,8 @@ from lmtune.data.formats import Example
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics
 from lmtune.evaluate.systems import SystemResult, TaskSpec
-from lmtune.train.objectives import HeadObjective, Labelled
 from lmtune.models import pad_id
+from lmtune.train.objectives import HeadObjective, Labelled
 
 
 def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int) -> list[Labelled]:

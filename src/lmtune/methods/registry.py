@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_METHODS: dict[str, "Method"] = {}
+_METHODS: dict[str, Method] = {}
 
 
 class Method:
