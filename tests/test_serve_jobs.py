@@ -136,7 +136,15 @@ def test_bad_job_requests(client, server, training_file, tiny_model_dir):
     assert response.status_code == 400 and response.json()["error"]["param"] == "model"
 
 
-def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path):
+@pytest.fixture
+def sigint_ignored():
+    """This process ignores SIGINT, as one started in the background (nohup, `&`) does; children inherit that."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path, sigint_ignored):
     state = tmp_path / "state"
     first = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True).start()
     client = openai.OpenAI(base_url=first.url + "/v1", api_key="x", max_retries=0)

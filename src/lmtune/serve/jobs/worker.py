@@ -129,6 +129,9 @@ def _fail(store: Store, job_id: str, code: str, message: str, param: str | None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C semantics whatever this process inherited: a server started in the background (nohup, `&`,
+    # many init scripts) passes SIGINT on as ignored, and the stop signal would then never reach the loop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = argv or sys.argv[1:]
     state_dir, job_id = Path(args[0]), args[1]
     server = int(args[2]) if len(args) > 2 else None
