@@ -159,6 +159,7 @@ class Plan:
     n_prefix: int
     batches: list[list[int]]
     peak_bytes: int  # estimated, of the largest batch
+    trie: LabelTrie  # the labels' tokens, as fed after each prompt
 
 
 def plan(model, prompts: list[list[int]], label_ids: list[list[int]], max_batch: int, budget: int,
@@ -193,7 +194,7 @@ def plan(model, prompts: list[list[int]], label_ids: list[list[int]], max_batch:
                 _refuse(fixed + cost(i), budget, len(prompts[i]), len(label_ids), len(trie.tokens))
             batches.append([i])
         peak = max(peak, fixed + len(batches[-1]) * cost(batches[-1][0]))
-    return Plan(n_prefix, batches, peak)
+    return Plan(n_prefix, batches, peak, trie)
 
 
 def _refuse(needed: int, budget: int, n_tokens: int, n_labels: int, n_nodes: int) -> None:
@@ -236,12 +237,11 @@ def classify(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id
     scheme = plan(model, prompts, label_ids, batch_size, budget_bytes(memory_gb, device), tree)
     if not tree:
         return _classify_pairs(model, prompts, label_ids, pad_id, scheme, desc, quiet)
-    trie = build_trie(label_ids)
     prefix = _prefix_cache(model, prompts[0][:scheme.n_prefix], device) if scheme.n_prefix else None
     scores: list[list[float]] = [[] for _ in prompts]
     bar = progress.bar(len(prompts), desc, "ex", quiet=quiet)
     for idx in scheme.batches:
-        rows = _score_batch(model, [prompts[i][scheme.n_prefix:] for i in idx], trie, scheme.n_prefix, prefix,
+        rows = _score_batch(model, [prompts[i][scheme.n_prefix:] for i in idx], scheme.trie, scheme.n_prefix, prefix,
                             pad_id, device)
         for i, row in zip(idx, rows):
             scores[i] = row
