@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny import save_tiny
+import torch
+from tiny import build_model, build_tokenizer, save_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -12,6 +13,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The tiny tokenizer (``tiny.build_tokenizer``), built once per test module."""
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """``(tokenizer, model, encoder)``: the tiny Llama (seed 1, eval mode) and an encoder of 128 tokens."""
+    from lmtune.data.encode import Encoder
+
+    tok = build_tokenizer()
+    model = build_model(len(tok), seed=1).eval()
+    return tok, model, Encoder(tok, 128)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on shared, busy cores the threads' spin-waits
+    made a module of them 20x slower (180 s instead of 8 s). Module-scoped, so it also covers the
+    module-scoped fixtures that train: request it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # What a finished ``lmtune train`` leaves in its run directory.
@@ -51,26 +79,79 @@ def sentiment_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "reviews.jsonl", sentiment_records())
 
 
-@pytest.fixture
-def recipe_file(tmp_path, tiny_model_dir, sentiment_file):
-    """Write a small classification recipe on the tiny model; extra keys merge in."""
+def write_recipe(path: Path, model_dir: Path, train_file: Path, **sections) -> Path:
+    """Write a small classification recipe on the tiny model to ``path``; extra keys merge in."""
     import yaml
 
+    recipe = {
+        "name": "tiny", "seed": 0, "model": str(model_dir),
+        "task": {"type": "classification", "labels": ["negative", "neutral", "positive"],
+                 "template": "sentiment"},
+        "data": {"train": str(train_file), "fields": {"text": "review", "label": "rating"},
+                 "split": {"validation": 0.2, "test": 0.2}},
+        "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+        "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2, "eval_every": 2,
+                     "log_every": 1, "max_length": 64},
+        "eval": {"systems": ["zero_shot", "few_shot", "finetuned"], "few_shot_k": 2},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture
+def recipe_file(tmp_path, tiny_model_dir, sentiment_file):
+    """Write a small classification recipe on the tiny model (``write_recipe``); extra keys merge in."""
     def make(**sections):
-        recipe = {
-            "name": "tiny", "seed": 0, "model": str(tiny_model_dir),
-            "task": {"type": "classification", "labels": ["negative", "neutral", "positive"],
-                     "template": "sentiment"},
-            "data": {"train": str(sentiment_file), "fields": {"text": "review", "label": "rating"},
-                     "split": {"validation": 0.2, "test": 0.2}},
-            "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
-            "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2, "eval_every": 2,
-                         "log_every": 1, "max_length": 64},
-            "eval": {"systems": ["zero_shot", "few_shot", "finetuned"], "few_shot_k": 2},
-        }
-        for key, value in sections.items():
-            recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-        path = tmp_path / "recipe.yaml"
-        path.write_text(yaml.safe_dump(recipe))
-        return path
+        return write_recipe(tmp_path / "recipe.yaml", tiny_model_dir, sentiment_file, **sections)
     return make
+
+
+# Runs served as trained (tests/serve/test_serve_task.py) and predicted from (tests/test_predict_file.py).
+# Two tokens each for the tiny tokenizer ("negative" and "neutral" would share their first two).
+TASK_LABELS = {"negative": "awful", "neutral": "fine", "positive": "great"}
+TASK_TOPICS = {"negative": "complaint", "neutral": "note", "positive": "praise"}
+
+
+def train_task_run(out, model_dir, records, task: dict, steps: int, lr: float, **sections):
+    from lmtune.lifecycle import run_recipe
+    from lmtune.recipe import recipe_from_dict
+
+    recipe = {"name": out.name, "seed": 0, "model": str(model_dir), "task": task,
+              "data": {"train": str(records), "split": {"validation": 0.0, "test": 0.3}, **sections.pop("data", {})},
+              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+              # fp32 as the task server serves it: evaluation and serving then agree to float rounding
+              "training": {"max_steps": steps, "batch_size": 4, "learning_rate": lr, "max_length": 128,
+                           "precision": "fp32"},
+              "eval": {"systems": ["finetuned"], **sections.pop("eval", {})}}
+    return run_recipe(recipe_from_dict(recipe), out=out, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def task_runs(tmp_path_factory, tiny_model_dir):
+    """Two runs to serve as trained (``<run>:task``): ``reviews`` (classification by label scoring) and ``notes``
+    (generation with a template field), LoRA on the tiny model in fp32."""
+    root = tmp_path_factory.mktemp("task-runs")
+    reviews = write_jsonl(root / "reviews.jsonl",
+                          [{**r, "rating": TASK_LABELS[r["rating"]]} for r in sentiment_records()])
+    notes = write_jsonl(root / "notes.jsonl", [{"prompt": r["review"], "topic": TASK_TOPICS[r["rating"]],
+                                                "completion": TASK_LABELS[r["rating"]]} for r in sentiment_records(20)])
+    template = {"system": "You answer in one word.", "prompt": "Topic: {topic}\n\n{prompt}"}
+    return {
+        # 40 steps at a high rate: the tiny model's predictions differ between inputs (asserted in the tests)
+        "reviews": train_task_run(root / "reviews", tiny_model_dir, reviews,
+                                  {"type": "classification", "labels": sorted(TASK_LABELS.values()),
+                                   "template": "classification"},
+                                  40, 0.1, data={"fields": {"text": "review", "label": "rating"}}),
+        "notes": train_task_run(root / "notes", tiny_model_dir, notes, {"type": "generation", "template": template},
+                                4, 0.05, eval={"max_new_tokens": 6}),
+    }
+
+
+def evaluated(run) -> list[tuple[dict, dict]]:
+    """(test record, its line of predictions/finetuned.jsonl) pairs: the inputs and what evaluation answered."""
+    test = [json.loads(line) for line in (run / "data" / "test.jsonl").read_text().splitlines()]
+    predicted = [json.loads(line) for line in (run / "predictions" / "finetuned.jsonl").read_text().splitlines()]
+    assert len(test) == len(predicted) == json.loads((run / "eval.json").read_text())["n"]
+    return list(zip(test, predicted))

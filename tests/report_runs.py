@@ -16,6 +16,13 @@ def write_file(path: Path, content: str) -> None:
     path.write_text(content, encoding="utf-8")
 
 
+def section(page: str, heading: str) -> str:
+    """The ``<h2>heading...`` section of a report page, up to its ``</section>``."""
+    page = page.replace("<wbr>", "")  # invisible break points in long names
+    start = page.index(f"<h2>{heading}")
+    return page[start:page.index("</section>", start)]
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     write_file(path, "".join(json.dumps(row) + "\n" for row in rows))
 

@@ -58,9 +58,9 @@ def test_no_source_file_is_over_400_lines():
 
 def test_no_test_module_imports_another():
     """Shared helpers live in conftest.py or a helper module (tiny.py, hostile.py, ...), never in a test file."""
-    test_modules = {path.stem for path in TESTS.glob("test_*.py")}
+    test_modules = {path.stem for path in TESTS.rglob("test_*.py")}
     violations = []
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         nodes = ast.walk(ast.parse(path.read_text(), str(path)))
         for node in sorted(nodes, key=lambda n: getattr(n, "lineno", 0)):
             if isinstance(node, ast.Import):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import evaluated, write_jsonl
 from typer.testing import CliRunner
 
 from lmtune.cli import app
@@ -129,3 +130,14 @@ def test_plain_prompt_records_work_on_a_run_with_a_template(run, tmp_path):
     plain, templated = [json.loads(line) for line in out.read_text().splitlines()]
     assert isinstance(plain["prediction"], str) and "reference" not in plain
     assert templated["reference"] == "positive"
+
+
+def test_predict_answers_a_classification_run_with_its_evaluated_labels(task_runs, tmp_path):
+    from lmtune.predict_file import predict_file
+
+    pairs = evaluated(task_runs["reviews"])
+    out = tmp_path / "out.jsonl"
+    predict_file(str(task_runs["reviews"]), write_jsonl(tmp_path / "in.jsonl", [r for r, _ in pairs]), out, quiet=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["prediction"] for line in lines] == [p["prediction"] for _, p in pairs]
+    assert all(sum(line["label_probabilities"].values()) == pytest.approx(1.0) for line in lines)

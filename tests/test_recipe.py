@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
 from lmtune.demo import demo_recipe_text
 from lmtune.errors import UserError
@@ -194,3 +195,13 @@ def test_unknown_key_names_itself_and_the_valid_keys_at_its_level():
     assert "unknown key 'trainin'" in top and "valid keys here: name, seed, model, task, data, method" in top
     assert "valid keys here: validation, test, stratify, group_by" in split
     assert all("README.md" in p and "Recipes" in p and "DESIGN.md" not in p for p in (top, split))
+
+
+def test_rag_without_a_corpus_is_a_recipe_error(recipe_file, tmp_path):
+    code, output = run_cli("train", recipe_file(eval={"systems": ["rag"]}), "--out", tmp_path / "a")
+    assert code == 2 and "eval.rag" in output
+
+
+def test_an_unknown_system_is_a_recipe_error(recipe_file, tmp_path):
+    code, output = run_cli("train", recipe_file(eval={"systems": ["zero_shot", "retrieval"]}), "--out", tmp_path / "b")
+    assert code == 2 and "unknown system 'retrieval'" in output

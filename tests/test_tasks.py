@@ -1,11 +1,13 @@
-"""Every task type end to end on tiny models: head classification, regression, preference (DPO),
-and continued pre-training in blocks."""
+"""Every task type end to end on tiny models: head classification, regression, preference (DPO); what a
+task kind hands to the data stage and to every system."""
 
 import json
 
 import pytest
 from conftest import RUN_FILES, run_cli, write_jsonl
 from tiny import build_tokenizer, save_tiny_encoder
+
+from lmtune.data.encode import Encoder
 
 GOOD = ["the movie was great and i loved it", "this drug helped my pain a lot"]
 BAD = ["the movie was terrible and boring", "this drug gave me awful side effects"]
@@ -79,15 +81,43 @@ def test_preference_dpo_end_to_end_raises_reward_accuracy(recipe_file, tmp_path)
     assert results["finetuned"]["reward_margin"] > 0
 
 
-def test_language_modeling_packs_documents_into_full_blocks():
-    from lmtune.data.encode import Encoder, pack_blocks
+def test_pipeline_counts_truncation_in_the_report(recipe_file, tmp_path):
+    from lmtune.data import prepare as data_stage
+    from lmtune.data.templates import resolve as resolve_template
+    from lmtune.recipe import load_recipe
+    from lmtune.tasks import encode_splits
 
-    enc = Encoder(build_tokenizer(chat=False), 16)
-    docs = [([], " ".join(GOOD * (i + 1))) for i in range(5)]
-    blocks = pack_blocks(enc, docs, 16)
-    stream = [t for messages, text in docs for t in enc.prompt_ids(messages) + enc.target_ids(text)]
-    assert [t for b in blocks for t in b.input_ids] == stream  # nothing truncated away
-    assert all(len(b.input_ids) == 16 for b in blocks[:-1])
-    assert blocks[0].labels[1:] == blocks[0].input_ids[1:] and blocks[0].labels[0] == -100  # nothing predicts it
-    assert sum(b.n_targets for b in blocks) == len(stream) - len(blocks)
-    assert stream.count(enc.eos) == 5  # each document ends with EOS
+    recipe = load_recipe(recipe_file(training={"max_length": 12}))
+    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed)
+    enc = Encoder(build_tokenizer(), 12)
+    encode_splits(prepared, enc, resolve_template("sentiment", "classification"), recipe)
+    trunc = prepared.report["truncation"]
+    assert trunc["train"]["truncated"] == trunc["train"]["total"] > 0
+    data_stage.write(prepared, tmp_path / "data")
+    report = json.loads((tmp_path / "data" / "data_report.json").read_text())
+    assert report["truncation"]["max_length"] == 12
+    assert report["counts"]["train"] + report["counts"]["validation"] + report["counts"]["test"] == 60
+
+
+def test_token_task_hands_the_recipe_generation_settings_to_every_system(monkeypatch):
+    from lmtune import tasks
+    from lmtune.evaluate import systems
+    from lmtune.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"name": "x", "model": "m", "task": {"type": "generation"}, "data": {"train": "t"},
+                               "eval": {"generation": {"stop": ["\n\n"], "no_repeat_ngram_size": 3}}})
+    seen = []
+    monkeypatch.setattr(tasks.systems, "run_system", lambda *args, **kw: seen.append(args[3]))
+    kind = tasks.TokenTask(recipe)
+    spec = systems.TaskSpec("generation", None, None)
+    for system in ("zero_shot", "few_shot", "finetuned"):
+        kind.run(system, None, None, None, spec, [], [], [], [], quiet=True)
+    assert [s.generation for s in seen] == [recipe.eval.generation] * 3
+
+
+def test_replay_on_a_head_task_is_a_clear_error(recipe_file, tmp_path):
+    general = write_jsonl(tmp_path / "general.jsonl", [{"text": "general text"}])
+    path = recipe_file(task={"head": True}, training={"replay": {"data": str(general), "ratio": 0.2}},
+                       eval={"systems": ["majority", "finetuned"]})
+    code, output = run_cli("train", path, "--out", tmp_path / "x")
+    assert code == 2 and "training.replay" in output

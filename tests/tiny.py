@@ -48,6 +48,27 @@ def build_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+def build_gpt2(vocab_size: int, seed: int = 0):
+    """A 2-layer GPT-2 with hidden size 16 (Conv1D projections, absolute positions, tied embeddings)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=256,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                      pad_token_id=0, eos_token_id=1, bos_token_id=2))
+
+
+def sharpened(model, std: float = 0.3, seed: int = 0):
+    """``model`` with large random matrices: outputs depend clearly on the input, and every method
+    moves the loss within a few steps (at the default 0.02 init the tiny models are nearly uniform)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
 def save_tiny(directory: Path, chat: bool = True, seed: int = 0) -> Path:
     """Write a tiny model + tokenizer that ``from_pretrained(directory)`` loads."""
     tok = build_tokenizer(chat)
@@ -102,3 +123,25 @@ def train_settings(**overrides):
     base = dict(learning_rate=1e-2, batch_size=4, grad_accum=1, max_steps=4, eval_every=None, log_every=1,
                 precision="fp32", warmup_ratio=0.0, seed=3, max_grad_norm=None)
     return loop.Settings(**{**base, **overrides})
+
+
+METHOD_SENTS = ["the movie was great and i loved it", "the movie was terrible and boring",
+                "it was fine, nothing special", "this drug helped my pain a lot",
+                "this drug gave me awful side effects"]
+METHOD_LABELS = ["positive", "negative", "neutral", "positive", "negative"]
+
+
+def method_examples(tok, n=8):
+    """``n`` encoded user/assistant examples of varying target length, for the method tests."""
+    from lmtune.data.encode import Encoder
+
+    enc = Encoder(tok, max_length=64)
+    return [enc.encode([{"role": "user", "content": METHOD_SENTS[i % 5]}],
+                       METHOD_LABELS[i % 5] + " indeed" * (i % 3)) for i in range(n)]
+
+
+def eval_logits(model, batch):
+    """The model's logits on a collated batch, in eval mode and without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

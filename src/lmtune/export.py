@@ -20,6 +20,7 @@ from pathlib import Path
 from lmtune import models, outputs
 from lmtune.assets import resolve_model
 from lmtune.errors import UserError
+from lmtune.kinds.tasks import find as find_task
 from lmtune.methods import registry
 from lmtune.run_dir import RunDir, read_model_info, write_model_info
 
@@ -149,7 +150,7 @@ def load_final(final: Path, info: dict | None = None):
     task = info.get("task", {})
     method = registry.get(info["method"])
     if info.get("head"):
-        n = 1 if task.get("type") == "regression" else len(task.get("labels") or [])
+        n = 1 if getattr(find_task(task.get("type")), "numeric", False) else len(task.get("labels") or [])
         base, _, _ = models.load_sequence_classifier(info["base_model"], n)
     else:
         base, _, _ = models.load_causal_lm(info["base_model"])
@@ -161,7 +162,7 @@ def load_final(final: Path, info: dict | None = None):
 
 def _merge(model, method: str):
     if not hasattr(model, "peft_config"):
-        if method == "full":
+        if registry.get(method).full_weights:
             return model
         raise UserError(f"a {method} model cannot be merged into the base weights (its adapters are "
                         "non-linear); export without --merge and load it with lmtune", source="--merge")

@@ -20,6 +20,7 @@ from lmtune.data.templates import resolve as resolve_template
 from lmtune.errors import UserError
 from lmtune.evaluate import cost, intervals, metrics, systems
 from lmtune.evaluate import forgetting as forgetting_probe
+from lmtune.kinds import systems as system_kinds
 from lmtune.methods import registry
 from lmtune.methods.merge import merged_adapter
 from lmtune.models import pad_id
@@ -73,7 +74,7 @@ class _Run:
     run_dir: RunDir
     resume: bool
     quiet: bool
-    kind: Any
+    task: Any  # the task's shape (tasks.TokenTask, HeadTask or PreferenceTask)
     method: Any
     prepared: Any
     template: Any
@@ -96,7 +97,12 @@ class _Run:
     @property
     def fine_tunes(self) -> bool:
         """Whether ``eval.systems`` has a fine-tuned system; without one nothing is trained."""
-        return any(s.startswith("finetuned") for s in self.recipe.eval.systems)
+        return bool(self.tuned_systems)
+
+    @property
+    def tuned_systems(self) -> list[str]:
+        """The ``eval.systems`` that answer with the fine-tuned model."""
+        return [s for s in self.recipe.eval.systems if system_kinds.is_trained(s)]
 
 
 def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quiet: bool,
@@ -104,44 +110,44 @@ def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, qui
     """Check everything a run needs, cheapest first, and load the model; nothing is written yet."""
     outputs.check_run_dir(run_dir.path, resume, overwrite)
     eval_changed = resume_check.check_resume(recipe, run_dir.path, allow_eval_changes) if resume else []
-    kind = tasks.task_for(recipe)
+    task = tasks.task_for(recipe)
     method = registry.get(recipe.method.name)
     # A method this machine cannot run fails here (e.g. 4-bit weights without bitsandbytes).
     load_kwargs = method.load_kwargs(recipe.method.peft)
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
     template = None
-    if kind.prompted:  # a placeholder the records lack is reported before the model loads
+    if task.prompted:  # a placeholder the records lack is reported before the model loads
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     # The probe files are read now too: a wrong path stops the run before the model loads.
-    run = _Run(recipe, run_dir, resume, quiet, kind, method, prepared, template, _forgetting_probes(recipe, kind),
+    run = _Run(recipe, run_dir, resume, quiet, task, method, prepared, template, _forgetting_probes(recipe, task),
                remeasure=bool(eval_changed))
-    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(kind, tasks.HeadTask) else ""),
+    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(task, tasks.HeadTask) else ""),
         quiet)
-    run.model, run.tokenizer, run.source = kind.load(load_kwargs)
+    run.model, run.tokenizer, run.source = task.load(load_kwargs)
     loop.check(run.model, _settings(recipe))  # speed-ups the model cannot take stop the run before the baselines
     return run
 
 
 def _set_up(run: _Run) -> None:
     """Write the recipe and manifest, encode and write the data, read back what a resumed run measured."""
-    recipe, run_dir, kind = run.recipe, run.run_dir, run.kind
+    recipe, run_dir, task = run.recipe, run.run_dir, run.task
     run_dir.write_recipe(recipe.model_dump(mode="json"))
     manifest.write_manifest(run_dir.path, seed=recipe.seed, data_files=run.prepared.files,
                             model_source=run.source.to_dict())
-    run.encoder = kind.encoder(run.tokenizer)
-    run.encoded = kind.encode(run.prepared, run.tokenizer, run.encoder, run.template)
+    run.encoder = task.encoder(run.tokenizer)
+    run.encoded = task.encode(run.prepared, run.tokenizer, run.encoder, run.template)
     _sample_test(run)
     data_stage.write(run.prepared, run_dir.data.path)
     run.pad = pad_id(run.tokenizer)
-    kind.prepare_reference(run.model, run.encoded, run.pad)
+    task.prepare_reference(run.model, run.encoded, run.pad)
     run.spec = systems.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
                                   recipe.eval.batch_size, precision.resolve(recipe.training.precision),
                                   memory_gb=recipe.eval.memory_gb)
     run.n_task = len(run.encoded["train"])
     if recipe.training.replay is not None:  # read before any baseline runs: a wrong path stops the run at once
-        run.encoded["train"] = kind.with_replay(run.encoded["train"], run.encoder)
+        run.encoded["train"] = task.with_replay(run.encoded["train"], run.encoder)
         say(f"      replay: {len(run.encoded['train']) - run.n_task} general-text blocks mixed into {run.n_task} "
             "examples", run.quiet)
     if run.resume and not run.remeasure:
@@ -166,18 +172,18 @@ def _baselines(run: _Run) -> None:
     recipe, quiet = run.recipe, run.quiet
     train = run.prepared.splits["train"]
     say(f"[3/5] baselines on {len(run.test)} test examples: "
-        f"{', '.join(s for s in recipe.eval.systems if not s.startswith('finetuned')) or 'none'}", quiet)
+        f"{', '.join(s for s in recipe.eval.systems if s not in run.tuned_systems) or 'none'}", quiet)
     shots = systems.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
-                                        recipe.task.labels) if "few_shot" in recipe.eval.systems else []
+                                      recipe.task.labels) if _needs_shots(recipe) else []
     _check_fits(run, shots)
     for system in recipe.eval.systems:
-        if system.startswith("finetuned") or system in run.results or not run.test:
+        if system in run.tuned_systems or system in run.results or not run.test:
             continue
-        result = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
+        result = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
                               shots, train, quiet)
         if result is None:
-            say(f"      {system}: does not apply to this task ({type(run.kind).__name__}: "
-                f"{', '.join(run.kind.systems)}); skipped", quiet)
+            say(f"      {system}: does not apply to this task ({type(run.task).__name__}: "
+                f"{', '.join(system_kinds.for_shape(run.task.shape))}); skipped", quiet)
             continue
         result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
         run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
@@ -192,10 +198,15 @@ def _baselines(run: _Run) -> None:
 
 def _check_fits(run: _Run, shots: list) -> None:
     """Label scoring's memory budget, checked for the longest prompts of the run before any system is scored."""
-    if not run.kind.prompted or not run.test:
+    if not run.task.prompted or not run.test:
         return
-    prompted = run.recipe.eval.few_shot_selection == "random" and "few_shot" in run.recipe.eval.systems
+    prompted = run.recipe.eval.few_shot_selection == "random" and _needs_shots(run.recipe)
     systems.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
+
+
+def _needs_shots(recipe: Recipe) -> bool:
+    """Whether a system of ``eval.systems`` puts solved training examples in its prompts."""
+    return any(system_kinds.system_kind(s).shots for s in recipe.eval.systems)
 
 
 def _apply_method(run: _Run) -> None:
@@ -209,7 +220,7 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
     trainable, total = registry.count_parameters(run.model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
     result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(run.recipe),
-                        run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.kind.objective())
+                        run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.task.objective())
     save_final(run.run_dir.final, run.model, run.tokenizer, run.method, run.recipe, run.source)
     return {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
             "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
@@ -221,13 +232,13 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
 def _evaluate_tuned(run: _Run) -> None:
     """The fine-tuned systems on the test split, and the forgetting probes on the fine-tuned model."""
     recipe, quiet = run.recipe, run.quiet
-    tuned_systems = [s for s in recipe.eval.systems if s.startswith("finetuned")]
+    tuned_systems = run.tuned_systems
     if tuned_systems and run.test:
         say(f"[5/5] evaluate the fine-tuned model on {len(run.test)} test examples: {', '.join(tuned_systems)}",
             quiet)
         with merged_adapter(run.model):
             for system in tuned_systems:
-                tuned = run.kind.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,
+                tuned = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,
                                      run.test_encoded, None, run.prepared.splits["train"], quiet)
                 if tuned is not None:
                     tuned.metrics["measured_at"] = cost.machine_load()
@@ -287,17 +298,17 @@ def _check_bias(run: _Run, system: str, result, shots) -> None:
     if run.recipe.eval.bias is None:
         return
     say(f"      bias check: {system} on term-swapped test inputs", run.quiet)
-    found = run.kind.bias_check(system, result, run.model, run.tokenizer, run.encoder, run.spec, run.test, shots,
+    found = run.task.bias_check(system, result, run.model, run.tokenizer, run.encoder, run.spec, run.test, shots,
                                 run.prepared.splits["train"])
     if found is not None:
         run.bias[system] = found
 
 
-def _forgetting_probes(recipe: Recipe, kind) -> list:
+def _forgetting_probes(recipe: Recipe, task) -> list:
     config = recipe.eval.forgetting
     if config is None:
         return []
-    if not kind.prompted:
+    if not task.prompted:
         raise UserError("the forgetting probes score a causal LM's text; a head model has none: remove "
                         "eval.forgetting", source="eval.forgetting")
     return forgetting_probe.load_probes(config.model_dump(), recipe.seed)
@@ -312,7 +323,7 @@ def _load_previous(run: _Run) -> None:
     """What an interrupted run measured: its baselines (they do not change on resume), bias and forgetting."""
     previous = run.run_dir.read_eval() if run.run_dir.eval.exists() else {}
     run.results = {k: systems.SystemResult(v, run.run_dir.read_predictions(k))
-                   for k, v in (previous.get("results") or {}).items() if not k.startswith("finetuned")}
+                   for k, v in (previous.get("results") or {}).items() if not system_kinds.is_trained(k)}
     run.bias = previous.get("bias") or {}
     run.forgetting = previous.get("forgetting") or {}
 

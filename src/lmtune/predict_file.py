@@ -26,6 +26,7 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.templates import TEMPLATES, Template, render, resolve
 from lmtune.errors import UserError
+from lmtune.kinds.tasks import find as find_task
 from lmtune.models import pad_id
 from lmtune.run_dir import RunDir, read_model_info, run_final
 
@@ -223,7 +224,7 @@ class Prompter:
     @property
     def classifies(self) -> bool:
         """A classification run: records are answered with one of its labels, by label scoring."""
-        return self.task_type == "classification" and bool(self.labels)
+        return bool(getattr(find_task(self.task_type), "labelled", False) and self.labels)
 
     def __call__(self, record: dict[str, Any], source: str) -> dict[str, Any]:
         reference = None

@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lmtune.errors import UserError
+from lmtune.kinds.tasks import TASK_TYPES, task_kind
 from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recipe import EvalConfig` keeps working)
-    SYSTEMS,
     BiasConfig,
     CostConfig,
     EvalConfig,
@@ -25,7 +25,8 @@ from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recip
     _Strict,
 )
 
-TaskType = Literal["classification", "generation", "chat", "regression", "language_modeling", "preference"]
+#: ``task.type``: a registered task kind (:mod:`lmtune.kinds.tasks`).
+TaskType = Literal[TASK_TYPES]
 
 #: A run name is one plain directory name under runs/: never runs/ itself, its parent, a path, or hidden.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -68,7 +69,7 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_for_classification(self):
-        if self.type == "classification":
+        if task_kind(self.type).labelled:
             if not self.labels or len(self.labels) < 2:
                 raise ValueError("labels: classification needs at least two labels, e.g. [negative, positive]")
             if len(set(self.labels)) != len(self.labels):
@@ -225,7 +226,7 @@ class Recipe(_Strict):
         from lmtune.evaluate.metrics import select_metrics
         from lmtune.evaluate.score import expand_metric_names
 
-        if self.eval.metrics != "auto" and self.task.type not in ("language_modeling", "preference"):
+        if self.eval.metrics != "auto" and task_kind(self.task.type).per_example:
             try:
                 self.eval.metrics = select_metrics(self.task.type, expand_metric_names(self.eval.metrics))
             except UserError as exc:
@@ -234,13 +235,17 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _method_fits_training(self):
-        soft = self.method.name in ("prompt_tuning", "prefix_tuning")
-        if soft and self.training.packing:
+        from lmtune.methods import registry
+
+        if self.method.name not in registry.names():
+            return self  # method.name reports it
+        method = registry.get(self.method.name)
+        if method.virtual_tokens and self.training.packing:
             raise ValueError("training.packing: packed rows cannot carry one soft prompt per example; "
                              f"set packing: false for {self.method.name}")
-        if self.method.name == "prefix_tuning" and self.training.gradient_checkpointing:
+        if not method.checkpointing and self.training.gradient_checkpointing:
             raise ValueError("training.gradient_checkpointing: transformers drops the prefix key/values inside "
-                             "checkpointed layers; set it to false for prefix_tuning")
+                             f"checkpointed layers; set it to false for {self.method.name}")
         return self
 
     @field_validator("tracking", mode="before")

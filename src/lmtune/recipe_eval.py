@@ -9,13 +9,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lmtune.kinds import systems as system_kinds
+
 
 class _Strict(BaseModel):
     # No key of a recipe means anything as inf or nan (epochs: .inf would train forever).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-SYSTEMS = {"zero_shot", "few_shot", "rag", "finetuned", "finetuned+rag", "majority"}
 
 
 class RagConfig(_Strict):
@@ -98,9 +97,10 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_systems(self):
-        bad = [s for s in self.systems if s not in SYSTEMS and not s.startswith("model:")]
+        bad = [s for s in self.systems if system_kinds.find(s) is None]
         if bad:
-            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {sorted(SYSTEMS)} or model:<ref>")
-        if any(s.endswith("rag") for s in self.systems) and self.rag is None:
+            raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {list(system_kinds.SYSTEM_NAMES)} "
+                             "or model:<ref>")
+        if any(system_kinds.system_kind(s).retrieval for s in self.systems) and self.rag is None:
             raise ValueError("rag: the rag systems need a corpus: rag: {corpus: passages.jsonl}")
         return self

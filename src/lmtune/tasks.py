@@ -1,5 +1,9 @@
 """The three shapes a task takes in the lifecycle, so ``lifecycle.run_recipe`` stays one sequence.
 
+Which shape a recipe takes follows from its task kind's capabilities (:mod:`lmtune.kinds.tasks`); which
+systems a shape runs, and what each needs (shots, passages, another model), from the systems registry
+(:mod:`lmtune.kinds.systems`).
+
 - ``TokenTask``: a causal LM learns target tokens (classification by label scoring, generation,
   chat, continued pre-training). Baselines: zero-shot and few-shot prompting.
 - ``HeadTask``: a sequence-classification head (an encoder such as ``minilm-l6``, or a decoder
@@ -23,6 +27,8 @@ from lmtune.data.templates import render
 from lmtune.errors import UserError
 from lmtune.evaluate import heads, systems
 from lmtune.evaluate.systems import SystemResult, TaskSpec
+from lmtune.kinds import systems as system_kinds
+from lmtune.kinds.tasks import task_kind
 from lmtune.models import pad_id
 from lmtune.progress import say
 from lmtune.recipe import Recipe
@@ -32,11 +38,12 @@ from lmtune.train.objectives import HeadObjective, Objective
 class TokenTask:
     """Target tokens of a causal LM; the path every generative task takes."""
 
-    systems = ("zero_shot", "few_shot", "rag", "finetuned", "finetuned+rag", "model:<ref>")
+    shape = "tokens"  # which systems apply (SystemKind.shapes)
     prompted = True  # examples go through a prompt template
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self.kind = task_kind(recipe.task.type)
         self._cache: dict[Any, Any] = {}  # retrieval results, shots and term swaps, computed once per test list
 
     def load(self, load_kwargs: dict[str, Any]):
@@ -56,18 +63,18 @@ class TokenTask:
 
     def run(self, system: str, model, tokenizer, encoder, spec: TaskSpec, test, test_encoded, shots, train,
             quiet: bool) -> SystemResult | None:
+        kind = system_kinds.system_kind(system)
+        if self.shape not in kind.shapes or (self.kind.perplexity and kind.reads_examples):
+            return None  # perplexity of raw text: no examples to show, no question to retrieve for
         # The recipe's decoding controls reach every generating system, whoever built the spec.
         spec = dataclasses.replace(spec, generation=self.recipe.eval.generation)
-        lm = spec.type == "language_modeling"
-        if lm and system not in ("zero_shot", "finetuned") and not system.startswith("model:"):
-            return None  # perplexity of raw text: no examples to show, no question to retrieve for
-        if system.startswith("model:"):
-            return self._other_model(system.removeprefix("model:"), spec, test, quiet)
-        if system == "few_shot":
-            shots = self._similar_shots(train, test) if self.recipe.eval.few_shot_selection == "bm25" else shots
-        contexts = self._contexts(test) if system.endswith("rag") else None
-        return systems.run_system(model, tokenizer, encoder, spec, test, shots if system == "few_shot" else None,
-                                    system, quiet, contexts)
+        if kind.other_model:
+            return self._other_model(system_kinds.other_model(system), spec, test, quiet)
+        if kind.shots and self.recipe.eval.few_shot_selection == "bm25":
+            shots = self._similar_shots(train, test)
+        contexts = self._contexts(test) if kind.retrieval else None
+        return systems.run_system(model, tokenizer, encoder, spec, test, shots if kind.shots else None,
+                                  system, quiet, contexts)
 
     def _similar_shots(self, train, test):
         from lmtune.evaluate.retrieval import similar_shots
@@ -95,7 +102,7 @@ class TokenTask:
         from lmtune.evaluate import bias
 
         config = self.recipe.eval.bias
-        if config is None or not result.predictions or spec.type in ("language_modeling", "preference"):
+        if config is None or not result.predictions or not self.kind.per_example:
             return None
         if "terms" not in self._cache:
             self._cache["terms"] = bias.load_terms(config)
@@ -125,7 +132,7 @@ class TokenTask:
         from lmtune.train import replay
 
         config = self.recipe.training.replay
-        if not self.prompted or self.recipe.task.type == "preference":
+        if self.shape != "tokens":
             raise UserError("training.replay mixes general text into causal-LM training; this task trains a "
                             f"{'head' if not self.prompted else 'preference objective'}: remove training.replay",
                             source="training.replay")
@@ -144,12 +151,12 @@ class TokenTask:
 class HeadTask(TokenTask):
     """A classification or regression head on top of the model body."""
 
-    systems = ("majority", "finetuned")
+    shape = "head"
     prompted = False
 
     def load(self, load_kwargs: dict[str, Any]):
         task = self.recipe.task
-        if task.type == "regression":
+        if self.kind.numeric:
             return models.load_sequence_classifier(self.recipe.model, 1, **load_kwargs)
         return models.load_sequence_classifier(self.recipe.model, len(task.labels),
                                                id2label=dict(enumerate(task.labels)), **load_kwargs)
@@ -168,20 +175,21 @@ class HeadTask(TokenTask):
                             self.recipe.training.max_length)
 
     def objective(self) -> Objective:
-        return HeadObjective(regression=self.recipe.task.type == "regression")
+        return HeadObjective(regression=self.kind.numeric)
 
     def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
-        if system == "majority":
+        kind = system_kinds.system_kind(system)
+        if self.shape not in kind.shapes:
+            return None  # zero_shot / few_shot: a head has no prompt to follow
+        if kind.constant:
             return heads.constant_baseline(train, test, spec)
-        if system == "finetuned":
-            return heads.run_head(model, tokenizer, test_encoded, test, spec)
-        return None  # zero_shot / few_shot: a head has no prompt to follow
+        return heads.run_head(model, tokenizer, test_encoded, test, spec)
 
 
 class PreferenceTask(TokenTask):
     """DPO: the policy learns to prefer ``chosen`` over ``rejected`` relative to the base model."""
 
-    systems = ("zero_shot", "finetuned")
+    shape = "preference"
 
     def encode(self, prepared, tokenizer, encoder, template) -> dict[str, list]:
         from lmtune.train.preference import encode_pair
@@ -207,7 +215,7 @@ class PreferenceTask(TokenTask):
     def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
         from lmtune.train.preference import preference_metrics
 
-        if system not in ("zero_shot", "finetuned"):
+        if self.shape not in system_kinds.system_kind(system).shapes:
             return None
         pad = pad_id(tokenizer)
         started = time.perf_counter()
@@ -217,8 +225,8 @@ class PreferenceTask(TokenTask):
 
 
 def task_for(recipe: Recipe) -> TokenTask:
-    """The kind of task a recipe describes."""
-    if recipe.task.type == "preference":
+    """The shape of task a recipe describes."""
+    if task_kind(recipe.task.type).preference:
         return PreferenceTask(recipe)
     if uses_head(recipe):
         return HeadTask(recipe)
@@ -226,11 +234,10 @@ def task_for(recipe: Recipe) -> TokenTask:
 
 
 def uses_head(recipe: Recipe) -> bool:
-    """Regression always; classification when asked, or when the model has no LM head (an encoder)."""
-    if recipe.task.type == "regression":
-        return True
-    if recipe.task.type != "classification":
-        return False
+    """As the task kind says (regression always; classification when asked, or when the model is an encoder)."""
+    head = task_kind(recipe.task.type).head
+    if head is not None:
+        return head
     if recipe.task.head is not None:
         return recipe.task.head
     return not models.is_causal_lm(recipe.model)
@@ -244,7 +251,7 @@ def _count(prepared, encoded: dict[str, list], max_length: int) -> None:
 
 def encode_splits(prepared, encoder: Encoder, template, recipe: Recipe) -> dict[str, list]:
     """Tokenize train and validation; count truncation and token lengths into the data report."""
-    lm = recipe.task.type == "language_modeling"
+    lm = task_kind(recipe.task.type).perplexity
     encoded, truncation, lengths = {}, {"max_length": recipe.training.max_length}, {}
     for name, examples in prepared.splits.items():
         rendered = [render(template, ex, recipe.task.labels) for ex in examples]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmtune.errors import UserError
+from lmtune.kinds.tasks import task_kind, tasks_of_format
 
 
 @dataclass(frozen=True)
@@ -16,18 +17,21 @@ class Format:
     name: str
     keys: frozenset[str]
     optional: frozenset[str] = frozenset()
-    tasks: tuple[str, ...] = ()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task types that read this format (each task kind lists its formats), its default first."""
+        return tasks_of_format(self.name)
 
 
 # Most specific first: {"prompt", "chosen", "rejected"} also has "prompt".
 FORMATS: tuple[Format, ...] = (
-    Format("preference", frozenset({"prompt", "chosen", "rejected"}), tasks=("preference",)),
-    Format("chat", frozenset({"messages"}), tasks=("chat", "generation")),
-    Format("instruction", frozenset({"instruction", "output"}), frozenset({"input"}),
-           tasks=("chat", "generation")),
-    Format("completion", frozenset({"prompt", "completion"}), tasks=("generation", "chat")),
-    Format("classification", frozenset({"text", "label"}), tasks=("classification", "regression")),
-    Format("text", frozenset({"text"}), tasks=("language_modeling",)),
+    Format("preference", frozenset({"prompt", "chosen", "rejected"})),
+    Format("chat", frozenset({"messages"})),
+    Format("instruction", frozenset({"instruction", "output"}), frozenset({"input"})),
+    Format("completion", frozenset({"prompt", "completion"})),
+    Format("classification", frozenset({"text", "label"})),
+    Format("text", frozenset({"text"})),
 )
 
 # Fields that hold text the model reads or writes (a "label" may also be a number).
@@ -180,7 +184,7 @@ def _check_label(label: Any, task: str, labels: list[str] | None, source: str, l
     if isinstance(label, (dict, list, tuple, bytes, bytearray)):
         raise UserError(f"field 'label' is {_describe(label)}, not a class name or number; fix the record or "
                         "map data.fields.label to another column", source=source)
-    if task == "regression":
+    if task_kind(task).numeric:
         label = label_map.get(" ".join(str(label).split()), label)
         try:
             value = float(label) if not isinstance(label, bool) else math.nan

@@ -36,6 +36,7 @@ from typing import Any
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
 from lmtune.evaluate import metrics
+from lmtune.kinds.tasks import TASK_KINDS, task_kind
 
 #: Term lists shipped with lmtune, by the name a recipe uses.
 PACKAGED = ("gender", "names")
@@ -45,8 +46,9 @@ MIXED = "mixed"
 INPUT_FIELDS = {"classification": ("text",), "completion": ("prompt",), "instruction": ("instruction", "input")}
 #: Chat roles whose message contents are model input (the assistant's turns are not).
 INPUT_ROLES = ("system", "user")
-#: The per-group metric whose difference between the first two groups is ``metric_gap``.
-GAP_METRIC = {"classification": "accuracy", "generation": "rougeL", "chat": "rougeL", "regression": "mse"}
+#: The per-group metric whose difference between the first two groups is ``metric_gap``, per task type
+#: (each task kind's ``gap_metric``).
+GAP_METRIC = {kind.name: kind.gap_metric for kind in TASK_KINDS if kind.gap_metric}
 #: Regression predictions closer than this (absolute or relative) count as unchanged: batching noise.
 REGRESSION_TOLERANCE = 1e-4
 _GROUPS_LINE = re.compile(r"#\s*groups\s*:(.*)$", re.IGNORECASE)
@@ -315,10 +317,10 @@ def report(task: str, labels: list[str] | None, references: Sequence[Any], origi
 
 
 def _flipped(task: str, before: Any, after: Any, terms: TermPairs | None) -> bool:
-    if task == "regression":
+    if task_kind(task).numeric:
         return not math.isclose(float(before), float(after), rel_tol=REGRESSION_TOLERANCE,
                                 abs_tol=REGRESSION_TOLERANCE)
-    if task == "classification":
+    if task_kind(task).labelled:
         return str(before) != str(after)
     before, after = " ".join(str(before).split()), " ".join(str(after).split())
     return after != before and (terms is None or after != terms.swap(before)[0])
@@ -336,7 +338,7 @@ def _flip_counts(flipped: list[bool]) -> dict[str, Any]:
 
 def _metrics(task: str, labels: list[str] | None, references: list[Any], predictions: list[Any]) -> dict[str, Any]:
     """The task metric(s) of one group, from :mod:`lmtune.evaluate.metrics`."""
-    if task == "classification":
+    if task_kind(task).labelled:
         # Macro F1 over the classes this group has (as true or predicted label): a class absent
         # from a small group would otherwise count as F1 0 and make groups incomparable.
         present = {str(x) for x in (*references, *predictions)}
@@ -347,7 +349,7 @@ def _metrics(task: str, labels: list[str] | None, references: list[Any], predict
             values = metrics.classification_metrics([str(r) for r in references], [str(p) for p in predictions],
                                                     scored)
         return {"accuracy": values["accuracy"], "f1_macro": values["f1_macro"]}
-    if task == "regression":
+    if task_kind(task).numeric:
         return {"mse": metrics.regression_metrics([float(r) for r in references],
                                                   [float(p) for p in predictions])["mse"]}
     return {"rougeL": metrics.generation_metrics([str(r) for r in references], [str(p) for p in predictions])["rougeL"]}

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from lmtune.evaluate import metrics as metric_registry
+from lmtune.kinds.tasks import find as find_task
 
 #: Most array elements one batch of resamples may gather (rows x examples x columns), ~160 MB.
 _BATCH_ELEMENTS = 20_000_000
@@ -83,7 +84,7 @@ def paired_p_values(task: str, references: Sequence[Any], predictions_a: Sequenc
     if len(predictions_a) != len(predictions_b):
         raise ValueError(f"the two systems' predictions differ in length ({len(predictions_a)} vs "
                          f"{len(predictions_b)}); a paired test needs the same examples")
-    if labels is None and metric_registry.TASK_FAMILY.get(task) == "classification":
+    if labels is None and getattr(find_task(task), "labelled", False):
         # Both systems must be averaged over one label set, or their difference mixes two definitions.
         labels = metric_registry.averaged_labels(references, [*predictions_a, *predictions_b])
     parts_a = metric_registry.scored(task, references, predictions_a, labels, metrics)

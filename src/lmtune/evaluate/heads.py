@@ -37,7 +37,7 @@ def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int) 
 def target(ex: Example, spec: TaskSpec) -> int | float:
     """The class index, or the number, a record's label stands for."""
     label = ex.record["label"]
-    return float(label) if spec.type == "regression" else spec.labels.index(label)
+    return float(label) if spec.kind.numeric else spec.labels.index(label)
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def predict(model, examples: list[Labelled], pad_id: int, spec: TaskSpec) -> lis
     """Head outputs (class logits, or one value) per example, batched longest first."""
     model.eval()
     device = next(model.parameters()).device
-    collate = HeadObjective(spec.type == "regression").collate
+    collate = HeadObjective(spec.kind.numeric).collate
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     out: list[list[float]] = [[] for _ in examples]
     with precision.autocast(device, spec.precision):
@@ -64,7 +64,7 @@ def run_head(model, tokenizer, examples: list[Labelled], test: list[Example], sp
     pad = pad_id(tokenizer)
     started = time.perf_counter()
     outputs = predict(model, examples, pad, spec)
-    if spec.type == "regression":
+    if spec.kind.numeric:
         predictions: list[Any] = [row[0] for row in outputs]
         extra = [{} for _ in outputs]
     else:
@@ -83,7 +83,7 @@ def constant_baseline(train: list[Example], test: list[Example], spec: TaskSpec)
     from sklearn.dummy import DummyClassifier, DummyRegressor
 
     y = [ex.record["label"] for ex in train]
-    dummy = DummyRegressor(strategy="mean") if spec.type == "regression" else DummyClassifier(strategy="most_frequent")
+    dummy = DummyRegressor(strategy="mean") if spec.kind.numeric else DummyClassifier(strategy="most_frequent")
     dummy.fit([[0]] * len(y), y)
     predictions = [p.item() if hasattr(p, "item") else p for p in dummy.predict([[0]] * len(test))]
     result = _score(test, predictions, spec)
@@ -93,7 +93,7 @@ def constant_baseline(train: list[Example], test: list[Example], spec: TaskSpec)
 
 def _score(test: list[Example], predictions: list[Any], spec: TaskSpec) -> dict[str, Any]:
     references = [ex.record["label"] for ex in test]
-    if spec.type == "regression":
+    if spec.kind.numeric:
         return metrics.regression_metrics([float(r) for r in references], [float(p) for p in predictions])
     return metrics.classification_metrics(references, [str(p) for p in predictions], spec.labels)
 

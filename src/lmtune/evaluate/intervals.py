@@ -22,7 +22,7 @@ def with_intervals(result, spec, eval_config, seed: int):
         if interval["ci_low"] is not None:
             result.metrics["ci"] = {"perplexity": [interval["ci_low"], interval["ci_high"]]}
         return result
-    if not eval_config.bootstrap or not rows or spec.type in ("language_modeling", "preference"):
+    if not eval_config.bootstrap or not rows or not spec.kind.per_example:
         return result
     chosen = None if eval_config.metrics == "auto" else eval_config.metrics
     intervals = bootstrap.confidence_intervals(spec.type, [r["reference"] for r in rows],

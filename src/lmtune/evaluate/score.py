@@ -29,13 +29,15 @@ from typing import Any
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
 from lmtune.evaluate import bootstrap, metrics
+from lmtune.kinds.tasks import find as find_task
+from lmtune.kinds.tasks import scored_per_example, task_kind
 
 #: Most distinct references a file may have to be taken for classification.
 MAX_LABELS = 20
 #: Most words a reference may have to be taken for a class label.
 MAX_LABEL_WORDS = 3
-#: Task types ``score`` accepts (their metric families: see ``metrics.TASK_FAMILY``).
-TASKS = ("classification", "generation", "chat", "regression")
+#: Task types ``score`` accepts: those scored example by example (:mod:`lmtune.kinds.tasks`).
+TASKS = scored_per_example()
 
 _FIELDS = ("prediction", "reference")
 
@@ -96,17 +98,19 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
         raise UserError("no such data file; check the predictions path given to lmtune score", source=str(path))
     sources, references, predictions = read_pairs(path)
     if task is not None and task not in TASKS:
-        hint = "; perplexity needs token log-likelihoods, not text pairs" if task == "language_modeling" else ""
+        perplexity = getattr(find_task(task), "perplexity", False)
+        hint = "; perplexity needs token log-likelihoods, not text pairs" if perplexity else ""
         raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}{hint}", source="--task")
     given = _label_list(labels)
-    if given is not None and task not in (None, "classification"):
+    if given is not None and task is not None and not task_kind(task).labelled:
         raise UserError(f"labels apply to classification, not to task {task!r}", source="--labels")
     task = task or ("classification" if given is not None else infer_task(references, predictions))
-    if task == "regression":
+    kind = task_kind(task)
+    if kind.numeric:
         references, predictions = _numbers(references, sources), _numbers(predictions, sources)
     else:
         references, predictions = [_text(x) for x in references], [_text(x) for x in predictions]
-    averaged = _averaged_labels(references, predictions, given, sources) if task == "classification" else None
+    averaged = _averaged_labels(references, predictions, given, sources) if kind.labelled else None
     names = metrics.select_metrics(task, expand_metric_names(metric_names), source="--metrics")
     scores = bootstrap.confidence_intervals(task, references, predictions, averaged, names, n_resamples, seed,
                                             confidence)

@@ -15,6 +15,7 @@ from lmtune.data.templates import Rendered, Template, render
 from lmtune.evaluate import metrics, perplexity
 from lmtune.evaluate.retrieval import with_context
 from lmtune.inference import generation, label_scoring
+from lmtune.kinds.tasks import TaskKind, task_kind
 from lmtune.models import pad_id
 from lmtune.recipe_eval import GenerationConfig
 
@@ -32,6 +33,11 @@ class TaskSpec:
     # Decoding controls (eval.generation), the same for every system that generates.
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     memory_gb: float | None = None  # label scoring's memory budget (None: half of the free memory)
+
+    @property
+    def kind(self) -> TaskKind:
+        """The task kind ``type`` names: what its answers are and how they are measured."""
+        return task_kind(self.type)
 
 
 @dataclass
@@ -87,7 +93,7 @@ def run_system(model, tokenizer, encoder: Encoder, spec: TaskSpec, test: list[Ex
 def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, contexts=None) -> SystemResult:
     pad = pad_id(tokenizer)
     started = time.perf_counter()
-    if spec.type == "language_modeling":
+    if spec.kind.perplexity:
         rendered = [render(spec.template, ex, spec.labels) for ex in test]
         encoded = pack_blocks(encoder, [(r.messages, r.completion) for r in rendered], encoder.max_length)
         units = perplexity.block_nll(model, encoded, pad, spec.batch_size, desc, quiet)
@@ -99,7 +105,7 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
     rendered, prompts, n_cut = build_prompts(model, encoder, spec, test, shots, contexts)
     references = [r.completion for r in rendered]
     label_ids = [encoder.target_ids(label) for label in spec.labels or []]
-    if spec.type == "classification":
+    if spec.kind.labelled:
         best, scores = label_scoring.classify(model, prompts, label_ids, pad, spec.batch_size, desc, quiet,
                                               spec.memory_gb)
         predictions = [spec.labels[i] for i in best]
@@ -145,7 +151,7 @@ def build_prompts(model, encoder: Encoder, spec: TaskSpec, test: list[Example],
 def check_fits(model, encoder: Encoder, spec: TaskSpec, test: list[Example],
                shots: list[Example] | None = None) -> None:
     """Refuse, before anything is scored, a classification system whose prompts exceed the memory budget."""
-    if spec.type != "classification" or not test:
+    if not spec.kind.labelled or not test:
         return
     _, prompts, _ = build_prompts(model, encoder, spec, test, shots)
     label_ids = [encoder.target_ids(label) for label in spec.labels or []]

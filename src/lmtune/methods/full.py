@@ -11,6 +11,7 @@ from lmtune.methods.registry import Method, register
 @register
 class Full(Method):
     name = "full"
+    full_weights = True
 
     def apply(self, model, options: dict[str, Any], freeze: dict[str, Any]):
         if options:

@@ -13,5 +13,6 @@ from lmtune.methods.registry import register
 @register
 class IA3(PeftMethod):
     name = "ia3"
+    shares_base = True
     config_class = "IA3Config"
     defaults: dict = {}

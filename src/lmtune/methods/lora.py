@@ -14,6 +14,7 @@ DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "
 @register
 class Lora(PeftMethod):
     name = "lora"
+    shares_base = True
     config_class = "LoraConfig"
     defaults = DEFAULTS
 

@@ -19,6 +19,7 @@ class QLora(Lora):
     """LoRA defaults on an NF4, double-quantized base computing in bfloat16."""
 
     name = "qlora"
+    shares_base = False  # 4-bit base weights: served as its own model, not as an adapter on a shared base
 
     def load_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         import torch

@@ -12,9 +12,18 @@ class Method:
     """How a base model is made trainable, saved and loaded back.
 
     Subclasses set ``name`` and override :meth:`apply`; the default save/load handle a full model.
+    The capabilities below are what recipe checks, serving and export ask, instead of method names.
     """
 
     name: str = ""
+    #: Saves every weight of the model (nothing to merge on export).
+    full_weights: bool = False
+    #: Trained virtual tokens in front of every input (soft prompts): one set per sequence, so no packing.
+    virtual_tokens: bool = False
+    #: Trains under activation checkpointing (prefix tuning's key/values are dropped inside checkpointed layers).
+    checkpointing: bool = True
+    #: Saved as a peft adapter that loads onto a shared base with ``load_adapter`` (served many per base).
+    shares_base: bool = False
 
     def load_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         """Extra ``from_pretrained`` keyword arguments for loading the base model (e.g. 4-bit weights).

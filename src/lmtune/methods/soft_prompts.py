@@ -21,6 +21,7 @@ from lmtune.methods.registry import register
 @register
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
+    virtual_tokens = True
     config_class = "PromptTuningConfig"
     defaults = {"num_virtual_tokens": 20, "prompt_tuning_init": "RANDOM"}
 
@@ -36,5 +37,7 @@ class PromptTuning(PeftMethod):
 @register
 class PrefixTuning(PeftMethod):
     name = "prefix_tuning"
+    virtual_tokens = True
+    checkpointing = False  # transformers drops the prefix key/values inside checkpointed layers
     config_class = "PrefixTuningConfig"
     defaults = {"num_virtual_tokens": 20}

@@ -19,7 +19,7 @@ INPUT_CHARS = 300
 
 def details(run: Run) -> str:
     """The task's sections: classification details, or examples of the outputs."""
-    if run.task != "classification":
+    if not run.labelled:
         return examples(run)
     predictions = run.predictions()
     return confusion_matrices(run) + per_class(run, predictions) + misclassified(run, predictions)

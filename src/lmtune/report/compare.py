@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmtune import atomic, manifest
 from lmtune.errors import UserError
+from lmtune.kinds import systems as system_kinds
 from lmtune.report import html, plots
 from lmtune.report.run import Run, load
 from lmtune.report.systems import load_text
@@ -119,15 +120,16 @@ def _runs(runs: list[Run], labels: list[str]) -> str:
 
 def system_method(system: str, method: str | None) -> str:
     """What a system's answers come from: the fine-tuning method only for fine-tuned systems."""
-    if system.startswith("finetuned"):
+    if system_kinds.is_trained(system):
         return method or "—"
-    return "—" if system == "majority" else "prompting"
+    return "—" if system_kinds.is_constant(system) else "prompting"
 
 
 def _system_model(system: str, model: str | None) -> str | None:
-    if system.startswith("model:"):
-        return system.removeprefix("model:")
-    return "—" if system == "majority" else model
+    kind = system_kinds.find(system)
+    if kind is not None and kind.other_model:
+        return system_kinds.other_model(system)
+    return "—" if system_kinds.is_constant(system) else model
 
 
 def _systems(runs: list[Run], labels: list[str]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lmtune import atomic
 from lmtune.errors import UserError
+from lmtune.kinds import systems as system_kinds
 from lmtune.report import classes, data, html, plots, systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
@@ -70,7 +71,7 @@ def _header(run: Run) -> str:
 
 def _method(run: Run) -> str | None:
     """The recipe's method, unless no system was fine-tuned (a baselines-only run trains nothing)."""
-    if run.results and not any(s.startswith("finetuned") for s in run.results):
+    if run.results and not any(system_kinds.is_trained(s) for s in run.results):
         return "none (baselines only)"
     return html.lookup(run.recipe, "method.name")
 

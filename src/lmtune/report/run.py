@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from lmtune.evaluate.metrics import PRIMARY_METRIC
+from lmtune.kinds.tasks import find as find_task
 from lmtune.report import html
 from lmtune.run_dir import RunDir
 
@@ -57,6 +58,11 @@ class Run:
             if metric and any(html.is_number(r.get(metric)) for r in results.values()):
                 return str(metric)
         return None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the run's task answers with labels (classification), as its task kind declares."""
+        return bool(getattr(find_task(self.task), "labelled", False))
 
     @property
     def labels(self) -> list[str] | None:

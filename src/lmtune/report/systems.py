@@ -54,7 +54,7 @@ def quality_columns(run: Run) -> list[str]:
     """
     keys = dict.fromkeys(k for r in run.results.values() for k, v in r.items() if html.is_number(v))
     columns = [k for k in keys if k in HIGHER_IS_BETTER and k != "latency_s" and "[" not in k
-               and not (run.task == "classification" and k.endswith("_micro"))]
+               and not (run.labelled and k.endswith("_micro"))]
     primary = run.primary
     return ([primary] if primary in columns else []) + [c for c in columns if c != primary]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from lmtune.evaluate import cost
 from lmtune.evaluate.metrics import best_systems, higher_is_better
+from lmtune.kinds import systems as system_kinds
 from lmtune.report import html
 
 #: Relative distance within which two values count as comparable when the fine-tuned one has no interval.
@@ -76,9 +77,9 @@ def verdict_sentences(evaluation: dict, metric: str, load: str = "") -> list[str
         out.append(f"It costs {w['cost_per_1k_queries']:.4g} per 1,000 queries at the recipe's prices"
                    f"{tokens}{latency}{')' if tokens else ''}.")
     training = evaluation.get("training") or {}
-    if winner.startswith("finetuned") and html.is_number(training.get("training_cost")):
+    if system_kinds.is_trained(winner) and html.is_number(training.get("training_cost")):
         out.append(_training_cost(training) + _break_even(evaluation, values, winner, metric) + ".")
-    elif any(k.startswith("finetuned") for k in values) and not winner.startswith("finetuned"):
+    elif any(system_kinds.is_trained(k) for k in values) and not system_kinds.is_trained(winner):
         out.append("Fine-tuning did not beat the best alternative on this metric: keep the cheaper system.")
     return out
 
@@ -91,7 +92,7 @@ def _training_cost(training: dict) -> str:
 def _break_even(evaluation: dict, values: dict[str, float], tuned: str, metric: str) -> str:
     """The clause after the training cost: break-even against the best comparable system, or why there is none."""
     results, training = evaluation["results"], evaluation["training"]
-    others = {k: v for k, v in values.items() if not k.startswith("finetuned") and k != "majority"}
+    others = {k: v for k, v in values.items() if not system_kinds.is_trained(k) and not system_kinds.is_constant(k)}
     if not others:
         return ""
     interval = (results[tuned].get("ci") or {}).get(metric)

@@ -171,12 +171,13 @@ def check(model, settings: Settings) -> None:
     Raises:
         UserError: naming the ``training.*`` key of each setting the model cannot take.
     """
-    speedups.check(model, settings.gradient_checkpointing, settings.compile)
+    speedups.check(model, settings.gradient_checkpointing, settings.compile, settings.packing)
 
 
 def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Path, pad_id: int,
           resume: bool = False, quiet: bool = False, objective: Objective | None = None) -> Training:
     """Seed, prepare model and optimizer, restore the newest checkpoint when resuming, open the logs."""
+    check(model, settings)  # again with the method applied: soft prompts show only on the peft model
     if objective is None:
         objective = TokenObjective(settings.max_length if settings.packing else None)
     # The run seeded everything before the model was built; seeding again here makes the loop's own draws

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lmtune.data.encode import IGNORE
 from lmtune.errors import UserError
 from lmtune.models import is_prompt_learning
+from lmtune.train.speedups import virtual_token_problems
 
 CHUNK = 4096  # target positions per output-layer chunk
 
@@ -65,16 +66,11 @@ def full_logits_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _refuse_what_virtual_tokens_break(model, batch: dict[str, torch.Tensor]) -> None:
-    """Training switches that would silently compute something else (or crash) with virtual tokens."""
-    if "position_ids" in batch:
-        raise UserError("packed batches cannot be used with prompt or prefix tuning (every packed example would "
-                        "share one set of virtual tokens); set training.packing: false", source="training.packing")
-    base = model.get_base_model()
-    if model.active_peft_config.peft_type == "PREFIX_TUNING" and getattr(base, "is_activation_checkpointing", False):
-        # transformers drops past_key_values (where the prefix lives) inside checkpointed layers.
-        raise UserError("prefix tuning cannot be combined with activation checkpointing (the virtual keys and "
-                        "values would be dropped); set training.gradient_checkpointing: false",
-                        source="training.gradient_checkpointing")
+    """The last guard for a batch ``speedups.check`` did not see (the loss called outside the loop)."""
+    checkpointing = getattr(model.get_base_model(), "is_activation_checkpointing", False)
+    problems = virtual_token_problems(model, checkpointing, "position_ids" in batch)
+    if problems:
+        raise UserError(problems[0][1], source=problems[0][0], problems=problems)
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,15 +15,18 @@ from __future__ import annotations
 import torch
 
 from lmtune.errors import UserError
+from lmtune.models import is_prompt_learning
 
 
-def check(model, gradient_checkpointing: bool = False, compile: bool = False) -> None:
+def check(model, gradient_checkpointing: bool = False, compile: bool = False, packing: bool = False) -> None:
     """Refuse the switches ``model`` cannot take (cheap: no forward pass, nothing changed).
 
     Args:
-        model: the model to train (a peft model or its base model: both give the same answer).
+        model: the model to train (a peft model or its base model: both give the same answer, except that
+            only a peft model shows its soft prompts).
         gradient_checkpointing: ``training.gradient_checkpointing`` is on.
         compile: ``training.compile`` is on.
+        packing: ``training.packing`` is on.
 
     Raises:
         UserError: one problem per switch the model cannot take, each naming its recipe key.
@@ -32,6 +35,7 @@ def check(model, gradient_checkpointing: bool = False, compile: bool = False) ->
     if gradient_checkpointing and not getattr(_base(model), "supports_gradient_checkpointing", False):
         problems.append(("training.gradient_checkpointing", f"{type(_base(model)).__name__} does not support "
                          "activation checkpointing; set training.gradient_checkpointing: false"))
+    problems += virtual_token_problems(model, gradient_checkpointing, packing)
     if compile and not _decoder_layers(model):
         problems.append(("training.compile", f"{type(model).__name__}: no decoder layers found to compile; "
                          "set training.compile: false"))
@@ -39,9 +43,30 @@ def check(model, gradient_checkpointing: bool = False, compile: bool = False) ->
         raise UserError(problems[0][1], source=problems[0][0], problems=problems)
 
 
+def virtual_token_problems(model, gradient_checkpointing: bool, packing: bool) -> list[tuple[str, str]]:
+    """Switches that would silently compute something else with soft prompts, as (recipe key, message).
+
+    The recipe schema refuses them from the method's capabilities; ``check`` refuses them for a peft model
+    before training starts, and the loss refuses a batch that slipped through (a library call).
+    """
+    if not is_prompt_learning(model):
+        return []
+    problems = []
+    if packing:
+        problems.append(("training.packing", "packed batches cannot be used with prompt or prefix tuning (every "
+                         "packed example would share one set of virtual tokens); set training.packing: false"))
+    if gradient_checkpointing and model.active_peft_config.peft_type == "PREFIX_TUNING":
+        # transformers drops past_key_values (where the prefix lives) inside checkpointed layers.
+        problems.append(("training.gradient_checkpointing", "prefix tuning cannot be combined with activation "
+                         "checkpointing (the virtual keys and values would be dropped); set "
+                         "training.gradient_checkpointing: false"))
+    return problems
+
+
 def enable_activation_checkpointing(model, every_n_layers: int = 1) -> None:
     """Recompute decoder-layer activations in the backward pass (non-reentrant, works with PEFT)."""
-    check(model, gradient_checkpointing=True)
+    if not getattr(_base(model), "supports_gradient_checkpointing", False):
+        check(model, gradient_checkpointing=True)
     _base(model).activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every_n_layers)
 
 

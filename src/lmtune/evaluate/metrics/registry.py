@@ -17,6 +17,8 @@ from lmtune.errors import UserError
 from lmtune.evaluate.metrics import classification, generation, regression
 from lmtune.evaluate.metrics.classification import averaged_labels, per_class_keys
 from lmtune.evaluate.metrics.scorer import Scored, Scorer, check_pairs
+from lmtune.kinds.tasks import TASK_KINDS
+from lmtune.kinds.tasks import find as find_task
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {info.name: info.higher_is_better for info i
 #: The metric each task is judged by, e.g. to pick the best system or checkpoint.
 PRIMARY_METRIC: dict[str, str] = {task: info.name for info in REGISTRY for task in info.primary_for}
 
-#: The metric family of each task type.
-TASK_FAMILY: dict[str, str] = {"classification": "classification", "generation": "generation",
-                               "chat": "generation", "regression": "regression",
-                               "language_modeling": "language_modeling"}
+#: The metric family of each task type that metrics score (a view of :mod:`lmtune.kinds.tasks`).
+TASK_FAMILY: dict[str, str] = {kind.name: kind.family for kind in TASK_KINDS if kind.family in
+                               {info.family for info in REGISTRY}}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -158,7 +159,8 @@ def known_metrics(task: str) -> list[str]:
     Returns:
         Names from :data:`METRICS`; empty for a task without registered metrics (preference).
     """
-    family = TASK_FAMILY.get(task)
+    kind = find_task(task)
+    family = kind.family if kind is not None else None
     return [name for name, info in METRICS.items() if info.family == family]
 
 
@@ -216,9 +218,9 @@ def scored(task: str, references: Sequence[Any], predictions: Sequence[Any], lab
     check_pairs(references, predictions)
     names = select_metrics(task, metrics)
     if not names or any(METRICS[n].scorer is None for n in names):
-        hint = " (use perplexity() on summed log-likelihoods)" if task == "language_modeling" else ""
+        hint = " (use perplexity() on summed log-likelihoods)" if getattr(find_task(task), "perplexity", False) else ""
         raise ValueError(f"no prediction/reference metrics for task {task!r}{hint}")
-    if TASK_FAMILY[task] == "classification":
+    if find_task(task).labelled:
         labels = averaged_labels(references, predictions, labels)
     wanted: dict[Scorer, list[str]] = {}
     for name in names:

@@ -23,13 +23,11 @@ from lmtune import models
 from lmtune.assets import resolve_model
 from lmtune.data.encode import Encoder
 from lmtune.errors import UserError
+from lmtune.methods import registry
 from lmtune.models import pad_id
 from lmtune.run_dir import MODEL_INFO, read_model_info, run_final, run_of
 from lmtune.serve.engine.batching import BASE, Engine
 from lmtune.serve.engine.task import Task, load_task, task_name
-
-SHARED_BASE = {"lora", "dora", "ia3"}  # peft tuners added to a shared base with load_adapter
-PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}
 
 
 @dataclass
@@ -127,17 +125,18 @@ class Registry:
         info = read_model_info(final)
         method = info.get("method", "")
         where = str(final.parent)
+        capabilities = registry.get(method)
         if info.get("head"):
             raise UserError("this run trained a classification/regression head, which does not generate text; "
                             "evaluate it with lmtune eval instead", source=where)
-        if method in PROMPT_LEARNING:
+        if capabilities.virtual_tokens:
             raise UserError(f"{method} runs cannot be served (their virtual tokens do not fit a shared KV cache); "
                             "use lmtune predict for batch inference", source=where)
         self._claim(name, where)
         tokenizer = _run_tokenizer(final)
         chat = info.get("task", {}).get("chat_template", True)
         added = []
-        if method in SHARED_BASE:
+        if capabilities.shares_base:
             kind = json.loads((final / "adapter_config.json").read_text()).get("peft_type")
             engine, base_tok = self._shared_engine(info["base_model"], kind)
             base = base_name(info["base_model"])

@@ -29,6 +29,8 @@ from lmtune.data.templates import Template, resolve
 from lmtune.errors import UserError
 from lmtune.evaluate.systems import TaskSpec, build_prompts
 from lmtune.inference import generation, label_scoring
+from lmtune.kinds.tasks import find as find_task
+from lmtune.kinds.tasks import task_kind
 from lmtune.recipe_eval import GenerationConfig
 from lmtune.run_dir import RunDir
 from lmtune.serve.engine.batching import BASE, Engine
@@ -69,7 +71,7 @@ class Task:
 
     @property
     def classifies(self) -> bool:
-        return self.type == "classification"
+        return task_kind(self.type).labelled
 
     @property
     def input_field(self) -> str:
@@ -141,15 +143,18 @@ def load_task(run_dir: Path, info: dict) -> Task | None:
     run = RunDir(run_dir)
     recipe = run.read_recipe() if run.recipe.is_file() else {}
     task = recipe.get("task") or info.get("task") or {}
-    kind = task.get("type")
-    fmt = _record_format(run_dir) or ("classification" if kind == "classification" else None)
-    if kind not in ("classification", "generation", "chat") or fmt not in INPUT_FIELD:
+    kind = find_task(task.get("type"))
+    # Served from one raw input: tasks answered per example in text or labels (not numbers, perplexity or pairs).
+    if kind is None or not kind.per_example or kind.numeric:
+        return None
+    fmt = _record_format(run_dir) or (kind.formats[0] if kind.labelled else None)
+    if fmt not in INPUT_FIELD:
         return None
     template = resolve(task.get("template"), fmt)
-    if template is None or (kind == "classification" and not task.get("labels")):
+    if template is None or (kind.labelled and not task.get("labels")):
         return None
     data, evaluation = recipe.get("data") or {}, recipe.get("eval") or {}
-    return Task(kind, template, task.get("labels"), fmt, bool((data.get("clean") or {}).get("normalize", True)),
+    return Task(kind.name, template, task.get("labels"), fmt, bool((data.get("clean") or {}).get("normalize", True)),
                 int(evaluation.get("max_new_tokens", 128)), int(evaluation.get("batch_size", 8)),
                 GenerationConfig(**(evaluation.get("generation") or {})),
                 str((recipe.get("training") or {}).get("precision", "auto")))

@@ -19,8 +19,8 @@ from lmtune.run_dir import RunDir, checkpoint_dirs, checkpoint_step
 from lmtune.serve.errors import APIError, model_not_found
 from lmtune.serve.jobs.recipe import (
     BASE_LEARNING_RATE,
-    FORMAT_TASK,
     build_recipe,
+    format_task,
     resolve_hyperparameters,
 )
 from lmtune.serve.jobs.store import new_id
@@ -83,7 +83,7 @@ def create_job(body: JobRequest, request: Request):
     train = _file(state, body.training_file, "training_file")
     validation = _file(state, body.validation_file, "validation_file") if body.validation_file else None
     formats = [f["summary"]["format"] for f in (train, validation or train)]
-    if FORMAT_TASK.get(formats[0]) != FORMAT_TASK.get(formats[1]):  # a worker would fail on it much later
+    if format_task(formats[0]) != format_task(formats[1]):  # a worker would fail on it much later
         raise APIError(400, f"The validation file has {formats[1]} records, which do not suit the training file's "
                        f"{formats[0]} records; give both the same format.", "validation_file", "invalid_file")
     base_ref = state.base_ref(body.model)

@@ -15,18 +15,23 @@ import reprlib
 from typing import Any
 
 from lmtune.errors import UserError
+from lmtune.kinds.tasks import task_kind, tasks_of_format
 from lmtune.recipe import recipe_from_dict
 from lmtune.serve.errors import APIError
 
 BASE_LEARNING_RATE = 2e-4
-FORMAT_TASK = {"chat": "chat", "instruction": "chat", "completion": "generation", "classification": "classification",
-               "text": "language_modeling", "preference": "preference"}
 OVERRIDABLE = ("task", "data", "method", "training", "eval")
 MIN_RECORDS_FOR_SPLIT = 20
 # (type, lowest, highest) of each hyperparameter; OpenAI's ranges for the first two. The bounds also keep
 # NaN and infinity out (every comparison with NaN is false), and a job from running for 1e40 epochs.
 LIMITS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": ((int, float), 1e-9, 1e4),
           "beta": ((int, float), 1e-9, 1e4)}
+
+
+def format_task(fmt: str) -> str | None:
+    """The task type a file of ``fmt`` records trains by default (the task kinds' ``default_for``)."""
+    tasks = tasks_of_format(fmt)
+    return tasks[0] if tasks else None
 
 
 def resolve_hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -80,8 +85,8 @@ def build_recipe(job_id: str, base_ref: str, train: dict[str, Any], validation: 
                 else "method.type dpo for preference records")
         raise APIError(400, f"The training file has {fmt} records; {kind} fine-tuning needs {need}.", "method.type",
                        "invalid_value")
-    task: dict[str, Any] = {"type": FORMAT_TASK[fmt]}
-    if task["type"] == "classification":
+    task: dict[str, Any] = {"type": format_task(fmt)}
+    if task_kind(task["type"]).labelled:
         task["labels"] = sorted(summary.get("labels") or {})
     held_out = 0.0 if validation or summary["records"] < MIN_RECORDS_FOR_SPLIT else 0.1
     training = {"epochs": hyperparameters["n_epochs"], "batch_size": hyperparameters["batch_size"],
