@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -73,12 +74,39 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for line in exc.lines():
-                print(line, file=sys.stderr)
+            _print_error(exc.lines())
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except RuntimeError as exc:
+            if not _lost_peer(exc):
+                raise
+            raise typer.Exit(1) from None
     return wrapper
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """In a run of several processes: another process died and this one's collective step failed. Said in one
+    line (or not at all under ``--processes``, whose launcher names the process that died), not a traceback."""
+    text = str(exc)
+    if int(os.environ.get("WORLD_SIZE", 1)) < 2 or not any(
+            mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out")):
+        return False
+    if not os.environ.get("LMTUNE_ERROR_DIR"):
+        print(f"error: process {os.environ.get('RANK', '?')}: a collective step failed, another training process "
+              f"probably stopped ({_one_line(text)[:160]}); continue with --resume", file=sys.stderr)
+    return True
+
+
+def _print_error(lines: list[str]) -> None:
+    """A UserError's lines on stderr; in a run of several processes, said once (by the main process)."""
+    if os.environ.get("LMTUNE_ERROR_DIR"):  # started by `--processes`: the launcher reports it
+        from lmtune.launch import record_error
+
+        record_error(lines)
+    elif os.environ.get("RANK", "0") == "0":
+        for line in lines:
+            print(line, file=sys.stderr)
 
 
 @app.command()
@@ -90,7 +118,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
           allow_eval_changes: bool = typer.Option(False, "--allow-eval-changes", help="On --resume, accept "
                                                   "changed eval.* keys (the new ones are used and recorded)."),
-          quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+          processes: int = typer.Option(1, "--processes", min=1, help="Train in N processes on this machine "
+                                        "(one per GPU; gloo on CPU), started through torchrun.")):
     """Run the whole lifecycle for one recipe: data, baselines, fine-tune, evaluate, report."""
     from lmtune.outputs import check_run_dir
     from lmtune.recipe import load_recipe
@@ -99,12 +129,25 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     rec = load_recipe(recipe, set_)
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
     check_run_dir(RunDir.at(out, rec.name).path, resume, overwrite)
+    if processes > 1:
+        from lmtune.launch import check_processes, launch
+
+        check_processes(processes)
+        flags = {"--resume": resume, "--overwrite": overwrite, "--quiet": quiet,
+                 "--allow-eval-changes": allow_eval_changes}
+        args = ["train", str(recipe), *[a for s in set_ for a in ("--set", s)], *(["--out", str(out)] if out else []),
+                *[flag for flag, on in flags.items() if on]]
+        code = launch(args, processes)
+        if code:
+            raise typer.Exit(code)
+        return
     from lmtune.lifecycle import run_recipe
     from lmtune.report.summary import print_summary
 
     run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet,
                          allow_eval_changes=allow_eval_changes)
-    print_summary(run_dir)
+    if os.environ.get("RANK", "0") == "0":
+        print_summary(run_dir)
 
 
 @app.command()

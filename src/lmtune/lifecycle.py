@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune import manifest, outputs, precision, resume_check, tasks
+from lmtune import distributed, manifest, outputs, precision, resume_check, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.sample import fingerprint, sample_examples
 from lmtune.data.templates import check as check_template
@@ -51,8 +51,11 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     """
     # First, before any model or method code: the same recipe and seed start from the same weights.
     seed_everything(recipe.seed)
+    main = distributed.init().main  # several processes (torchrun): each one runs every stage, one writes
     run = _checked(recipe, RunDir.at(out, recipe.name), resume, overwrite, quiet, allow_eval_changes)
-    created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite)
+    distributed.barrier()  # every process has checked the run directory before the main one claims it
+    created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite) if main else None
+    distributed.barrier()
     # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
     # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
     with outputs.removed_on_failure(created, keep=run.run_dir.eval):
@@ -133,13 +136,15 @@ def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, qui
 def _set_up(run: _Run) -> None:
     """Write the recipe and manifest, encode and write the data, read back what a resumed run measured."""
     recipe, run_dir, task = run.recipe, run.run_dir, run.task
-    run_dir.write_recipe(recipe.model_dump(mode="json"))
-    manifest.write_manifest(run_dir.path, seed=recipe.seed, data_files=run.prepared.files,
-                            model_source=run.source.to_dict())
+    if distributed.world().main:
+        run_dir.write_recipe(recipe.model_dump(mode="json"))
+        manifest.write_manifest(run_dir.path, seed=recipe.seed, data_files=run.prepared.files,
+                                model_source=run.source.to_dict())
     run.encoder = task.encoder(run.tokenizer)
     run.encoded = task.encode(run.prepared, run.tokenizer, run.encoder, run.template)
     _sample_test(run)
-    data_stage.write(run.prepared, run_dir.data.path)
+    if distributed.world().main:
+        data_stage.write(run.prepared, run_dir.data.path)
     run.pad = pad_id(run.tokenizer)
     task.prepare_reference(run.model, run.encoded, run.pad)
     run.spec = systems.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
@@ -221,12 +226,16 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
     result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(run.recipe),
                         run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.task.objective())
-    save_final(run.run_dir.final, run.model, run.tokenizer, run.method, run.recipe, run.source)
+    if distributed.world().main:
+        save_final(run.run_dir.final, run.model, run.tokenizer, run.method, run.recipe, run.source)
+    distributed.barrier()
     return {"train_steps": result.steps, "train_seconds": round(result.seconds, 1),
             "train_tokens_per_s": round(result.tokens_per_s, 1), "best_val_loss": result.best_val_loss,
             "best_step": result.best_step, "stopped_early": result.stopped_early,
             "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
-            "replay_examples": len(run.encoded["train"]) - run.n_task}
+            "replay_examples": len(run.encoded["train"]) - run.n_task, "processes": len(result.peak_memory_mb),
+            "peak_memory_mb": result.peak_memory_mb,
+            "memory_kind": "cuda" if run.model.device.type == "cuda" else "rss"}
 
 
 def _evaluate_tuned(run: _Run) -> None:
@@ -260,9 +269,11 @@ def _baselines_only(run: _Run) -> Path:
 
 def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
     """Every result, with the significance tests between the systems, then the report; returns the run directory."""
-    tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
-    _save_results(run, summary, significance=tested)
-    write_report(run.run_dir.path)
+    if distributed.world().main:
+        tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
+        _save_results(run, summary, significance=tested)
+        write_report(run.run_dir.path)
+    distributed.barrier()  # the others return once the run directory is complete
     return run.run_dir.path
 
 
@@ -329,7 +340,9 @@ def _load_previous(run: _Run) -> None:
 
 
 def _save_results(run: _Run, summary: dict[str, Any] | None = None, significance: list | None = None) -> None:
-    """Each system's predictions, then ``eval.json`` with what has been measured so far."""
+    """Each system's predictions, then ``eval.json`` with what has been measured so far (the main process)."""
+    if not distributed.world().main:
+        return
     recipe, prices = run.recipe, run.recipe.eval.cost.model_dump()
     body = {"task": recipe.task.type, "n": len(run.test), "labels": recipe.task.labels,
             "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),

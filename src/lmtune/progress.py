@@ -21,8 +21,11 @@ INTERVAL_ENV = "LMTUNE_PROGRESS_INTERVAL"
 
 
 def say(message: str, quiet: bool = False) -> None:
-    """Write ``message`` as one line on stderr (stdout stays for results), unless ``quiet``."""
-    if not quiet:
+    """Write ``message`` as one line on stderr (stdout stays for results), unless ``quiet``.
+
+    In a run of several processes only the main one (rank 0) speaks: the others do the same work.
+    """
+    if not quiet and not other_process():
         # sys.stderr is looked up now, not at import, so redirection (and pytest's capture) applies.
         tqdm.write(message, file=sys.stderr)
         sys.stderr.flush()
@@ -35,6 +38,7 @@ def bar(total: int, desc: str, unit: str, quiet: bool = False, initial: int = 0,
     ``interval`` is the least number of seconds between plain lines; left out, it is
     ``$LMTUNE_PROGRESS_INTERVAL`` or 30. ``quiet`` prints nothing either way. ``clock`` is for tests.
     """
+    quiet = quiet or other_process()
     if quiet or sys.stderr.isatty():
         # Exactly the bar callers built before, so a terminal sees no change.
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=quiet)
@@ -44,6 +48,11 @@ def bar(total: int, desc: str, unit: str, quiet: bool = False, initial: int = 0,
         except ValueError:  # a mistyped setting of a cosmetic knob must not stop a run
             interval = DEFAULT_INTERVAL
     return PlainProgress(total, desc, unit, initial, interval, clock)
+
+
+def other_process() -> bool:
+    """Whether this is a process of a multi-process run other than the main one (torchrun sets ``RANK``)."""
+    return os.environ.get("RANK", "0") != "0"
 
 
 class PlainProgress:

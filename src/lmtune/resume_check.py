@@ -44,6 +44,8 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
     if not RunDir(run_dir).recipe.is_file():
         return []
     diffs = changes(recipe, run_dir)
+    if _same_global_batch(recipe, run_dir):  # more or fewer processes, the same examples per step
+        diffs.pop("training.batch_size", None)
     if not diffs:
         return []
     trained = {k: v for k, v in diffs.items() if not k.startswith(EVAL_PREFIX)}
@@ -60,6 +62,23 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
     say(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
         "the baselines are measured again and recipe.yaml records the new values")
     return sorted(diffs)
+
+
+def _same_global_batch(recipe: Recipe, run_dir: Path) -> bool:
+    """Whether the newest checkpoint's examples per micro-batch over all processes are this run's too.
+
+    Raises:
+        UserError: (``training.batch_size``) they differ: the steps after the checkpoint would see other examples.
+    """
+    from lmtune import distributed
+    from lmtune.train import checkpoint, parallel
+
+    newest = checkpoint.latest(RunDir(run_dir).checkpoints)
+    if newest is None:
+        return False
+    saved = parallel.read_world(newest)
+    parallel.check_global_batch(saved, distributed.world(), recipe.training.batch_size)
+    return saved.get("global_batch") is not None
 
 
 def changes(recipe: Recipe, run_dir: Path) -> dict[str, tuple[Any, Any]]:

@@ -24,7 +24,7 @@ def summary_table(run_dir: Path) -> str:
     if training:
         lines.append(f"training: {training['train_steps']} steps in {training['train_seconds']} s, "
                      f"{training['train_tokens_per_s']} tokens/s, "
-                     f"best validation loss {_fmt(training['best_val_loss'])}")
+                     f"best validation loss {_fmt(training['best_val_loss'])}" + _memory(training))
     lines.append(f"test examples: {data.get('n')}")
     lines += _forgetting_lines(data)
     if data.get("primary_metric"):
@@ -58,3 +58,13 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _memory(training: dict) -> str:
+    """``, peak memory 5,190 MB`` (the largest process's, and how many there were when more than one)."""
+    peaks = [p for p in training.get("peak_memory_mb") or [] if isinstance(p, (int, float))]
+    if not peaks:
+        return ""
+    kind = "GPU memory" if training.get("memory_kind") == "cuda" else "memory"
+    return f", peak {kind} {max(peaks):,.0f} MB" + (f" per process ({len(peaks)} processes)" if len(peaks) > 1 else "")
+

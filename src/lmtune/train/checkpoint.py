@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from lmtune.run_dir import CHECKPOINT_STATE, checkpoint_dirs
 
 WEIGHTS = "trainable.safetensors"
+RANK_RNG = "rng-rank{rank}.pt"  # processes other than the main one: their RNG state
 
 
 def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) -> Path:
@@ -23,7 +24,17 @@ def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) ->
 
     Only trainable parameters are stored: for an adapter that is a few MB, not the base model.
     """
-    tmp = directory.with_name(directory.name + ".tmp")
+    write(staging(directory), model, optimizer, scheduler, state)
+    return commit(staging(directory), directory)
+
+
+def staging(directory: Path) -> Path:
+    """The temporary folder a checkpoint is written into before :func:`commit` renames it."""
+    return directory.with_name(directory.name + ".tmp")
+
+
+def write(tmp: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """The main process's part of a checkpoint: weights, optimizer, schedule, its RNG state and the loop state."""
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -31,6 +42,15 @@ def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) ->
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _rng_state()}, tmp / "optimizer.pt")
     (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2))
+
+
+def write_rng(tmp: Path, rank: int) -> None:
+    """Another process's part of a checkpoint: its own random-number state (dropout masks differ per rank)."""
+    torch.save(_rng_state(), tmp / RANK_RNG.format(rank=rank))
+
+
+def commit(tmp: Path, directory: Path) -> Path:
+    """Replace ``directory`` with the finished ``tmp`` in one rename."""
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -55,13 +75,21 @@ def load_weights(path: Path, model) -> None:
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
 
 
-def load(directory: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG states; return the saved loop state."""
+def load(directory: Path, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this process's RNG state; return the saved loop state.
+
+    A process whose rank has no saved RNG state (the run had fewer processes before) keeps the state it
+    was seeded with.
+    """
     load_weights(directory / WEIGHTS, model)
     blob = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
-    _set_rng_state(blob["rng"])
+    own = directory / RANK_RNG.format(rank=rank)
+    if rank == 0:
+        _set_rng_state(blob["rng"])
+    elif own.exists():
+        _set_rng_state(torch.load(own, map_location="cpu", weights_only=False))
     return json.loads((directory / CHECKPOINT_STATE).read_text())
 
 

@@ -16,14 +16,15 @@ from typing import Any
 import torch
 from transformers import get_scheduler
 
-from lmtune import precision, progress
+from lmtune import distributed, progress
 from lmtune.progress import say
 from lmtune.run_dir import BEST_WEIGHTS, RunDir, checkpoint_path
 from lmtune.seeding import seed_everything
-from lmtune.train import checkpoint, speedups
+from lmtune.train import checkpoint, parallel, speedups
 from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective, evaluate_loss
-from lmtune.train.track import TrainingLog
+from lmtune.train.parallel import accumulate_gradients, make_accelerator
+from lmtune.train.track import NoLog, TrainingLog
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Result:
     train_tokens: int
     seconds: float
     tokens_per_s: float
+    peak_memory_mb: list[float] = field(default_factory=list)  # per process: CUDA allocated, or peak RSS on CPU
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Training:
     started: float  # perf_counter() when the run would have started, had it never stopped
     window_start: float  # perf_counter() when the open log window started
     pending_loss: list[torch.Tensor]  # the open window's summed step losses, on the device: no sync per step
+    world: distributed.World = field(default_factory=distributed.World)
     stopped_early: bool = False
 
 
@@ -152,7 +155,8 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
             run.state.seconds = time.perf_counter() - run.started
             if step % run.save_every == 0 or last or run.stopped_early:
                 save_checkpoint(run)
-                checkpoint.prune(run.ckpt_dir, settings.keep_checkpoints)
+                if run.world.main:
+                    checkpoint.prune(run.ckpt_dir, settings.keep_checkpoints)
             if run.stopped_early:
                 say(f"early stopping at step {step}: validation loss has not improved for "
                     f"{settings.patience} evaluations (best {run.state.best_val_loss:.4f} at step "
@@ -184,23 +188,26 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     # (dropout) independent of how much randomness the stages before it used (a resumed run skips some).
     seed_everything(settings.seed)
     accelerator = make_accelerator(settings.precision)
-    model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator)
+    world = distributed.world()
+    global_batch = settings.batch_size * world.size  # each process takes batch_size examples of it
+    model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator,
+                                                               global_batch)
     ckpt_dir = RunDir(run_dir).checkpoints
     state, resumed = _restore(ckpt_dir if resume else None, accelerator.unwrap_model(model), optimizer,
-                              scheduler, steps)
-    tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None)
+                              scheduler, steps, world, settings.batch_size)
+    tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None) if world.main else NoLog()
     lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
-    batches = MicroBatches(len(train_set), settings.batch_size, settings.seed, settings.grad_accum, lengths)
-    bar = progress.bar(steps, "train", "step", quiet=quiet, initial=state.step)
+    batches = MicroBatches(len(train_set), global_batch, settings.seed, settings.grad_accum, lengths)
+    bar = progress.bar(steps, "train", "step", quiet=quiet or not world.main, initial=state.step)
     return Training(
         model, optimizer, scheduler, accelerator, params, objective, settings, train_set, val_set, pad_id, steps,
         save_every=settings.save_every or settings.eval_every or steps, batches=batches, ckpt_dir=ckpt_dir,
-        tracker=tracker, bar=bar, quiet=quiet, state=state, started=time.perf_counter() - state.seconds,
-        window_start=time.perf_counter() - state.window_seconds,
-        pending_loss=[torch.tensor(v, dtype=torch.float32, device=accelerator.device) for v in state.window_losses])
+        tracker=tracker, bar=bar, quiet=quiet or not world.main, state=state,
+        started=time.perf_counter() - state.seconds, window_start=time.perf_counter() - state.window_seconds,
+        pending_loss=parallel.restored_window(state.window_losses, world, accelerator.device), world=world)
 
 
-def _optimization(model, n_train: int, settings: Settings, accelerator):
+def _optimization(model, n_train: int, settings: Settings, accelerator, global_batch: int):
     """Switch on the speed-ups; build AdamW and the schedule; return (model, optimizer, scheduler,
     trainable parameters, total steps), model and optimizer prepared by ``accelerator``."""
     if settings.gradient_checkpointing:
@@ -209,19 +216,22 @@ def _optimization(model, n_train: int, settings: Settings, accelerator):
         speedups.compile_layers(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
-    steps = total_steps(n_train, settings.batch_size, settings.grad_accum, settings.epochs, settings.max_steps)
+    steps = total_steps(n_train, global_batch, settings.grad_accum, settings.epochs, settings.max_steps)
     scheduler = get_scheduler(settings.scheduler, optimizer, math.ceil(settings.warmup_ratio * steps), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler, params, steps
 
 
-def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int) -> tuple[TrainState, bool]:
+def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int, world: distributed.World,
+             batch_size: int) -> tuple[TrainState, bool]:
     """The newest checkpoint under ``ckpt_dir`` loaded into model, optimizer, scheduler and RNGs; returns its
     loop state and True, or a fresh state and False when there is none (or ``ckpt_dir`` is None)."""
     found = checkpoint.latest(ckpt_dir) if ckpt_dir is not None else None
     if found is None:
         return TrainState(), False
-    state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler))
+    # The same examples in every step after the checkpoint (`lmtune train --resume` checked it before loading).
+    parallel.check_global_batch(parallel.read_world(found), world, batch_size)
+    state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler, world.rank))
     say(f"resuming from {found} (step {state.step} of {steps})")
     return state, True
 
@@ -233,7 +243,8 @@ def train_step(run: Training) -> None:
     first = state.step * s.grad_accum
     micro = [[run.train_set[i] for i in run.batches.indices(m)] for m in range(first, first + s.grad_accum)]
     n_targets = sum(objective.units(e) for mb in micro for e in mb)
-    run.pending_loss.append(accumulate_gradients(run.model, micro, run.pad_id, run.accelerator, objective))
+    run.pending_loss.append(accumulate_gradients(run.model, micro, run.pad_id, run.accelerator, objective,
+                                                 run.world))
     step_tokens = sum(objective.length(e) for mb in micro for e in mb)
     state.window_tokens += step_tokens
     state.tokens += step_tokens
@@ -250,8 +261,8 @@ def train_step(run: Training) -> None:
 def log_train(run: Training) -> None:
     """Log the training loss of the steps since the last line and close that window."""
     state = run.state
-    # One host-device sync per log line, not per step.
-    loss = (torch.stack(run.pending_loss).sum() / max(state.window_targets, 1)).item()
+    # One host-device sync (and one sum over the processes) per log line, not per step.
+    loss = (parallel.summed(run.pending_loss, run.world).sum() / max(state.window_targets, 1)).item()
     elapsed = time.perf_counter() - run.window_start
     tps = state.window_tokens / elapsed if elapsed > 0 else 0.0
     run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "train", "loss": loss,
@@ -271,11 +282,12 @@ def validate(run: Training) -> None:
     run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss})
     if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
-        run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        best = run.ckpt_dir / BEST_WEIGHTS
-        tmp = best.with_name(best.name + ".tmp")
-        checkpoint.save_weights(tmp, run.accelerator.unwrap_model(run.model))
-        tmp.replace(best)
+        if run.world.main:  # every process computed the same loss; one writes the weights
+            run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            best = run.ckpt_dir / BEST_WEIGHTS
+            tmp = best.with_name(best.name + ".tmp")
+            checkpoint.save_weights(tmp, run.accelerator.unwrap_model(run.model))
+            tmp.replace(best)
     else:
         state.bad_evals += 1
         run.stopped_early = bool(s.patience and state.bad_evals >= s.patience)
@@ -291,14 +303,24 @@ def _epoch(run: Training) -> float:
 def save_checkpoint(run: Training) -> None:
     """Checkpoint the step just finished, with the log window still open (its losses read back exactly)."""
     state = run.state
-    state.window_losses = [t.item() for t in run.pending_loss]
+    state.window_losses = parallel.summed(run.pending_loss, run.world).tolist()
     state.window_seconds = time.perf_counter() - run.window_start
-    checkpoint.save(checkpoint_path(run.ckpt_dir, state.step), run.accelerator.unwrap_model(run.model),
-                    run.optimizer, run.scheduler, state.to_dict())
+    parallel.save_checkpoint(checkpoint_path(run.ckpt_dir, state.step), run.accelerator.unwrap_model(run.model),
+                             run.optimizer, run.scheduler, state.to_dict(), run.world,
+                             run.settings.batch_size * run.world.size)
 
 
 def interrupted(run: Training) -> None:
-    """Ctrl-C: checkpoint the last finished step, so ``--resume`` continues from it."""
+    """Ctrl-C: checkpoint the last finished step, so ``--resume`` continues from it.
+
+    With several processes nothing is saved (the others may be stopped inside a collective step): the run
+    resumes from its last periodic checkpoint.
+    """
+    if run.world.distributed:
+        found = checkpoint.latest(run.ckpt_dir)
+        say(f"\ninterrupted at step {run.state.step}; continue with --resume from "
+            f"{found.name if found else 'the start'}")
+        return
     if run.state.step > 0:
         save_checkpoint(run)
     say(f"\ninterrupted at step {run.state.step}; checkpoint saved, continue with --resume")
@@ -314,40 +336,14 @@ def cleanup(run: Training) -> None:
 def finish(run: Training) -> Result:
     """Load the best validated weights into the model, if any were kept, and sum up the run."""
     model, state = run.accelerator.unwrap_model(run.model), run.state
+    distributed.barrier()  # the main process has written the best weights
     if state.best_step is not None and (run.ckpt_dir / BEST_WEIGHTS).exists():
         # The artefact a user keeps is the one that validated best, not the last one.
         checkpoint.load_weights(run.ckpt_dir / BEST_WEIGHTS, model)
     seconds = time.perf_counter() - run.started
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
-                  state.tokens, seconds, state.tokens / seconds if seconds else 0.0)
-
-
-def make_accelerator(choice: str = "auto"):
-    """A fresh Accelerator for one run (accelerate keeps global state; a second run may differ)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)))
-
-
-def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
-                         objective: Objective | None = None) -> torch.Tensor:
-    """Backpropagate one optimizer step's micro-batches; return their summed token loss (detached).
-
-    Each micro-batch's summed loss is divided by the target tokens of the *whole* step, so the
-    accumulated gradient equals the gradient of one large batch, whatever the split.
-    """
-    objective = objective or TokenObjective()
-    n_targets = max(sum(objective.units(e) for mb in micro for e in mb), 1)
-    total = torch.zeros((), device=accelerator.device)
-    for mb in micro:
-        batch = {k: v.to(accelerator.device) for k, v in objective.collate(mb, pad_id).items()}
-        with accelerator.autocast():
-            loss_sum = objective.loss_sum(model, batch)
-        accelerator.backward(loss_sum / n_targets)
-        total += loss_sum.detach().float()
-    return total
+                  state.tokens, seconds, state.tokens / seconds if seconds else 0.0,
+                  parallel.peak_memory_mb(run.world))
 
 
 def _param_groups(model, weight_decay: float):

@@ -57,6 +57,16 @@ class TrainingLog:
         self.timing.close()
 
 
+class NoLog:
+    """What the processes other than the main one log to: nothing (the main process logs the summed losses)."""
+
+    def log(self, record: dict[str, Any], **timing: float) -> None:
+        """Nothing to write."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl``."""
     if not path.exists():

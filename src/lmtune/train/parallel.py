@@ -1,0 +1,157 @@
+"""Data parallelism for the training loop, on accelerate: each process takes its shard of every step.
+
+Every process builds the same global micro-batches (the order is seeded), takes every ``size``-th
+example of each (:func:`shard`; with length grouping the shards get similar lengths), and divides its
+summed loss by the *global* number of target tokens, which every process counts from the whole
+micro-batch. DDP averages gradients over the processes, so the loss is multiplied by their number:
+N processes x batch b then compute the gradient of 1 process x batch N*b. Logged losses are summed
+over the processes once per log line.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from lmtune import distributed, precision
+from lmtune.errors import UserError
+from lmtune.train import checkpoint
+from lmtune.train.objectives import Objective, TokenObjective
+
+#: In a checkpoint: how many processes trained it, with how many examples per micro-batch over all of them.
+WORLD_FILE = "world.json"
+
+
+def check_global_batch(saved: dict, world: distributed.World, batch_size: int) -> None:
+    """Resuming from a checkpoint's ``state.json`` must keep its examples per micro-batch over all processes:
+    any number of processes may continue a run (DDP's state is whole on every process), the global batch
+    may not change, or the steps after the checkpoint would see other examples.
+
+    Raises:
+        UserError: (``training.batch_size``) the global batch differs, with the batch size that fits.
+    """
+    before = saved.get("global_batch")
+    if before is None or before == batch_size * world.size:
+        return
+    fits = f"training.batch_size: {before // world.size}" if before % world.size == 0 else (
+        f"a number of processes that divides {before}")
+    raise UserError(f"the checkpoint was trained with {before} examples per micro-batch over "
+                    f"{saved.get('world_size', 1)} process(es); this run has {world.size} x {batch_size}. Resume "
+                    f"with {fits}", source="training.batch_size")
+
+
+def peak_memory_mb(world: distributed.World) -> list[float]:
+    """Each process's peak memory in MB, in rank order: CUDA memory allocated on a GPU, else the process's peak
+    resident set (what the machine had to hold for it)."""
+    if torch.cuda.is_available():
+        mine = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    if not world.distributed:
+        return [round(mine, 1)]
+    import torch.distributed as dist
+
+    everyone: list[float | None] = [None] * world.size
+    dist.all_gather_object(everyone, round(mine, 1))
+    return [float(x) for x in everyone]
+
+
+def read_world(directory: Path) -> dict:
+    """A checkpoint's ``world.json`` (``world_size``, ``global_batch``); empty for one saved before it existed."""
+    path = directory / WORLD_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def make_accelerator(choice: str = "auto"):
+    """A fresh Accelerator for one run (accelerate keeps global state; a second run may differ).
+
+    On a machine without CUDA it is told so (``cpu=True``): processes started by torchrun then join one
+    gloo group instead of each believing it is alone.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import InitProcessGroupKwargs
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    handlers = [InitProcessGroupKwargs(timeout=distributed.timeout())] if distributed.world().distributed else []
+    return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)),
+                       cpu=distributed.uses_cpu(), kwargs_handlers=handlers)
+
+
+def shard(examples: list, world: distributed.World) -> tuple[list, float]:
+    """This process's share of a global micro-batch, and the weight of its loss (0 for a stand-in).
+
+    A process left without examples (a short last micro-batch) still runs one example with weight 0:
+    DDP's gradient all-reduce needs every process to run backward.
+    """
+    mine = examples[world.rank::world.size]
+    return (mine, 1.0) if mine else (examples[:1], 0.0)
+
+
+def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
+                         objective: Objective | None = None,
+                         world: distributed.World | None = None) -> torch.Tensor:
+    """Backpropagate this process's shard of one optimizer step's micro-batches; return its summed loss (detached).
+
+    Each micro-batch's summed loss is divided by the target tokens of the *whole* step on all processes, so
+    the accumulated gradient equals the gradient of one large batch, whatever the split.
+    """
+    objective = objective or TokenObjective()
+    world = world or distributed.World()
+    n_targets = max(sum(objective.units(e) for mb in micro for e in mb), 1)
+    total = torch.zeros((), device=accelerator.device)
+    for i, mb in enumerate(micro):
+        examples, weight = shard(mb, world)
+        batch = {k: v.to(accelerator.device) for k, v in objective.collate(examples, pad_id).items()}
+        # Gradients are all-reduced once per optimizer step, after its last micro-batch.
+        sync = nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                loss_sum = objective.loss_sum(model, batch)
+            loss = loss_sum / n_targets
+            if world.distributed:
+                loss = loss * (world.size * weight)
+            accelerator.backward(loss)
+        total += loss_sum.detach().float() * weight
+    return total
+
+
+def summed(values: list[torch.Tensor], world: distributed.World) -> torch.Tensor:
+    """Per-step loss sums added up over the processes (one collective call), as one float32 tensor."""
+    if not values:
+        return torch.zeros(0)
+    stacked = torch.stack(values).float()
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(stacked)
+    return stacked
+
+
+def restored_window(saved: list[float], world: distributed.World, device) -> list[torch.Tensor]:
+    """A checkpoint's open-window losses (already summed over processes), put back so that the next
+    :func:`summed` gives them again: on the main process, zeros elsewhere."""
+    return [torch.tensor(v if world.main else 0.0, dtype=torch.float32, device=device) for v in saved]
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict, world: distributed.World,
+                    global_batch: int) -> None:
+    """Write one checkpoint together: the main process writes weights, optimizer, state and how many processes
+    shared how large a batch (``world.json``), every other process its RNG state, then the main process commits
+    the folder in one rename."""
+    tmp = checkpoint.staging(path)
+    if world.main:
+        checkpoint.write(tmp, model, optimizer, scheduler, state)
+        (tmp / WORLD_FILE).write_text(json.dumps({"world_size": world.size, "global_batch": global_batch}))
+    distributed.barrier()
+    if not world.main:
+        checkpoint.write_rng(tmp, world.rank)
+    distributed.barrier()
+    if world.main:
+        checkpoint.commit(tmp, path)
+    distributed.barrier()

@@ -1,0 +1,174 @@
+"""Training in several processes (``lmtune.train.parallel``, ``lmtune.launch``): real torchrun processes on
+gloo, the tiny model. N processes x batch b must train exactly as 1 process x batch N*b, only rank 0 writes,
+and a run killed mid-training resumes to the losses it would have logged."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_recipe
+
+LMTUNE = [sys.executable, "-m", "lmtune.cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
+                                                          "eval_every": 2, "log_every": 1, "max_length": 64}}
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LMTUNE_DIST_TIMEOUT_S": "120"}
+
+
+def _train(command, recipe, out, *extra, check=True):
+    done = subprocess.run([*command, "train", str(recipe), "--out", str(out), "--quiet", *extra], env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _losses(out: Path, split="train"):
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if r["split"] == split}
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory, tiny_model_dir):
+    from conftest import sentiment_records, write_jsonl
+
+    root = tmp_path_factory.mktemp("parallel")
+    data = write_jsonl(root / "reviews.jsonl", sentiment_records())
+
+    def make(name, **sections):
+        merged = {k: {**QUICK.get(k, {}), **sections.get(k, {})} for k in {*QUICK, *sections}}
+        return write_recipe(root / f"{name}.yaml", tiny_model_dir, data, **merged)
+    return make
+
+
+@pytest.mark.parametrize("method, launcher", [("lora", "processes"), ("full", "torchrun")])
+def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recipes, tmp_path, method, launcher):
+    peft = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
+    # Full fine-tuning at a full fine-tuning's learning rate: at 1e-2 every weight moves so far per step that
+    # the order of a float sum (one batch, or two halves all-reduced) shows in the 5th digit by step 4.
+    lr = 1e-2 if method == "lora" else 1e-3
+    recipe = recipes(method, method={"name": method, "peft": peft}, training={"learning_rate": lr})
+    _train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    if launcher == "processes":
+        _train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+    else:
+        _train([*TORCHRUN, "-m", "lmtune.cli"], recipe, tmp_path / "two")
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-4), step
+    assert _losses(tmp_path / "two", "validation") == pytest.approx(_losses(tmp_path / "one", "validation"), abs=1e-4)
+
+
+def test_only_the_main_process_writes_the_run_directory(recipes, tmp_path):
+    recipe = recipes("writes")
+    _train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    _train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+    def tree(out):
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if "checkpoints" not in p.parts)
+    assert tree(tmp_path / "two") == tree(tmp_path / "one")
+    metrics = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == len(set(metrics))  # each step logged once, not once per process
+    newest = sorted((tmp_path / "two" / "checkpoints").glob("step-*"))[-1]
+    assert (newest / "rng-rank1.pt").exists() and not (newest / "rng-rank0.pt").exists()
+
+
+def _start_killable(recipe, out, *extra):
+    return subprocess.Popen([*LMTUNE, "train", str(recipe), "--out", str(out), "--quiet", "--processes", "2",
+                             *extra], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(path: Path, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_killed_two_process_run_resumes_to_the_losses_of_an_uninterrupted_one(recipes, tmp_path):
+    recipe = recipes("resume", training={"max_steps": 200, "save_every": 2, "eval_every": 100, "log_every": 1,
+                                         "keep_checkpoints": 200})
+    _train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2")
+    run = _start_killable(recipe, tmp_path / "cut")
+    _wait_for(tmp_path / "cut" / "checkpoints" / "step-6", run)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    cut = _losses(tmp_path / "cut")
+    assert max(cut) < 200  # it was stopped before the end
+    _train(LMTUNE, recipe, tmp_path / "cut", "--processes", "2", "--resume")
+    whole, resumed = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
+    assert sorted(resumed) == sorted(whole)
+    for step in whole:
+        assert resumed[step] == pytest.approx(whole[step], abs=1e-5), step
+
+
+def test_resume_with_another_process_count_keeps_the_global_batch_or_is_refused(recipes, tmp_path):
+    recipe = recipes("world", training={"max_steps": 4, "save_every": 2})
+    out = tmp_path / "run"
+    _train(LMTUNE, recipe, out, "--processes", "2")  # 2 processes x 4 examples
+    refused = _train(LMTUNE, recipe, out, "--resume", check=False)  # 1 x 4: each step would see other examples
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: training.batch_size: the checkpoint was trained with 8 examples per "
+                                     "micro-batch over 2 process(es); this run has 1 x 4. Resume with "
+                                     "training.batch_size: 8")
+    _train(LMTUNE, recipe, out, "--resume", "--set", "training.batch_size=8")  # 1 x 8 = 2 x 4: accepted
+
+
+def test_a_process_that_dies_stops_the_others_with_one_line(recipes, tmp_path):
+    recipe = recipes("dies", training={"max_steps": 100000, "save_every": 1000, "eval_every": 1000})
+    run = _start_killable(recipe, tmp_path / "run")
+    _wait_for(tmp_path / "run" / "metrics.jsonl", run)
+    victim = next(pid for pid in _descendants(run.pid) if _rank_of(pid) == "1")
+    os.kill(victim, signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 1
+    assert "error: --processes: training process 1 was killed by signal 9; the other processes were stopped" in err
+    assert "Traceback" not in err
+
+
+def _descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] + [d for c in children for d in _descendants(int(c))]
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    found = [e for e in env if e.startswith(b"RANK=")]
+    return found[0].split(b"=", 1)[1].decode() if found else None
+
+
+def test_more_processes_than_cores_is_refused_before_anything_starts(recipes, tmp_path):
+    done = _train(LMTUNE, recipes("many"), tmp_path / "run", "--processes", "999", check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --processes: 999 processes asked, but this machine has")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_error_in_the_processes_is_said_once(recipes, tmp_path):
+    recipe = recipes("bad", eval={"forgetting": {"data": str(tmp_path / "missing.jsonl")}})
+    done = _train(LMTUNE, recipe, tmp_path / "run", "--processes", "2", check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("error: ") == 1 and "missing.jsonl" in done.stderr
+
+
+def test_accelerate_launch_on_cpu_with_several_processes_is_refused(recipes, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "-m", "lmtune.cli", "train",
+                           str(recipes("accel")), "--out", str(tmp_path / "run"), "--quiet"], env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "error: --num_processes: accelerate launch --cpu starts one process, not the 2 asked for" in done.stderr
+    assert not (tmp_path / "run").exists()
