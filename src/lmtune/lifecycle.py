@@ -18,7 +18,7 @@ from lmtune.data.sample import fingerprint, sample_examples
 from lmtune.data.templates import check as check_template
 from lmtune.data.templates import resolve as resolve_template
 from lmtune.errors import UserError
-from lmtune.evaluate import cost, intervals, metrics, systems
+from lmtune.evaluate import cost, intervals, metrics, sharding, systems
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.kinds import systems as system_kinds
 from lmtune.methods import registry
@@ -184,8 +184,7 @@ def _baselines(run: _Run) -> None:
     for system in recipe.eval.systems:
         if system in run.tuned_systems or system in run.results or not run.test:
             continue
-        result = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
-                              shots, train, quiet)
+        result = _answer(run, system, shots, quiet)
         if result is None:
             say(f"      {system}: does not apply to this task ({type(run.task).__name__}: "
                 f"{', '.join(system_kinds.for_shape(run.task.shape))}); skipped", quiet)
@@ -207,6 +206,19 @@ def _check_fits(run: _Run, shots: list) -> None:
         return
     prompted = run.recipe.eval.few_shot_selection == "random" and _needs_shots(run.recipe)
     systems.check_fits(run.model, run.encoder, run.spec, run.test, shots if prompted else None)
+
+
+def _answer(run: _Run, system: str, shots, quiet: bool):
+    """``system`` on the test split; with several processes each answers its share (``evaluate.sharding``)."""
+    world, train = distributed.world(), run.prepared.splits["train"]
+    if not sharding.splits(run.spec, len(run.test), world):
+        return run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
+                            shots, train, quiet)
+    mine = sharding.share(len(run.test), world)
+    encoded = [run.test_encoded[i] for i in mine] if run.test_encoded else []
+    part = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, [run.test[i] for i in mine],
+                        encoded, shots, train, quiet)
+    return sharding.gather(part, mine, run.spec, len(run.test))
 
 
 def _needs_shots(recipe: Recipe) -> bool:
@@ -247,8 +259,7 @@ def _evaluate_tuned(run: _Run) -> None:
             quiet)
         with merged_adapter(run.model):
             for system in tuned_systems:
-                tuned = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test,
-                                     run.test_encoded, None, run.prepared.splits["train"], quiet)
+                tuned = _answer(run, system, None, quiet)
                 if tuned is not None:
                     tuned.metrics["measured_at"] = cost.machine_load()
                     run.results[system] = intervals.with_intervals(tuned, run.spec, recipe.eval, recipe.seed)

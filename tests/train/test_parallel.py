@@ -68,17 +68,43 @@ def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recip
     assert _losses(tmp_path / "two", "validation") == pytest.approx(_losses(tmp_path / "one", "validation"), abs=1e-4)
 
 
-def test_only_the_main_process_writes_the_run_directory(recipes, tmp_path):
-    recipe = recipes("writes")
-    _train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
-    _train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+@pytest.fixture(scope="module")
+def pair(recipes, tmp_path_factory):
+    """One run of 1 process x batch 8 and one of 2 processes x batch 4, with every prompting system."""
+    recipe = recipes("pair", eval={"systems": ["zero_shot", "few_shot", "finetuned"], "few_shot_k": 2})
+    root = tmp_path_factory.mktemp("pair")
+    _train(LMTUNE, recipe, root / "one", "--set", "training.batch_size=8")
+    _train(LMTUNE, recipe, root / "two", "--processes", "2")
+    return root / "one", root / "two"
+
+
+def test_only_the_main_process_writes_the_run_directory(pair):
+    one, two = pair
+
     def tree(out):
         return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if "checkpoints" not in p.parts)
-    assert tree(tmp_path / "two") == tree(tmp_path / "one")
-    metrics = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert tree(two) == tree(one)
+    metrics = (two / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == len(set(metrics))  # each step logged once, not once per process
-    newest = sorted((tmp_path / "two" / "checkpoints").glob("step-*"))[-1]
+    newest = sorted((two / "checkpoints").glob("step-*"))[-1]
     assert (newest / "rng-rank1.pt").exists() and not (newest / "rng-rank0.pt").exists()
+
+
+def test_evaluation_shared_by_two_processes_gives_the_predictions_and_metrics_of_one(pair):
+    one, two = pair
+    for system in ("zero_shot", "few_shot", "finetuned"):
+        rows = [[json.loads(line) for line in (out / "predictions" / f"{system}.jsonl").read_text().splitlines()]
+                for out in (one, two)]
+        assert [(r["input"], r["reference"], r["prediction"]) for r in rows[1]] == \
+            [(r["input"], r["reference"], r["prediction"]) for r in rows[0]], system
+        # Label scores are log-probabilities from batches of other compositions (and, fine-tuned, from weights
+        # trained in two processes): equal to float noise.
+        for a, b in zip(rows[0], rows[1]):
+            assert b["scores"] == pytest.approx(a["scores"], abs=1e-3), system
+    results = [json.loads((out / "eval.json").read_text())["results"] for out in (one, two)]
+    for system in results[0]:
+        for key in ("accuracy", "f1_macro", "ci", "prompt_tokens_mean", "truncated_prompts"):
+            assert results[1][system][key] == results[0][system][key], (system, key)
 
 
 def _start_killable(recipe, out, *extra):
