@@ -15,8 +15,6 @@ same directory as rank 0.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -97,30 +95,6 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def broadcast(value):
-    """The main process's ``value`` on every process (any picklable object)."""
-    if not world().distributed:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-@contextmanager
-def main_first() -> Iterator[World]:
-    """Run the block on the main process, then on the others (e.g. claim the run directory, then read it)."""
-    here = world()
-    if not here.main:
-        barrier()
-    try:
-        yield here
-    finally:
-        if here.main:
-            barrier()
 
 
 def _refuse_single_cpu_launch() -> None:
