@@ -50,12 +50,15 @@ def launch(args: list[str], processes: int) -> int:
 
     Returns:
         0 when every process finished, 2 when a process stopped on a user error (its lines are printed
-        once), 1 when a process died otherwise (which one, and how, is printed).
+        once), 1 when a process died otherwise (which one, and how, is printed), 130 when this command
+        was interrupted.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its lines are not ours
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's own log lines are not ours to print
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     with tempfile.TemporaryDirectory(prefix="lmtune-launch-") as errors:
@@ -68,6 +71,10 @@ def launch(args: list[str], processes: int) -> int:
             return 0
         except ChildFailedError as exc:
             return _report(exc, Path(errors))
+        except SignalException as exc:  # Ctrl-C (or a kill) of this command: the agent stopped the processes
+            print(f"\ninterrupted (signal {exc.sigval}); the training processes were stopped. Continue with --resume "
+                  "from the newest checkpoint", file=sys.stderr)
+            return 130
         finally:
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)

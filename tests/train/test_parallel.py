@@ -162,6 +162,17 @@ def test_a_process_that_dies_stops_the_others_with_one_line(recipes, tmp_path):
     assert "Traceback" not in err
 
 
+def test_ctrl_c_stops_every_process_and_says_how_to_resume(recipes, tmp_path):
+    recipe = recipes("ctrl-c", training={"max_steps": 100000, "save_every": 4, "eval_every": 1000})
+    run = _start_killable(recipe, tmp_path / "run")
+    _wait_for(tmp_path / "run" / "checkpoints" / "step-4", run)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the whole process group
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130
+    assert "interrupted (signal 2); the training processes were stopped. Continue with --resume" in err
+    assert "Traceback" not in err and "death signal" not in err
+
+
 def _descendants(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children] + [d for c in children for d in _descendants(int(c))]
