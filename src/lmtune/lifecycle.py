@@ -246,8 +246,7 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
             "best_step": result.best_step, "stopped_early": result.stopped_early,
             "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
             "replay_examples": len(run.encoded["train"]) - run.n_task, "processes": len(result.peak_memory_mb),
-            "peak_memory_mb": result.peak_memory_mb,
-            "memory_kind": "cuda" if run.model.device.type == "cuda" else "rss"}
+            "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind}
 
 
 def _evaluate_tuned(run: _Run) -> None:

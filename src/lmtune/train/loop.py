@@ -67,6 +67,7 @@ class Result:
     seconds: float
     tokens_per_s: float
     peak_memory_mb: list[float] = field(default_factory=list)  # per process: CUDA allocated, or peak RSS on CPU
+    memory_kind: str = "rss"  # which of the two (parallel.memory_kind)
 
 
 @dataclass
@@ -343,7 +344,7 @@ def finish(run: Training) -> Result:
     seconds = time.perf_counter() - run.started
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
                   state.tokens, seconds, state.tokens / seconds if seconds else 0.0,
-                  parallel.peak_memory_mb(run.world))
+                  parallel.peak_memory_mb(run.world), parallel.memory_kind())
 
 
 def _param_groups(model, weight_decay: float):

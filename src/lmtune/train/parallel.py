@@ -43,10 +43,15 @@ def check_global_batch(saved: dict, world: distributed.World, batch_size: int) -
                     f"with {fits}", source="training.batch_size")
 
 
+def memory_kind() -> str:
+    """What :func:`peak_memory_mb` measures here: ``cuda`` (memory allocated on the GPU) or ``rss`` (the
+    process's peak resident set, what the machine had to hold for it)."""
+    return "cuda" if torch.cuda.is_available() else "rss"
+
+
 def peak_memory_mb(world: distributed.World) -> list[float]:
-    """Each process's peak memory in MB, in rank order: CUDA memory allocated on a GPU, else the process's peak
-    resident set (what the machine had to hold for it)."""
-    if torch.cuda.is_available():
+    """Each process's peak memory in MB, in rank order, of the :func:`memory_kind` this machine has."""
+    if memory_kind() == "cuda":
         mine = torch.cuda.max_memory_allocated() / 2**20
     else:
         import resource
