@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from lmtune.errors import UserError
+from lmtune.launch import ERROR_DIR_ENV
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, UsageError
@@ -92,7 +93,7 @@ def _lost_peer(exc: RuntimeError) -> bool:
     if int(os.environ.get("WORLD_SIZE", 1)) < 2 or not any(
             mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out")):
         return False
-    if not os.environ.get("LMTUNE_ERROR_DIR"):
+    if not os.environ.get(ERROR_DIR_ENV):
         print(f"error: process {os.environ.get('RANK', '?')}: a collective step failed, another training process "
               f"probably stopped ({_one_line(text)[:160]}); continue with --resume", file=sys.stderr)
     return True
@@ -100,11 +101,11 @@ def _lost_peer(exc: RuntimeError) -> bool:
 
 def _print_error(lines: list[str]) -> None:
     """A UserError's lines on stderr; in a run of several processes, said once (by the main process)."""
-    if os.environ.get("LMTUNE_ERROR_DIR"):  # started by `--processes`: the launcher reports it
+    if os.environ.get(ERROR_DIR_ENV):  # started by `--processes`: the launcher reports it
         from lmtune.launch import record_error
 
         record_error(lines)
-    elif os.environ.get("RANK", "0") == "0":
+    elif os.environ.get("RANK", "0") == "0":  # progress.other_process, without importing tqdm at start-up
         for line in lines:
             print(line, file=sys.stderr)
 
@@ -146,7 +147,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
     run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet,
                          allow_eval_changes=allow_eval_changes)
-    if os.environ.get("RANK", "0") == "0":
+    from lmtune.progress import other_process
+
+    if not other_process():
         print_summary(run_dir)
 
 

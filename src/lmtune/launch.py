@@ -77,7 +77,10 @@ def launch(args: list[str], processes: int) -> int:
             return 130
         finally:
             for key, value in saved.items():
-                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def record_error(lines: list[str]) -> None:
