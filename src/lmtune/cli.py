@@ -224,7 +224,7 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     rec = load_recipe(recipe, set_)
     target = out or RunDir.at(None, rec.name).data.path
     outputs.check_data_dir(target)  # before the data is read: a wrong --out fails in a second
-    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model)
+    prepared = data_stage.prepare(rec.data, rec.task.type, rec.task.labels, rec.seed, rec.model.name)
     with outputs.removed_on_failure(outputs.first_missing(target)):
         data_stage.write(prepared, target)
     print(data_stage.steps_table(prepared.report))

@@ -29,7 +29,7 @@ from lmtune.recipe import Recipe
 from lmtune.report.page import write_report
 from lmtune.run_dir import RunDir, write_model_info
 from lmtune.seeding import seed_everything
-from lmtune.train import loop
+from lmtune.train import loop, strategy
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, overwrite: bool = False,
@@ -83,9 +83,12 @@ class _Run:
     template: Any
     probes: list
     remeasure: bool = False  # eval.* changed on resume: what was measured before is measured again
+    dtype: Any = None  # the torch dtype the weights load in (model.dtype resolved: precision.for_run)
+    precision: str = "fp32"  # what training and evaluation compute in (training.precision, matched to dtype)
     model: Any = None
     tokenizer: Any = None
     source: Any = None
+    load_kwargs: dict[str, Any] = field(default_factory=dict)  # the method's from_pretrained arguments
     encoder: Any = None
     encoded: dict[str, list] = field(default_factory=dict)
     spec: Any = None
@@ -115,19 +118,25 @@ def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, qui
     eval_changed = resume_check.check_resume(recipe, run_dir.path, allow_eval_changes) if resume else []
     task = tasks.task_for(recipe)
     method = registry.get(recipe.method.name)
+    dtype, compute = precision.for_run(recipe.model.dtype, recipe.training.precision, method.full_weights)
     # A method this machine cannot run fails here (e.g. 4-bit weights without bitsandbytes).
-    load_kwargs = method.load_kwargs(recipe.method.peft)
+    load_kwargs = {**method.load_kwargs(recipe.method.peft), "dtype": dtype}
+    strategy.check(recipe.training.distributed, compute, batch_size=recipe.training.batch_size,
+                   grad_accum=recipe.training.grad_accum, max_grad_norm=recipe.training.max_grad_norm)
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
-    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model)
+    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
     template = None
     if task.prompted:  # a placeholder the records lack is reported before the model loads
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     # The probe files are read now too: a wrong path stops the run before the model loads.
     run = _Run(recipe, run_dir, resume, quiet, task, method, prepared, template, _forgetting_probes(recipe, task),
-               remeasure=bool(eval_changed))
-    say(f"[2/5] model: loading {recipe.model}" + (" with a new head" if isinstance(task, tasks.HeadTask) else ""),
-        quiet)
+               remeasure=bool(eval_changed), dtype=dtype, precision=compute)
+    say(f"[2/5] model: loading {recipe.model.name}" + ("" if dtype == precision.DTYPES["fp32"] else f" in "
+        f"{precision.dtype_name(dtype)}") + (" with a new head" if isinstance(task, tasks.HeadTask) else ""), quiet)
+    if compute != precision.resolve(recipe.training.precision):
+        say(f"      training.precision: {compute} to match model.dtype {recipe.model.dtype}", quiet)
+    run.load_kwargs = load_kwargs
     run.model, run.tokenizer, run.source = task.load(load_kwargs)
     loop.check(run.model, _settings(recipe))  # speed-ups the model cannot take stop the run before the baselines
     return run
@@ -148,7 +157,7 @@ def _set_up(run: _Run) -> None:
     run.pad = pad_id(run.tokenizer)
     task.prepare_reference(run.model, run.encoded, run.pad)
     run.spec = systems.TaskSpec(recipe.task.type, recipe.task.labels, run.template, recipe.eval.max_new_tokens,
-                                  recipe.eval.batch_size, precision.resolve(recipe.training.precision),
+                                  recipe.eval.batch_size, run.precision,
                                   memory_gb=recipe.eval.memory_gb)
     run.n_task = len(run.encoded["train"])
     if recipe.training.replay is not None:  # read before any baseline runs: a wrong path stops the run at once
@@ -210,15 +219,10 @@ def _check_fits(run: _Run, shots: list) -> None:
 
 def _answer(run: _Run, system: str, shots, quiet: bool):
     """``system`` on the test split; with several processes each answers its share (``evaluate.sharding``)."""
-    world, train = distributed.world(), run.prepared.splits["train"]
-    if not sharding.splits(run.spec, len(run.test), world):
-        return run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, run.test, run.test_encoded,
-                            shots, train, quiet)
-    mine = sharding.share(len(run.test), world)
-    encoded = [run.test_encoded[i] for i in mine] if run.test_encoded else []
-    part = run.task.run(system, run.model, run.tokenizer, run.encoder, run.spec, [run.test[i] for i in mine],
-                        encoded, shots, train, quiet)
-    return sharding.gather(part, mine, run.spec, len(run.test))
+    train = run.prepared.splits["train"]
+    return sharding.answered(lambda test, encoded: run.task.run(system, run.model, run.tokenizer, run.encoder,
+                                                                run.spec, test, encoded, shots, train, quiet),
+                             run.spec, run.test, run.test_encoded)
 
 
 def _needs_shots(recipe: Recipe) -> bool:
@@ -229,7 +233,15 @@ def _needs_shots(recipe: Recipe) -> bool:
 def _apply_method(run: _Run) -> None:
     """The method's trainable parameters on the model (a failure here still removes a new run directory)."""
     say(f"[4/5] fine-tune: {run.recipe.method.name} on {len(run.encoded['train'])} examples", run.quiet)
-    run.model = run.method.apply(run.model, run.recipe.method.peft, run.recipe.method.freeze)
+    run.model = _adapted(run, run.model)
+
+
+def _adapted(run: _Run, model):
+    """``model`` with the method applied; adapters and new heads train in fp32 over a bf16/fp16 base."""
+    model = run.method.apply(model, run.recipe.method.peft, run.recipe.method.freeze)
+    if not run.method.full_weights:
+        precision.upcast_trainable(model)
+    return model
 
 
 def _fine_tune(run: _Run) -> dict[str, Any]:
@@ -238,6 +250,9 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
     result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(run.recipe),
                         run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.task.objective())
+    if result.weights is not None:  # trained sharded: evaluate and save an unsharded model with those weights
+        run.model = _adapted(run, run.task.load(run.load_kwargs)[0])
+        strategy.Replicated().load_weights(run.model, result.weights)
     if distributed.world().main:
         save_final(run.run_dir.final, run.model, run.tokenizer, run.method, run.recipe, run.source)
     distributed.barrier()
@@ -246,7 +261,8 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
             "best_step": result.best_step, "stopped_early": result.stopped_early,
             "trainable_parameters": trainable, "total_parameters": total, "train_tokens": result.train_tokens,
             "replay_examples": len(run.encoded["train"]) - run.n_task, "processes": len(result.peak_memory_mb),
-            "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind}
+            "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind, "strategy": result.strategy,
+            "model_dtype": precision.dtype_name(run.dtype), "precision": run.precision}
 
 
 def _evaluate_tuned(run: _Run) -> None:
@@ -293,7 +309,7 @@ def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) ->
     shutil.rmtree(tmp, ignore_errors=True)
     method.save(model, tmp)
     tokenizer.save_pretrained(tmp)
-    info = {"base_model": recipe.model, "base_model_source": source.to_dict(), "method": recipe.method.name,
+    info = {"base_model": recipe.model.name, "base_model_source": source.to_dict(), "method": recipe.method.name,
             "task": recipe.task.model_dump(mode="json"), "head": tasks.uses_head(recipe),
             "max_length": recipe.training.max_length}
     write_model_info(tmp, info)
@@ -304,14 +320,17 @@ def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) ->
 def _settings(recipe: Recipe) -> loop.Settings:
     t = recipe.training
     es = t.early_stopping
+    _, compute = precision.for_run(recipe.model.dtype, t.precision, registry.get(recipe.method.name).full_weights)
     return loop.Settings(learning_rate=t.learning_rate, batch_size=t.batch_size, grad_accum=t.grad_accum,
                          epochs=t.epochs, max_steps=t.max_steps, weight_decay=t.weight_decay,
                          warmup_ratio=t.warmup_ratio, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
                          eval_every=t.eval_every, save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
                          patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0,
-                         log_every=t.log_every, seed=recipe.seed, precision=t.precision,
+                         log_every=t.log_every, seed=recipe.seed, precision=compute,
                          group_by_length=t.group_by_length, packing=t.packing, max_length=t.max_length,
-                         gradient_checkpointing=t.gradient_checkpointing, compile=t.compile)
+                         gradient_checkpointing=t.gradient_checkpointing, compile=t.compile,
+                         strategy=t.distributed.strategy, fsdp_cpu_offload=t.distributed.fsdp.cpu_offload,
+                         fsdp_reshard_after_forward=t.distributed.fsdp.reshard_after_forward)
 
 
 def _check_bias(run: _Run, system: str, result, shots) -> None:

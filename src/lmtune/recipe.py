@@ -24,6 +24,8 @@ from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recip
     RagConfig,
     _Strict,
 )
+from lmtune.recipe_model import ModelConfig, check_precision
+from lmtune.recipe_parallel import DistributedConfig
 
 #: ``task.type``: a registered task kind (:mod:`lmtune.kinds.tasks`).
 TaskType = Literal[TASK_TYPES]
@@ -196,6 +198,8 @@ class TrainingConfig(_Strict):
         False, description="torch.compile each decoder layer (a one-off compile before the first step).")
     dpo_beta: float = Field(
         0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="How several processes share the run (ddp, fsdp, deepspeed).")
 
 
 class Recipe(_Strict):
@@ -203,7 +207,7 @@ class Recipe(_Strict):
 
     name: str = Field(description="Run name; the run directory is runs/<name>.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seeds data splits, shuffling and initialisation.")
-    model: str = Field(description="Alias, hub id, local directory or .gguf file.")
+    model: ModelConfig = Field(description="Alias, hub id, local directory or .gguf file; or {name, dtype}.")
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -246,6 +250,7 @@ class Recipe(_Strict):
         if not method.checkpointing and self.training.gradient_checkpointing:
             raise ValueError("training.gradient_checkpointing: transformers drops the prefix key/values inside "
                              f"checkpointed layers; set it to false for {self.method.name}")
+        check_precision(self.model.dtype, self.training.precision, method.full_weights)
         return self
 
     @field_validator("tracking", mode="before")
@@ -317,6 +322,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.strip().split(".")
     for part in parts[:-1]:
         child = node.get(part)
+        if node is raw and part == "model" and isinstance(child, str):  # model: <ref> is short for {name: <ref>}
+            child = node[part] = {"name": child}
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):

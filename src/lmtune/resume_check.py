@@ -16,6 +16,7 @@ import yaml
 from lmtune.errors import UserError
 from lmtune.progress import say
 from lmtune.recipe import Recipe
+from lmtune.recipe_model import as_mapping
 from lmtune.run_dir import RunDir
 
 #: How many differences the error lists before "and N more" (it stays one readable line).
@@ -46,6 +47,8 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
     diffs = changes(recipe, run_dir)
     if _same_global_batch(recipe, run_dir):  # more or fewer processes, the same examples per step
         diffs.pop("training.batch_size", None)
+    for key in [k for k in diffs if k.startswith("training.distributed.")]:
+        diffs.pop(key)  # how processes share the run: _same_global_batch checked the checkpoint can continue
     if not diffs:
         return []
     trained = {k: v for k, v in diffs.items() if not k.startswith(EVAL_PREFIX)}
@@ -78,6 +81,7 @@ def _same_global_batch(recipe: Recipe, run_dir: Path) -> bool:
         return False
     saved = parallel.read_world(newest)
     parallel.check_global_batch(saved, distributed.world(), recipe.training.batch_size)
+    parallel.check_strategy(saved, distributed.world(), recipe.training.distributed.strategy)
     return saved.get("global_batch") is not None
 
 
@@ -92,6 +96,8 @@ def changes(recipe: Recipe, run_dir: Path) -> dict[str, tuple[Any, Any]]:
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read the run's recipe.yaml ({exc}); pass --overwrite to start the run again "
                         "or --out for a new one", source=str(run_dir)) from None
+    if isinstance(saved, dict) and "model" in saved:  # `model: <ref>` (older runs) is {name: <ref>, dtype: auto}
+        saved["model"] = as_mapping(saved["model"])
     return differences(saved, recipe.model_dump(mode="json"))
 
 

@@ -47,7 +47,7 @@ class TokenTask:
         self._cache: dict[Any, Any] = {}  # retrieval results, shots and term swaps, computed once per test list
 
     def load(self, load_kwargs: dict[str, Any]):
-        return models.load_causal_lm(self.recipe.model, **load_kwargs)
+        return models.load_causal_lm(self.recipe.model.name, **load_kwargs)
 
     def encoder(self, tokenizer) -> Encoder:
         return Encoder(tokenizer, self.recipe.training.max_length, self.recipe.task.chat_template)
@@ -99,7 +99,7 @@ class TokenTask:
     def bias_check(self, system: str, result: SystemResult, model, tokenizer, encoder, spec: TaskSpec, test,
                    shots, train) -> dict[str, Any] | None:
         """Rerun ``system`` on the test inputs with group terms swapped; flip rate and per-group metrics."""
-        from lmtune.evaluate import bias
+        from lmtune.evaluate import bias, sharding
 
         config = self.recipe.eval.bias
         if config is None or not result.predictions or not self.kind.per_example:
@@ -113,8 +113,9 @@ class TokenTask:
         swapped, index, groups = self._cache[key]
         if not swapped:
             return {"n_tested": 0, "flip_rate": None, "note": "no test input contains a term of the lists"}
-        again = self.run(system, model, tokenizer, encoder, spec, swapped, self.encode_test(tokenizer, swapped),
-                         shots, train, quiet=True)
+        again = sharding.answered(lambda part, encoded: self.run(system, model, tokenizer, encoder, spec, part,
+                                                                 encoded, shots, train, quiet=True),
+                                  spec, swapped, self.encode_test(tokenizer, swapped))
         rows = result.predictions
         return bias.report(spec.type, spec.labels, [r["reference"] for r in rows], [r["prediction"] for r in rows],
                            [r["prediction"] for r in again.predictions], index, groups, test=test,
@@ -157,8 +158,8 @@ class HeadTask(TokenTask):
     def load(self, load_kwargs: dict[str, Any]):
         task = self.recipe.task
         if self.kind.numeric:
-            return models.load_sequence_classifier(self.recipe.model, 1, **load_kwargs)
-        return models.load_sequence_classifier(self.recipe.model, len(task.labels),
+            return models.load_sequence_classifier(self.recipe.model.name, 1, **load_kwargs)
+        return models.load_sequence_classifier(self.recipe.model.name, len(task.labels),
                                                id2label=dict(enumerate(task.labels)), **load_kwargs)
 
     def encoder(self, tokenizer):
@@ -240,7 +241,7 @@ def uses_head(recipe: Recipe) -> bool:
         return head
     if recipe.task.head is not None:
         return recipe.task.head
-    return not models.is_causal_lm(recipe.model)
+    return not models.is_causal_lm(recipe.model.name)
 
 
 def _count(prepared, encoded: dict[str, list], max_length: int) -> None:

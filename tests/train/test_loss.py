@@ -8,7 +8,7 @@ from tiny import build_model, build_tokenizer
 from lmtune.data.encode import Encoder
 from lmtune.methods import registry
 from lmtune.train.batches import collate
-from lmtune.train.loss import _body_and_head, full_logits_loss_sum, target_loss_sum
+from lmtune.train.loss import full_logits_loss_sum, loss_parts, target_loss_sum
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
@@ -27,7 +27,7 @@ def test_target_only_loss_and_gradients_equal_the_full_logits_path(method, chunk
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     torch.nn.init.normal_(p, std=0.1)
-        assert _body_and_head(model) is not None
+        assert loss_parts(model) is not None
         loss = fn(model)
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))

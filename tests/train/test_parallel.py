@@ -7,46 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import write_recipe
-
-LMTUNE = [sys.executable, "-m", "lmtune.cli"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
-                                                          "eval_every": 2, "log_every": 1, "max_length": 64}}
-
-
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LMTUNE_DIST_TIMEOUT_S": "120"}
-
-
-def _train(command, recipe, out, *extra, check=True):
-    done = subprocess.run([*command, "train", str(recipe), "--out", str(out), "--quiet", *extra], env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def _losses(out: Path, split="train"):
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in lines if r["split"] == split}
+from multiproc import LMTUNE, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
 
 
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory, tiny_model_dir):
-    from conftest import sentiment_records, write_jsonl
-
-    root = tmp_path_factory.mktemp("parallel")
-    data = write_jsonl(root / "reviews.jsonl", sentiment_records())
-
-    def make(name, **sections):
-        merged = {k: {**QUICK.get(k, {}), **sections.get(k, {})} for k in {*QUICK, *sections}}
-        return write_recipe(root / f"{name}.yaml", tiny_model_dir, data, **merged)
-    return make
+    return recipe_maker(tmp_path_factory.mktemp("parallel"), tiny_model_dir)
 
 
 @pytest.mark.parametrize("method, launcher", [("lora", "processes"), ("full", "torchrun")])
@@ -56,16 +25,16 @@ def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recip
     # the order of a float sum (one batch, or two halves all-reduced) shows in the 5th digit by step 4.
     lr = 1e-2 if method == "lora" else 1e-3
     recipe = recipes(method, method={"name": method, "peft": peft}, training={"learning_rate": lr})
-    _train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
     if launcher == "processes":
-        _train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+        train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
     else:
-        _train([*TORCHRUN, "-m", "lmtune.cli"], recipe, tmp_path / "two")
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+        train([*TORCHRUN, "-m", "lmtune.cli"], recipe, tmp_path / "two")
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-4), step
-    assert _losses(tmp_path / "two", "validation") == pytest.approx(_losses(tmp_path / "one", "validation"), abs=1e-4)
+    assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +42,8 @@ def pair(recipes, tmp_path_factory):
     """One run of 1 process x batch 8 and one of 2 processes x batch 4, with every prompting system."""
     recipe = recipes("pair", eval={"systems": ["zero_shot", "few_shot", "finetuned"], "few_shot_k": 2})
     root = tmp_path_factory.mktemp("pair")
-    _train(LMTUNE, recipe, root / "one", "--set", "training.batch_size=8")
-    _train(LMTUNE, recipe, root / "two", "--processes", "2")
+    train(LMTUNE, recipe, root / "one", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, root / "two", "--processes", "2")
     return root / "one", root / "two"
 
 
@@ -107,32 +76,18 @@ def test_evaluation_shared_by_two_processes_gives_the_predictions_and_metrics_of
             assert results[1][system][key] == results[0][system][key], (system, key)
 
 
-def _start_killable(recipe, out, *extra):
-    return subprocess.Popen([*LMTUNE, "train", str(recipe), "--out", str(out), "--quiet", "--processes", "2",
-                             *extra], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def _wait_for(path: Path, process, seconds=300):
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 def test_a_killed_two_process_run_resumes_to_the_losses_of_an_uninterrupted_one(recipes, tmp_path):
     recipe = recipes("resume", training={"max_steps": 200, "save_every": 2, "eval_every": 100, "log_every": 1,
                                          "keep_checkpoints": 200})
-    _train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2")
-    run = _start_killable(recipe, tmp_path / "cut")
-    _wait_for(tmp_path / "cut" / "checkpoints" / "step-6", run)
+    train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2")
+    run = start_killable(recipe, tmp_path / "cut")
+    wait_for(tmp_path / "cut" / "checkpoints" / "step-6", run)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    cut = _losses(tmp_path / "cut")
+    cut = losses(tmp_path / "cut")
     assert max(cut) < 200  # it was stopped before the end
-    _train(LMTUNE, recipe, tmp_path / "cut", "--processes", "2", "--resume")
-    whole, resumed = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
+    train(LMTUNE, recipe, tmp_path / "cut", "--processes", "2", "--resume")
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "cut")
     assert sorted(resumed) == sorted(whole)
     for step in whole:
         assert resumed[step] == pytest.approx(whole[step], abs=1e-5), step
@@ -141,19 +96,19 @@ def test_a_killed_two_process_run_resumes_to_the_losses_of_an_uninterrupted_one(
 def test_resume_with_another_process_count_keeps_the_global_batch_or_is_refused(recipes, tmp_path):
     recipe = recipes("world", training={"max_steps": 4, "save_every": 2})
     out = tmp_path / "run"
-    _train(LMTUNE, recipe, out, "--processes", "2")  # 2 processes x 4 examples
-    refused = _train(LMTUNE, recipe, out, "--resume", check=False)  # 1 x 4: each step would see other examples
+    train(LMTUNE, recipe, out, "--processes", "2")  # 2 processes x 4 examples
+    refused = train(LMTUNE, recipe, out, "--resume", check=False)  # 1 x 4: each step would see other examples
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: training.batch_size: the checkpoint was trained with 8 examples per "
                                      "micro-batch over 2 process(es); this run has 1 x 4. Resume with "
                                      "training.batch_size: 8")
-    _train(LMTUNE, recipe, out, "--resume", "--set", "training.batch_size=8")  # 1 x 8 = 2 x 4: accepted
+    train(LMTUNE, recipe, out, "--resume", "--set", "training.batch_size=8")  # 1 x 8 = 2 x 4: accepted
 
 
 def test_a_process_that_dies_stops_the_others_with_one_line(recipes, tmp_path):
     recipe = recipes("dies", training={"max_steps": 100000, "save_every": 1000, "eval_every": 1000})
-    run = _start_killable(recipe, tmp_path / "run")
-    _wait_for(tmp_path / "run" / "metrics.jsonl", run)
+    run = start_killable(recipe, tmp_path / "run")
+    wait_for(tmp_path / "run" / "metrics.jsonl", run)
     victim = next(pid for pid in _descendants(run.pid) if _rank_of(pid) == "1")
     os.kill(victim, signal.SIGKILL)
     _, err = run.communicate(timeout=120)
@@ -164,8 +119,8 @@ def test_a_process_that_dies_stops_the_others_with_one_line(recipes, tmp_path):
 
 def test_ctrl_c_stops_every_process_and_says_how_to_resume(recipes, tmp_path):
     recipe = recipes("ctrl-c", training={"max_steps": 100000, "save_every": 4, "eval_every": 1000})
-    run = _start_killable(recipe, tmp_path / "run")
-    _wait_for(tmp_path / "run" / "checkpoints" / "step-4", run)
+    run = start_killable(recipe, tmp_path / "run")
+    wait_for(tmp_path / "run" / "checkpoints" / "step-4", run)
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the whole process group
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130
@@ -180,15 +135,15 @@ def _descendants(pid: int) -> list[int]:
 
 def _rank_of(pid: int) -> str | None:
     try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    found = [e for e in env if e.startswith(b"RANK=")]
+    found = [e for e in environ if e.startswith(b"RANK=")]
     return found[0].split(b"=", 1)[1].decode() if found else None
 
 
 def test_more_processes_than_cores_is_refused_before_anything_starts(recipes, tmp_path):
-    done = _train(LMTUNE, recipes("many"), tmp_path / "run", "--processes", "999", check=False)
+    done = train(LMTUNE, recipes("many"), tmp_path / "run", "--processes", "999", check=False)
     assert done.returncode == 2
     assert done.stderr.startswith("error: --processes: 999 processes asked, but this machine has")
     assert not (tmp_path / "run").exists()
@@ -196,7 +151,7 @@ def test_more_processes_than_cores_is_refused_before_anything_starts(recipes, tm
 
 def test_a_recipe_error_in_the_processes_is_said_once(recipes, tmp_path):
     recipe = recipes("bad", eval={"forgetting": {"data": str(tmp_path / "missing.jsonl")}})
-    done = _train(LMTUNE, recipe, tmp_path / "run", "--processes", "2", check=False)
+    done = train(LMTUNE, recipe, tmp_path / "run", "--processes", "2", check=False)
     assert done.returncode == 2
     assert done.stderr.count("error: ") == 1 and "missing.jsonl" in done.stderr
 
@@ -204,8 +159,37 @@ def test_a_recipe_error_in_the_processes_is_said_once(recipes, tmp_path):
 def test_accelerate_launch_on_cpu_with_several_processes_is_refused(recipes, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "-m", "lmtune.cli", "train",
-                           str(recipes("accel")), "--out", str(tmp_path / "run"), "--quiet"], env=_env(),
+                           str(recipes("accel")), "--out", str(tmp_path / "run"), "--quiet"], env=env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "error: --num_processes: accelerate launch --cpu starts one process, not the 2 asked for" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_forgetting_and_bias_probes_shared_by_two_processes_give_the_numbers_of_one(tmp_path, tiny_model_dir):
+    from conftest import sentiment_records, write_jsonl, write_recipe
+
+    records = [{**r, "review": r["review"].replace(" #", " said she #" if i % 2 else " said he #")}
+               for i, r in enumerate(sentiment_records())]
+    general = write_jsonl(tmp_path / "general.jsonl",
+                          [{"text": f"the cat number {i} sat on the mat and then it slept all day"} for i in range(30)])
+    quiz = write_jsonl(tmp_path / "quiz.jsonl", [{"question": f"what follows {i}?", "choices": [str(i + 1), "x", "y"],
+                                                  "answer": "A"} for i in range(13)])
+    recipe = write_recipe(tmp_path / "probes.yaml", tiny_model_dir, write_jsonl(tmp_path / "reviews.jsonl", records),
+                          training={"max_steps": 2, "eval_every": 2, "max_length": 64},
+                          eval={"systems": ["zero_shot", "finetuned"], "bias": {"terms": "gender"}, "batch_size": 2,
+                                "forgetting": {"data": [str(general), str(quiz)], "max_examples": 13}})
+    train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+    one, two = (json.loads((tmp_path / out / "eval.json").read_text()) for out in ("one", "two"))
+    assert one["bias"]["zero_shot"]["n_tested"] > 2
+    for system in ("zero_shot", "finetuned"):
+        assert two["bias"][system]["flip_rate"] == one["bias"][system]["flip_rate"], system
+    for model in ("base", "finetuned"):
+        quiz_one, quiz_two = one["forgetting"][model]["quiz"], two["forgetting"][model]["quiz"]
+        assert quiz_two["correct"] == quiz_one["correct"] and quiz_two["n"] == 13
+        general_one, general_two = one["forgetting"][model]["general"], two["forgetting"][model]["general"]
+        assert len(general_one["units"]) >= 3  # batches of blocks, shared out between the processes
+        assert [n for _, n in general_two["units"]] == [n for _, n in general_one["units"]]
+        assert [nll for nll, _ in general_two["units"]] == pytest.approx([nll for nll, _ in general_one["units"]],
+                                                                          rel=1e-4)

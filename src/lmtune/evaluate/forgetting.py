@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from lmtune import distributed
 from lmtune import precision as amp
 from lmtune.data.encode import Encoder, pack_blocks
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
-from lmtune.evaluate import bootstrap, metrics, perplexity
+from lmtune.evaluate import bootstrap, metrics, perplexity, sharding
 from lmtune.inference import label_scoring
 from lmtune.models import pad_id
 
@@ -245,8 +246,13 @@ def _perplexity(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_l
                 quiet: bool) -> dict[str, Any]:
     encoder = Encoder(tokenizer, max_length, use_chat_template=False)
     blocks = pack_blocks(encoder, [([], text) for text in probe.items], max_length)
-    # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval.
-    units = perplexity.block_nll(model, blocks, pad, batch_size, f"forgetting {probe.name}", quiet)
+    # [NLL, tokens] of each batch of blocks: the resampling unit of compare()'s interval. With several processes
+    # each measures every N-th batch (only the last batch of all is short, so the batches stay the same).
+    world = distributed.world()
+    batches = [blocks[i:i + batch_size] for i in range(0, len(blocks), batch_size)]
+    mine = [block for j in sharding.share(len(batches), world) for block in batches[j]]
+    units = sharding.in_order(perplexity.block_nll(model, mine, pad, batch_size, f"forgetting {probe.name}", quiet),
+                              len(batches), world)
     tokens = sum(n for _, n in units)
     return {"kind": "perplexity", "perplexity": metrics.perplexity(sum(nll for nll, _ in units), tokens),
             "tokens": tokens, "units": units}
@@ -254,7 +260,7 @@ def _perplexity(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_l
 
 def _multiple_choice(model, tokenizer, probe: Probe, pad: int, batch_size: int, max_length: int,
                      quiet: bool) -> dict[str, Any]:
-    encoder = Encoder(tokenizer, max_length)
+    encoder, world = Encoder(tokenizer, max_length), distributed.world()
     letters = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS]
     correct: list[int] = []  # 1/0 per question, grouped by choice count (the same order on every model)
     cut = 0
@@ -268,8 +274,10 @@ def _multiple_choice(model, tokenizer, probe: Probe, pad: int, batch_size: int, 
         cut += sum(was_cut for _, was_cut in fitted)
         # Every question with n choices is scored on the same n letters: classify() encodes each
         # prompt once and scores all letters from it (equal to completion_logprobs, n times cheaper).
-        best, _ = label_scoring.classify(model, [p for p, _ in fitted], label_ids, pad, batch_size,
-                                         desc=f"forgetting {probe.name}", quiet=quiet)
+        mine = sharding.share(len(fitted), world)  # every N-th question, with several processes
+        best = label_scoring.classify(model, [fitted[i][0] for i in mine], label_ids, pad, batch_size,
+                                      desc=f"forgetting {probe.name}", quiet=quiet)[0] if mine else []
+        best = sharding.in_order(list(best), len(fitted), world)
         correct += [int(b == q.answer) for b, q in zip(best, questions)]
     return {"kind": "multiple_choice", "accuracy": sum(correct) / len(probe.items), "n": len(probe.items),
             "truncated_prompts": cut, "correct": correct}

@@ -3,7 +3,8 @@ gathered back in test order, and the metrics are computed once over all of them.
 
 Only tasks scored example by example are split (classification, generation, chat, regression): their metrics
 are a function of the gathered predictions, so N processes report what one would. Perplexity and preference
-accuracy are aggregates over batches of the whole split and are computed whole by every process.
+accuracy are aggregates over batches of the whole split and are computed whole by every process. The
+forgetting probes share out whole batches (perplexity) and questions (multiple choice) with :func:`in_order`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ MEANS = ("latency_s", "prompt_tokens_mean", "completion_tokens_mean")
 COUNTS = ("truncated_prompts", "hit_token_cap")
 
 
+def answered(answer, spec: TaskSpec, examples: list, encoded: list) -> SystemResult | None:
+    """``answer(examples, encoded)`` (a system's result, or None where it does not apply) over all of
+    ``examples``: with several processes each answers its :func:`share` and the parts are gathered in order."""
+    world = distributed.world()
+    if not splits(spec, len(examples), world):
+        return answer(examples, encoded)
+    mine = share(len(examples), world)
+    part = answer([examples[i] for i in mine], [encoded[i] for i in mine] if encoded else [])
+    return gather(part, mine, spec, len(examples))
+
+
 def splits(spec: TaskSpec, n: int, world: distributed.World) -> bool:
     """Whether a test split of ``n`` examples is shared out: several processes, per-example scoring, and
     at least one example for each process."""
@@ -29,6 +41,20 @@ def splits(spec: TaskSpec, n: int, world: distributed.World) -> bool:
 def share(n: int, world: distributed.World) -> list[int]:
     """The test indices this process answers: every ``size``-th, starting at its rank."""
     return list(range(world.rank, n, world.size))
+
+
+def in_order(mine: list, n: int, world: distributed.World) -> list:
+    """What each process computed for its :func:`share` of ``n`` items, back in item order, on every process."""
+    if not world.distributed:
+        return mine
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * world.size
+    dist.all_gather_object(everyone, mine)
+    items: list[Any] = [None] * n
+    for rank, part in enumerate(everyone):
+        items[rank::world.size] = part
+    return items
 
 
 def gather(part: SystemResult | None, indices: list[int], spec: TaskSpec, n: int) -> SystemResult | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from lmtune import atomic, manifest
 from lmtune.errors import UserError
 from lmtune.kinds import systems as system_kinds
+from lmtune.recipe_model import model_name
 from lmtune.report import html, plots
 from lmtune.report.run import Run, load
 from lmtune.report.systems import load_text
@@ -111,7 +112,7 @@ def _runs(runs: list[Run], labels: list[str]) -> str:
     level, keys = _common_level(runs)
     rows = [[f"<th>{html.esc(label)}</th>", f'<td class="path">{html.esc(run.directory)}</td>', html.cell(run.task),
              html.cell((run.evaluation or {}).get("n")), html.cell(_test_set_text(key, level)),
-             html.cell(run.recipe.get("model")), html.cell(html.lookup(run.recipe, "method.name")),
+             html.cell(model_name(run.recipe.get("model"))), html.cell(html.lookup(run.recipe, "method.name")),
              html.cell(load_text(run).removeprefix("at ") or "not recorded")]
             for run, label, key in zip(runs, labels, keys)]
     return "<h2>Runs</h2>" + html.table(["run", "directory", "task", "test examples", "test set", "model",
@@ -141,7 +142,7 @@ def _systems(runs: list[Run], labels: list[str]) -> str:
             # The run's name once, spanning its systems' rows.
             rows.append(([f'<th rowspan="{len(run.results)}">{html.esc(label)}</th>'] if i == 0 else [])
                         + [html.cell(system),
-                         html.cell(_system_model(system, run.recipe.get("model"))),
+                         html.cell(_system_model(system, model_name(run.recipe.get("model")))),
                          html.cell(system_method(system, method)), html.cell(primary),
                          html.with_interval(result.get(primary), (result.get("ci") or {}).get(primary)),
                          html.cell(result.get("cost_per_1k_queries")),

@@ -17,6 +17,7 @@ from pathlib import Path
 from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.kinds import systems as system_kinds
+from lmtune.recipe_model import model_name
 from lmtune.report import classes, data, html, plots, systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
@@ -57,8 +58,8 @@ def _render(run: Run) -> str:
 def _header(run: Run) -> str:
     # The origin says what the weights really are, e.g. a dequantized Q4_1 GGUF rather than the
     # original full-precision model, which the baselines' numbers depend on.
-    facts = {"model": run.recipe.get("model"), "model origin": html.lookup(run.manifest or {}, "model.origin"),
-             "task": run.task,
+    facts = {"model": model_name(run.recipe.get("model")),
+             "model origin": html.lookup(run.manifest or {}, "model.origin"), "task": run.task,
              "method": _method(run),
              "test examples": (run.evaluation or {}).get("n")}
     line = " · ".join(f"{k}: <strong>{html.esc(html.fmt(v))}</strong>"

@@ -15,6 +15,7 @@ import yaml
 
 from lmtune.evaluate.metrics import PRIMARY_METRIC
 from lmtune.kinds.tasks import find as find_task
+from lmtune.recipe_model import as_mapping
 from lmtune.report import html
 from lmtune.run_dir import RunDir
 
@@ -94,6 +95,8 @@ def load(run_dir: Path) -> Run:
         try:
             parsed = yaml.safe_load(run.recipe_text)
             run.recipe = parsed if isinstance(parsed, dict) else {}
+            if "model" in run.recipe:  # `model: <ref>` (older runs) compares equal to {name: <ref>, dtype: auto}
+                run.recipe["model"] = as_mapping(run.recipe["model"])
         except yaml.YAMLError as exc:
             run.notes.append(f"recipe.yaml could not be parsed: {exc}")
     run.manifest = read_json(files.manifest, run.notes)

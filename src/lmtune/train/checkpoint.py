@@ -14,17 +14,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmtune.run_dir import CHECKPOINT_STATE, checkpoint_dirs
+from lmtune.train.strategy import Replicated
 
 WEIGHTS = "trainable.safetensors"
 RANK_RNG = "rng-rank{rank}.pt"  # processes other than the main one: their RNG state
 
 
 def save(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) -> Path:
-    """Write a checkpoint into ``directory`` atomically (a temporary folder, then one rename).
+    """Write a one-process checkpoint into ``directory`` atomically (a temporary folder, then one rename).
 
     Only trainable parameters are stored: for an adapter that is a few MB, not the base model.
     """
-    write(staging(directory), model, optimizer, scheduler, state)
+    write(staging(directory), trainable(model), optimizer.state_dict(), scheduler, state)
     return commit(staging(directory), directory)
 
 
@@ -33,13 +34,15 @@ def staging(directory: Path) -> Path:
     return directory.with_name(directory.name + ".tmp")
 
 
-def write(tmp: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """The main process's part of a checkpoint: weights, optimizer, schedule, its RNG state and the loop state."""
+def write(tmp: Path, weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler,
+          state: dict[str, Any]) -> None:
+    """The main process's part of a checkpoint: trainable weights (whole), optimizer state, schedule, its RNG
+    state and the loop state."""
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_weights(tmp / WEIGHTS, model)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    save_file(weights, str(tmp / WEIGHTS))
+    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "rng": _rng_state()}, tmp / "optimizer.pt")
     (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2))
 
@@ -57,33 +60,38 @@ def commit(tmp: Path, directory: Path) -> Path:
     return directory
 
 
+def trainable(model) -> dict[str, torch.Tensor]:
+    """The trainable parameters of an unsharded model, as contiguous CPU copies."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def save_weights(path: Path, model) -> None:
-    """Trainable parameters as safetensors (contiguous CPU copies)."""
-    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(tensors, str(path))
+    """Trainable parameters as safetensors."""
+    save_file(trainable(model), str(path))
 
 
-def load_weights(path: Path, model) -> None:
-    """Copy saved trainable parameters back into the model, checking every name matches."""
+def load_weights(path: Path, model, holder: Replicated | None = None) -> None:
+    """Copy saved trainable parameters back into the model (into its shards, for a sharded ``holder``),
+    checking every name matches."""
     saved = load_file(str(path))
-    params = dict(model.named_parameters())
-    missing = [n for n in saved if n not in params]
+    names = {n for n, _ in model.named_parameters()}
+    missing = [n for n in saved if n not in names]
     if missing:
         raise RuntimeError(f"checkpoint has parameters the model lacks, e.g. {missing[0]}")
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    (holder or Replicated()).load_weights(model, saved)
 
 
-def load(directory: Path, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+def load(directory: Path, model, optimizer, scheduler, rank: int = 0, holder: Replicated | None = None
+         ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG state; return the saved loop state.
 
-    A process whose rank has no saved RNG state (the run had fewer processes before) keeps the state it
-    was seeded with.
+    ``holder`` is the run's strategy (how its processes hold the model; default one whole copy). A process
+    whose rank has no saved RNG state (the run had fewer processes before) keeps the state it was seeded with.
     """
-    load_weights(directory / WEIGHTS, model)
+    holder = holder or Replicated()
+    load_weights(directory / WEIGHTS, model, holder)
     blob = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
+    holder.load_optimizer_state(model, optimizer, blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     own = directory / RANK_RNG.format(rank=rank)
     if rank == 0:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from transformers import get_scheduler
 
 from lmtune import distributed, progress
 from lmtune.progress import say
 from lmtune.run_dir import BEST_WEIGHTS, RunDir, checkpoint_path
 from lmtune.seeding import seed_everything
-from lmtune.train import checkpoint, parallel, speedups
+from lmtune.train import checkpoint, fsdp, parallel, speedups, strategy
 from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective, evaluate_loss
 from lmtune.train.parallel import accumulate_gradients, make_accelerator
@@ -53,6 +54,10 @@ class Settings:
     max_length: int = 512  # row capacity when packing
     gradient_checkpointing: bool = False
     compile: bool = False
+    strategy: str = "ddp"  # training.distributed.strategy: ddp, fsdp or deepspeed
+    fsdp_reshard_after_forward: bool = True
+    fsdp_cpu_offload: bool = False
+    deepspeed: dict | None = None  # the DeepSpeed config (strategy deepspeed), batch sizes filled in
 
 
 @dataclass
@@ -68,6 +73,10 @@ class Result:
     tokens_per_s: float
     peak_memory_mb: list[float] = field(default_factory=list)  # per process: CUDA allocated, or peak RSS on CPU
     memory_kind: str = "rss"  # which of the two (parallel.memory_kind)
+    strategy: str = "ddp"  # how the processes held the model (training.distributed.strategy as it applied)
+    #: After sharded training, the trained (best) weights whole, on every process: the model passed in is left
+    #: sharded, so the caller loads these into an unsharded copy for evaluation and saving.
+    weights: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -126,6 +135,7 @@ class Training:
     window_start: float  # perf_counter() when the open log window started
     pending_loss: list[torch.Tensor]  # the open window's summed step losses, on the device: no sync per step
     world: distributed.World = field(default_factory=distributed.World)
+    holder: strategy.Replicated = field(default_factory=strategy.Replicated)  # ddp or fsdp
     stopped_early: bool = False
 
 
@@ -190,12 +200,14 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     seed_everything(settings.seed)
     accelerator = make_accelerator(settings.precision)
     world = distributed.world()
+    holder = strategy.for_run(settings.strategy, world, settings.fsdp_reshard_after_forward,
+                              settings.fsdp_cpu_offload)
     global_batch = settings.batch_size * world.size  # each process takes batch_size examples of it
     model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator,
-                                                               global_batch)
+                                                               global_batch, holder)
     ckpt_dir = RunDir(run_dir).checkpoints
-    state, resumed = _restore(ckpt_dir if resume else None, accelerator.unwrap_model(model), optimizer,
-                              scheduler, steps, world, settings.batch_size)
+    state, resumed = _restore(ckpt_dir if resume else None, holder.unwrap(model, accelerator), optimizer,
+                              scheduler, steps, world, settings.batch_size, holder)
     tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None) if world.main else NoLog()
     lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
     batches = MicroBatches(len(train_set), global_batch, settings.seed, settings.grad_accum, lengths)
@@ -205,26 +217,29 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
         save_every=settings.save_every or settings.eval_every or steps, batches=batches, ckpt_dir=ckpt_dir,
         tracker=tracker, bar=bar, quiet=quiet or not world.main, state=state,
         started=time.perf_counter() - state.seconds, window_start=time.perf_counter() - state.window_seconds,
-        pending_loss=parallel.restored_window(state.window_losses, world, accelerator.device), world=world)
+        pending_loss=parallel.restored_window(state.window_losses, world, accelerator.device), world=world,
+        holder=holder)
 
 
-def _optimization(model, n_train: int, settings: Settings, accelerator, global_batch: int):
-    """Switch on the speed-ups; build AdamW and the schedule; return (model, optimizer, scheduler,
-    trainable parameters, total steps), model and optimizer prepared by ``accelerator``."""
+def _optimization(model, n_train: int, settings: Settings, accelerator, global_batch: int,
+                  holder: strategy.Replicated):
+    """Switch on the speed-ups; shard the model if the strategy does; build AdamW and the schedule; return
+    (model, optimizer, scheduler, trainable parameters, total steps), prepared as the strategy says."""
     if settings.gradient_checkpointing:
         speedups.enable_activation_checkpointing(model)
     if settings.compile:
         speedups.compile_layers(model)
+    model = holder.shard(model, accelerator)  # before AdamW: sharding replaces the parameters
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
     steps = total_steps(n_train, global_batch, settings.grad_accum, settings.epochs, settings.max_steps)
     scheduler = get_scheduler(settings.scheduler, optimizer, math.ceil(settings.warmup_ratio * steps), steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = holder.prepare(model, optimizer, accelerator)
     return model, optimizer, scheduler, params, steps
 
 
 def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int, world: distributed.World,
-             batch_size: int) -> tuple[TrainState, bool]:
+             batch_size: int, holder: strategy.Replicated | None = None) -> tuple[TrainState, bool]:
     """The newest checkpoint under ``ckpt_dir`` loaded into model, optimizer, scheduler and RNGs; returns its
     loop state and True, or a fresh state and False when there is none (or ``ckpt_dir`` is None)."""
     found = checkpoint.latest(ckpt_dir) if ckpt_dir is not None else None
@@ -232,7 +247,7 @@ def _restore(ckpt_dir: Path | None, model, optimizer, scheduler, steps: int, wor
         return TrainState(), False
     # The same examples in every step after the checkpoint (`lmtune train --resume` checked it before loading).
     parallel.check_global_batch(parallel.read_world(found), world, batch_size)
-    state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler, world.rank))
+    state = TrainState.from_dict(checkpoint.load(found, model, optimizer, scheduler, world.rank, holder))
     say(f"resuming from {found} (step {state.step} of {steps})")
     return state, True
 
@@ -245,12 +260,12 @@ def train_step(run: Training) -> None:
     micro = [[run.train_set[i] for i in run.batches.indices(m)] for m in range(first, first + s.grad_accum)]
     n_targets = sum(objective.units(e) for mb in micro for e in mb)
     run.pending_loss.append(accumulate_gradients(run.model, micro, run.pad_id, run.accelerator, objective,
-                                                 run.world))
+                                                 run.world, run.holder))
     step_tokens = sum(objective.length(e) for mb in micro for e in mb)
     state.window_tokens += step_tokens
     state.tokens += step_tokens
     if s.max_grad_norm:
-        run.accelerator.clip_grad_norm_(run.params, s.max_grad_norm)
+        run.holder.clip(run.accelerator, run.params, s.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -283,11 +298,13 @@ def validate(run: Training) -> None:
     run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss})
     if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
-        if run.world.main:  # every process computed the same loss; one writes the weights
+        # Every process computed the same loss; all gather the weights if sharded, the main one writes them.
+        weights = run.holder.weights(run.holder.unwrap(run.model, run.accelerator), run.world)
+        if run.world.main:
             run.ckpt_dir.mkdir(parents=True, exist_ok=True)
             best = run.ckpt_dir / BEST_WEIGHTS
             tmp = best.with_name(best.name + ".tmp")
-            checkpoint.save_weights(tmp, run.accelerator.unwrap_model(run.model))
+            save_file(weights, str(tmp))
             tmp.replace(best)
     else:
         state.bad_evals += 1
@@ -306,9 +323,9 @@ def save_checkpoint(run: Training) -> None:
     state = run.state
     state.window_losses = parallel.summed(run.pending_loss, run.world).tolist()
     state.window_seconds = time.perf_counter() - run.window_start
-    parallel.save_checkpoint(checkpoint_path(run.ckpt_dir, state.step), run.accelerator.unwrap_model(run.model),
+    parallel.save_checkpoint(checkpoint_path(run.ckpt_dir, state.step), run.holder.unwrap(run.model, run.accelerator),
                              run.optimizer, run.scheduler, state.to_dict(), run.world,
-                             run.settings.batch_size * run.world.size)
+                             run.settings.batch_size * run.world.size, run.holder)
 
 
 def interrupted(run: Training) -> None:
@@ -331,20 +348,21 @@ def cleanup(run: Training) -> None:
     """Close the progress bar and logs; switch the speed-ups off (evaluation runs the plain model)."""
     run.bar.close()
     run.tracker.close()
-    speedups.disable(run.accelerator.unwrap_model(run.model))
+    speedups.disable(run.holder.unwrap(run.model, run.accelerator))
 
 
 def finish(run: Training) -> Result:
     """Load the best validated weights into the model, if any were kept, and sum up the run."""
-    model, state = run.accelerator.unwrap_model(run.model), run.state
+    model, state = run.holder.unwrap(run.model, run.accelerator), run.state
     distributed.barrier()  # the main process has written the best weights
     if state.best_step is not None and (run.ckpt_dir / BEST_WEIGHTS).exists():
         # The artefact a user keeps is the one that validated best, not the last one.
-        checkpoint.load_weights(run.ckpt_dir / BEST_WEIGHTS, model)
+        checkpoint.load_weights(run.ckpt_dir / BEST_WEIGHTS, model, run.holder)
     seconds = time.perf_counter() - run.started
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
                   state.tokens, seconds, state.tokens / seconds if seconds else 0.0,
-                  parallel.peak_memory_mb(run.world), parallel.memory_kind())
+                  parallel.peak_memory_mb(run.world), parallel.memory_kind(), run.holder.name,
+                  fsdp.all_full_weights(model) if run.holder.sharded else None)
 
 
 def _param_groups(model, weight_decay: float):

@@ -40,7 +40,7 @@ def target_states(model, batch: dict[str, torch.Tensor]):
     """Run the transformer body once; return (output layer, hidden states at the positions that predict
     a target, those targets, the (rows, positions-1) target mask), or None when the output layer is not
     a plain linear map of the last hidden state (then use the model's own forward)."""
-    parts = _body_and_head(model)
+    parts = loss_parts(model)
     if parts is None:
         return None
     body, head = parts
@@ -82,8 +82,9 @@ def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"use_cache": False, **{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}}
 
 
-def _body_and_head(model):
-    """(transformer body, output layer) when logits are a plain linear map of the last hidden state."""
+def loss_parts(model):
+    """(transformer body, output layer) when logits are a plain linear map of the last hidden state, and the
+    two can be called on their own (sharded, each must be its own FSDP unit); else None."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
@@ -94,4 +95,12 @@ def _body_and_head(model):
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if body is None or head is None or body is base:
         return None
+    if _sharded(model) and not (_sharded(body) and _sharded(head)):
+        return None  # their weights are gathered only by the whole model's forward
     return body, head
+
+
+def _sharded(module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)

@@ -3,7 +3,7 @@
 Every process builds the same global micro-batches (the order is seeded), takes every ``size``-th
 example of each (:func:`shard`; with length grouping the shards get similar lengths), and divides its
 summed loss by the *global* number of target tokens, which every process counts from the whole
-micro-batch. DDP averages gradients over the processes, so the loss is multiplied by their number:
+micro-batch. DDP and FSDP average gradients over the processes, so the loss is multiplied by their number:
 N processes x batch b then compute the gradient of 1 process x batch N*b. Logged losses are summed
 over the processes once per log line.
 """
@@ -20,6 +20,7 @@ from lmtune import distributed, precision
 from lmtune.errors import UserError
 from lmtune.train import checkpoint
 from lmtune.train.objectives import Objective, TokenObjective
+from lmtune.train.strategy import Replicated
 
 #: In a checkpoint: how many processes trained it, with how many examples per micro-batch over all of them.
 WORLD_FILE = "world.json"
@@ -41,6 +42,19 @@ def check_global_batch(saved: dict, world: distributed.World, batch_size: int) -
     raise UserError(f"the checkpoint was trained with {before} examples per micro-batch over "
                     f"{saved.get('world_size', 1)} process(es); this run has {world.size} x {batch_size}. Resume "
                     f"with {fits}", source="training.batch_size")
+
+
+def check_strategy(saved: dict, world: distributed.World, strategy: str) -> None:
+    """A checkpoint of replicated training (optimizer state by position) cannot be loaded into shards; one of
+    sharded training (full tensors, state by name) continues under any strategy and number of processes.
+
+    Raises:
+        UserError: (``training.distributed.strategy``) sharding a run whose checkpoint was written by ddp.
+    """
+    if saved.get("strategy", "ddp") == "ddp" and strategy == "fsdp" and world.distributed:
+        raise UserError("the checkpoint was written by ddp training, whose optimizer state cannot be loaded into "
+                        "fsdp shards; continue it with strategy: ddp (or start again with --overwrite)",
+                        source="training.distributed.strategy")
 
 
 def memory_kind() -> str:
@@ -100,13 +114,13 @@ def shard(examples: list, world: distributed.World) -> tuple[list, float]:
 
 def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
                          objective: Objective | None = None,
-                         world: distributed.World | None = None) -> torch.Tensor:
+                         world: distributed.World | None = None, holder: Replicated | None = None) -> torch.Tensor:
     """Backpropagate this process's shard of one optimizer step's micro-batches; return its summed loss (detached).
 
     Each micro-batch's summed loss is divided by the target tokens of the *whole* step on all processes, so
     the accumulated gradient equals the gradient of one large batch, whatever the split.
     """
-    objective = objective or TokenObjective()
+    objective, holder = objective or TokenObjective(), holder or Replicated()
     world = world or distributed.World()
     n_targets = max(sum(objective.units(e) for mb in micro for e in mb), 1)
     total = torch.zeros((), device=accelerator.device)
@@ -114,7 +128,7 @@ def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
         examples, weight = shard(mb, world)
         batch = {k: v.to(accelerator.device) for k, v in objective.collate(examples, pad_id).items()}
         # Gradients are all-reduced once per optimizer step, after its last micro-batch.
-        sync = nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
+        sync = nullcontext() if i == len(micro) - 1 else holder.no_sync(model, accelerator)
         with sync:
             with accelerator.autocast():
                 loss_sum = objective.loss_sum(model, batch)
@@ -145,14 +159,18 @@ def restored_window(saved: list[float], world: distributed.World, device) -> lis
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict, world: distributed.World,
-                    global_batch: int) -> None:
+                    global_batch: int, holder: Replicated | None = None) -> None:
     """Write one checkpoint together: the main process writes weights, optimizer, state and how many processes
-    shared how large a batch (``world.json``), every other process its RNG state, then the main process commits
-    the folder in one rename."""
+    shared how large a batch under which strategy (``world.json``), every other process its RNG state, then the
+    main process commits the folder in one rename. A sharded ``holder`` first gathers weights and optimizer
+    state whole (every process takes part)."""
+    holder = holder or Replicated()
+    weights, optimizer_state = holder.weights(model, world), holder.optimizer_state(model, optimizer, world)
     tmp = checkpoint.staging(path)
     if world.main:
-        checkpoint.write(tmp, model, optimizer, scheduler, state)
-        (tmp / WORLD_FILE).write_text(json.dumps({"world_size": world.size, "global_batch": global_batch}))
+        checkpoint.write(tmp, weights, optimizer_state, scheduler, state)
+        (tmp / WORLD_FILE).write_text(json.dumps({"world_size": world.size, "global_batch": global_batch,
+                                                  "strategy": holder.name}))
     distributed.barrier()
     if not world.main:
         checkpoint.write_rng(tmp, world.rank)

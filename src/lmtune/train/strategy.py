@@ -1,0 +1,144 @@
+"""How the processes of a run hold the model (``training.distributed.strategy``): what the loop asks of it.
+
+``Replicated`` is DDP through accelerate (a whole model per process; one process is the same without the
+all-reduce); ``Sharded`` is FSDP2 (:mod:`lmtune.train.fsdp`). The loop calls the same methods for both:
+wrap the model, build the optimizer on what that leaves, skip the gradient sync between micro-batches,
+clip, and read or write full weights and optimizer state for checkpoints (collectives where sharded).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmtune import distributed
+from lmtune.errors import UserError
+from lmtune.train import fsdp
+
+#: A checkpoint's optimizer state saved by a sharded run: keyed by parameter name, not position.
+BY_NAME = "by_name"
+
+
+class Replicated:
+    """A whole copy of the model in every process; accelerate's DDP averages the gradients."""
+
+    name = "ddp"
+    sharded = False
+
+    def shard(self, model, accelerator):
+        """The model the optimizer is built on (unchanged: DDP keeps the parameters)."""
+        return model
+
+    def prepare(self, model, optimizer, accelerator):
+        return accelerator.prepare(model, optimizer)
+
+    def unwrap(self, model, accelerator):
+        """The model under the wrapper (DDP's ``.module``), with the parameter names of a plain one."""
+        return accelerator.unwrap_model(model)
+
+    def no_sync(self, model, accelerator):
+        return accelerator.no_sync(model)
+
+    def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
+        accelerator.clip_grad_norm_(params, max_norm)
+
+    def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
+        """Trainable parameters as CPU tensors on the main process (None elsewhere)."""
+        if not world.main:
+            return None
+        return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+    def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
+        return optimizer.state_dict() if world.main else None
+
+    def load_weights(self, model, tensors: dict[str, torch.Tensor]) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        if state.get(BY_NAME):
+            fsdp.load_optimizer_state(model, optimizer, state["state"])
+        else:
+            optimizer.load_state_dict(state)
+
+
+class Sharded(Replicated):
+    """FSDP2: every parameter, gradient and optimizer state split across the processes."""
+
+    name = "fsdp"
+    sharded = True
+
+    def __init__(self, reshard_after_forward: bool = True, cpu_offload: bool = False):
+        self.reshard_after_forward, self.cpu_offload = reshard_after_forward, cpu_offload
+
+    def shard(self, model, accelerator):
+        return fsdp.shard(model, distributed.world(), accelerator.device, self.reshard_after_forward,
+                          self.cpu_offload)
+
+    def prepare(self, model, optimizer, accelerator):
+        return model, optimizer  # accelerate would wrap the sharded model in DDP on top
+
+    def unwrap(self, model, accelerator):
+        return model
+
+    def no_sync(self, model, accelerator):
+        return fsdp.no_sync(model)
+
+    def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
+        fsdp.clip_grad_norm_(params, max_norm)
+
+    def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
+        return fsdp.full_weights(model, world)
+
+    def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
+        state = fsdp.optimizer_state(model, optimizer, world)
+        return {BY_NAME: True, "state": state} if state is not None else None
+
+    def load_weights(self, model, tensors: dict[str, torch.Tensor]) -> None:
+        fsdp.load_weights(model, tensors)
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        if not state.get(BY_NAME):
+            raise UserError("this checkpoint was written by a ddp run (optimizer state by position); continue it "
+                            "with strategy: ddp", source="training.distributed.strategy")
+        fsdp.load_optimizer_state(model, optimizer, state["state"])
+
+
+def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
+          max_grad_norm: float | None) -> None:
+    """Refuse, before anything slow, a strategy this machine or this recipe cannot run.
+
+    Args:
+        distributed_config: the recipe's ``training.distributed`` section.
+        compute: what training computes in (``fp32``, ``bf16``, ``fp16``; resolved).
+
+    Raises:
+        UserError: fp16 with fsdp (its loss scaler would have to work on shards; bf16 needs none); deepspeed
+            with a config (built from the recipe, or the user's JSON) that contradicts the recipe's batch sizes or
+            precision, where it cannot run (no CUDA, package missing), or at all: lmtune's training loop does not
+            drive DeepSpeed's engine yet.
+    """
+    name = distributed_config.strategy
+    if name == "fsdp" and compute == "fp16":
+        raise UserError("fp16 needs a gradient scaler, which sharded (fsdp) training does not run; use bf16 (or "
+                        "fp32), or strategy: ddp", source="training.precision")
+    if name != "deepspeed":
+        return
+    from lmtune.train import deepspeed_config
+
+    deepspeed_config.resolve(distributed_config.deepspeed, batch_size=batch_size, grad_accum=grad_accum,
+                                      world_size=distributed.world().size, precision=compute,
+                                      max_grad_norm=max_grad_norm)
+    deepspeed_config.check_runnable()
+    raise UserError("training with DeepSpeed is not available in this version (its config above is checked, but "
+                    "the training loop does not drive DeepSpeed's engine yet); use strategy: fsdp, which shards "
+                    "parameters, gradients and optimizer state like ZeRO-3", source=deepspeed_config.STRATEGY_KEY)
+
+
+def for_run(name: str, world: distributed.World, reshard_after_forward: bool = True,
+            cpu_offload: bool = False) -> Replicated:
+    """The strategy a run uses: fsdp shards only with more than one process (one holds everything anyway)."""
+    if name == "fsdp" and world.distributed:
+        return Sharded(reshard_after_forward, cpu_offload)
+    return Replicated()

@@ -1,0 +1,57 @@
+"""Running lmtune in several real processes for the tests (torchrun on gloo, the tiny model): the commands,
+their environment, and what a run logged."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import sentiment_records, write_jsonl, write_recipe
+
+LMTUNE = [sys.executable, "-m", "lmtune.cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
+                                                          "eval_every": 2, "log_every": 1, "max_length": 64}}
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LMTUNE_DIST_TIMEOUT_S": "120"}
+
+
+def train(command, recipe, out, *extra, check=True):
+    done = subprocess.run([*command, "train", str(recipe), "--out", str(out), "--quiet", *extra], env=env(),
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def losses(out: Path, split="train"):
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if r["split"] == split}
+
+
+def recipe_maker(root: Path, model_dir: Path):
+    """``make(name, **sections)``: a quick recipe (QUICK, sections merged in) on the tiny model and reviews."""
+    data = write_jsonl(root / "reviews.jsonl", sentiment_records())
+
+    def make(name, **sections):
+        merged = {k: {**QUICK.get(k, {}), **sections.get(k, {})} for k in {*QUICK, *sections}}
+        return write_recipe(root / f"{name}.yaml", model_dir, data, **merged)
+    return make
+
+
+def start_killable(recipe, out, *extra):
+    return subprocess.Popen([*LMTUNE, "train", str(recipe), "--out", str(out), "--quiet", "--processes", "2",
+                             *extra], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(path: Path, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)

@@ -1,0 +1,87 @@
+"""Sharded training (``training.distributed.strategy: fsdp``, ``lmtune.train.fsdp``): real torchrun processes
+on gloo, torch's FSDP2 on CPU, the tiny model. Two sharded processes x batch 4 must train as one process x
+batch 8, save a ``final/`` that is a normal model, and resume after a kill, with two processes or one."""
+
+import json
+import os
+import signal
+
+import pytest
+from multiproc import LMTUNE, losses, recipe_maker, start_killable, train, wait_for
+from safetensors.torch import load_file
+
+FSDP = "training.distributed.strategy=fsdp"
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory, tiny_model_dir):
+    return recipe_maker(tmp_path_factory.mktemp("fsdp"), tiny_model_dir)
+
+
+def _final_tensors(out):
+    found = sorted((out / "final").glob("*.safetensors"))
+    assert found, f"no safetensors in {out / 'final'}"
+    return {k: v for f in found for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_two_sharded_processes_of_batch_4_train_as_one_process_of_batch_8(recipes, tmp_path, method):
+    peft = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
+    lr = 1e-2 if method == "lora" else 1e-3  # as in test_parallel: full fine-tuning at its own learning rate
+    recipe = recipes(f"fsdp-{method}", method={"name": method, "peft": peft}, training={"learning_rate": lr})
+    train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2", "--set", FSDP)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-4), step
+    assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
+    # final/ is a normal (unsharded) model: the same tensors, whole, as the one-process run saved.
+    whole, sharded = _final_tensors(tmp_path / "one"), _final_tensors(tmp_path / "two")
+    assert sorted(sharded) == sorted(whole)
+    for name, tensor in whole.items():
+        assert sharded[name].shape == tensor.shape, name
+        assert (sharded[name].float() - tensor.float()).abs().max().item() < 1e-3, name
+    summary = json.loads((tmp_path / "two" / "eval.json").read_text())["training"]
+    assert summary["strategy"] == "fsdp" and summary["processes"] == 2
+    predictions = [(tmp_path / out / "predictions" / "finetuned.jsonl").read_text().splitlines()
+                   for out in ("one", "two")]
+    assert [json.loads(r)["prediction"] for r in predictions[1]] == [json.loads(r)["prediction"]
+                                                                     for r in predictions[0]]
+
+
+def test_a_killed_sharded_run_resumes_with_two_processes_or_one(recipes, tmp_path):
+    recipe = recipes("fsdp-resume", training={"max_steps": 40, "save_every": 2, "eval_every": 100,
+                                              "keep_checkpoints": 100})
+    train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", FSDP)
+    whole = losses(tmp_path / "whole")
+    for name, extra in (("two", ["--processes", "2", "--set", FSDP]),
+                        ("one", ["--set", FSDP, "--set", "training.batch_size=8"])):
+        run = start_killable(recipe, tmp_path / name, "--set", FSDP)
+        wait_for(tmp_path / name / "checkpoints" / "step-6", run)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        assert max(losses(tmp_path / name)) < 40  # it was stopped before the end
+        train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
+        resumed = losses(tmp_path / name)
+        assert sorted(resumed) == sorted(whole), name
+        for step in whole:  # one process sums the batch in another order than two: float noise only
+            assert resumed[step] == pytest.approx(whole[step], abs=1e-5 if name == "two" else 1e-4), (name, step)
+
+
+def test_a_ddp_checkpoint_is_not_continued_sharded(recipes, tmp_path):
+    recipe = recipes("ddp-then-fsdp", training={"max_steps": 4, "save_every": 2})
+    out = tmp_path / "run"
+    train(LMTUNE, recipe, out, "--processes", "2")
+    refused = train(LMTUNE, recipe, out, "--resume", "--processes", "2", "--set", FSDP, check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: training.distributed.strategy: ")
+    assert "Traceback" not in refused.stderr
+
+
+def test_fp16_is_refused_for_sharded_training_before_anything_starts(recipes, tmp_path):
+    done = train(LMTUNE, recipes("fsdp-fp16"), tmp_path / "run", "--processes", "2", "--set", FSDP,
+                 "--set", "training.precision=fp16", check=False)
+    assert done.returncode == 2
+    assert "error: training.precision: " in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,67 @@
+"""Which strategies a run may use (``lmtune.train.strategy.check``), and how each holds a model
+(``for_run``): refused before anything slow, with one line naming the recipe key."""
+
+import importlib.util
+
+import pytest
+import torch
+from conftest import run_cli
+
+from lmtune import distributed
+from lmtune.errors import UserError
+from lmtune.recipe_parallel import DistributedConfig
+from lmtune.train import strategy
+
+SIZES = {"batch_size": 4, "grad_accum": 2, "max_grad_norm": 1.0}
+
+
+def test_fp16_with_fsdp_is_refused_naming_training_precision():
+    with pytest.raises(UserError) as caught:
+        strategy.check(DistributedConfig(strategy="fsdp"), "fp16", **SIZES)
+    assert caught.value.source == "training.precision" and "bf16" in caught.value.message
+    strategy.check(DistributedConfig(strategy="fsdp"), "bf16", **SIZES)
+    strategy.check(DistributedConfig(strategy="ddp"), "fp16", **SIZES)
+
+
+def test_deepspeed_without_cuda_is_refused_naming_the_strategy(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as caught:
+        strategy.check(DistributedConfig(strategy="deepspeed"), "bf16", **SIZES)
+    assert caught.value.source == "training.distributed.strategy"
+    assert caught.value.message.startswith("DeepSpeed runs on CUDA GPUs and this machine has none")
+
+
+def test_a_deepspeed_json_that_contradicts_the_recipe_is_reported_before_the_machine_check(tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text('{\n  "train_micro_batch_size_per_gpu": 16,\n  "zero_optimization": {"stage": 2}\n}\n')
+    section = DistributedConfig(strategy="deepspeed", deepspeed={"config": str(config)})
+    with pytest.raises(UserError) as caught:
+        strategy.check(section, "bf16", **SIZES)
+    assert caught.value.source == f"{config}:2"
+    assert "16" in caught.value.message and "training.batch_size" in caught.value.message
+
+
+def test_deepspeed_where_it_could_run_is_still_refused_until_the_loop_drives_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "deepspeed"
+                        else found(name, *a))
+    with pytest.raises(UserError) as caught:
+        strategy.check(DistributedConfig(strategy="deepspeed"), "bf16", **SIZES)
+    assert caught.value.source == "training.distributed.strategy"
+    assert "not available in this version" in caught.value.message and "fsdp" in caught.value.message
+
+
+def test_fsdp_shards_only_with_more_than_one_process():
+    one, two = distributed.World(), distributed.World(rank=1, size=2, local_rank=1)
+    assert type(strategy.for_run("fsdp", one)) is strategy.Replicated
+    assert isinstance(strategy.for_run("fsdp", two), strategy.Sharded)
+    assert type(strategy.for_run("ddp", two)) is strategy.Replicated
+
+
+def test_lmtune_train_with_deepspeed_here_says_one_line_and_writes_nothing(recipe_file, tmp_path):
+    code, out = run_cli("train", recipe_file(), "--out", tmp_path / "runs",
+                        "--set", "training.distributed.strategy=deepspeed")
+    assert code == 2
+    assert out.strip().splitlines()[-1].startswith("error: training.distributed.strategy: ")
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()
