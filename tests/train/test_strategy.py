@@ -23,6 +23,13 @@ def test_fp16_with_fsdp_is_refused_naming_training_precision():
     strategy.check(DistributedConfig(strategy="ddp"), "fp16", **SIZES)
 
 
+def test_fsdp_cpu_offload_without_a_gpu_is_refused_naming_the_key(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as caught:
+        strategy.check(DistributedConfig(strategy="fsdp", fsdp={"cpu_offload": True}), "bf16", **SIZES)
+    assert caught.value.source == "training.distributed.fsdp.cpu_offload"
+
+
 def test_deepspeed_without_cuda_is_refused_naming_the_strategy(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError) as caught:

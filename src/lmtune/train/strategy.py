@@ -114,7 +114,8 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
         compute: what training computes in (``fp32``, ``bf16``, ``fp16``; resolved).
 
     Raises:
-        UserError: fp16 with fsdp (its loss scaler would have to work on shards; bf16 needs none); deepspeed
+        UserError: fp16 with fsdp (its loss scaler would have to work on shards; bf16 needs none); fsdp's CPU
+            offload without a GPU (nothing to offload from; torch's policy pins memory for a device); deepspeed
             with a config (built from the recipe, or the user's JSON) that contradicts the recipe's batch sizes or
             precision, where it cannot run (no CUDA, package missing), or at all: lmtune's training loop does not
             drive DeepSpeed's engine yet.
@@ -123,6 +124,9 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
     if name == "fsdp" and compute == "fp16":
         raise UserError("fp16 needs a gradient scaler, which sharded (fsdp) training does not run; use bf16 (or "
                         "fp32), or strategy: ddp", source="training.precision")
+    if name == "fsdp" and distributed_config.fsdp.cpu_offload and not torch.cuda.is_available():
+        raise UserError("there is no GPU here: the shards are in CPU memory already; set cpu_offload: false",
+                        source="training.distributed.fsdp.cpu_offload")
     if name != "deepspeed":
         return
     from lmtune.train import deepspeed_config
