@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from lmtune import progress
 from lmtune.errors import UserError
 
 #: How long a collective step waits for the other processes before the run stops with an error
@@ -70,9 +71,7 @@ def init() -> World:
     import torch.distributed as dist
 
     if not here.main:  # the main process shows what loading looks like; the others load the same
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
+        progress.quiet_libraries()
     if not dist.is_initialized():
         from accelerate import PartialState
         from accelerate.utils import InitProcessGroupKwargs

@@ -50,6 +50,14 @@ def bar(total: int, desc: str, unit: str, quiet: bool = False, initial: int = 0,
     return PlainProgress(total, desc, unit, initial, interval, clock)
 
 
+def quiet_libraries() -> None:
+    """No progress bars drawn by the libraries themselves (transformers' "Loading weights"): for ``--quiet``,
+    and in every process but the main one."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def other_process() -> bool:
     """Whether this is a process of a multi-process run other than the main one (torchrun sets ``RANK``)."""
     return os.environ.get("RANK", "0") != "0"
