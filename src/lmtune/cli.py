@@ -143,6 +143,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             raise typer.Exit(code)
         return
     from lmtune.lifecycle import run_recipe
+    if quiet:
+        from lmtune.progress import quiet_libraries
+
+        quiet_libraries()
     from lmtune.report.summary import print_summary
 
     run_dir = run_recipe(rec, out, resume=resume, overwrite=overwrite, quiet=quiet,
@@ -172,12 +176,22 @@ def export(run: Path = typer.Argument(..., help="Run directory of a finished `lm
            merge: bool = typer.Option(False, "--merge", help="Fold the adapter into the base weights: a plain "
                                       "transformers model (safetensors)."),
            dtype: str = typer.Option("auto", "--dtype", help="Dtype of the merged weights (--merge): auto (the base "
-                                     "model's config dtype), fp32, bf16 or fp16.")):
-    """Export the fine-tuned model: the adapter as saved, or merged into a plain transformers model."""
+                                     "model's config dtype), fp32, bf16 or fp16."),
+           format_: str = typer.Option("hf", "--format", help="hf (transformers folder), gguf (one llama.cpp file, "
+                                       "merged) or ollama (that file and a Modelfile)."),
+           quant: str | None = typer.Option(None, "--quant", help="GGUF weights: f16 (default), bf16 or q8_0."),
+           adapter: bool = typer.Option(False, "--adapter", help="With --format gguf, a LoRA run as base.gguf + "
+                                        "adapter.gguf for llama-server --lora, instead of one merged file.")):
+    """Export the fine-tuned model: the adapter as saved, merged into a plain transformers model, or GGUF."""
     from lmtune.export import export as run_export
 
-    path = run_export(run, out, merge, dtype=dtype)
-    print(f"exported {'merged model' if merge else 'adapter'} to {path}")
+    path = run_export(run, out, merge, dtype=dtype, format=format_, quant=quant, adapter=adapter)
+    if format_ == "hf":
+        print(f"exported {'merged model' if merge else 'adapter'} to {path}")
+        return
+    from lmtune.export import gguf_summary
+
+    print("\n".join(gguf_summary(path, run, format_, adapter)))
 
 
 @app.command()
@@ -245,12 +259,15 @@ def serve(models: list[str] = typer.Argument(..., help="Run directories and/or m
           max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Reply length when a request sets none."),
           precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware has it), fp32, "
                                         "bf16 or fp16."),
+          engine: str = typer.Option("lmtune", "--engine", help="lmtune: generate in this process (CPU, demos); "
+                                     "vllm: start vLLM's OpenAI server on this CUDA machine for LoRA runs of one base "
+                                     "(or one full fine-tune) and route inference to it."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress lines or access log.")):
     """OpenAI-compatible server: chat/completions over the models, and fine-tuning jobs."""
     from lmtune.serve.http.server import serve as run_server
 
     run_server(models, host=host, port=port, api_key=api_key, state_dir=state_dir, max_batch=max_batch_size,
-               max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet)
+               max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet, engine=engine)
 
 
 @app.command()

@@ -6,6 +6,12 @@ model is written (safetensors), which loads with ``AutoModelFor*.from_pretrained
 neither peft nor the base model. Its dtype is ``dtype``: by default (``auto``) the one the base
 model's config names, so a bf16 base model exports as bf16, not as the fp32 lmtune trains in.
 
+``format="gguf"`` writes the merged model as one llama.cpp file, ``model.gguf`` (weights in ``quant``:
+``f16``, ``bf16`` or ``q8_0``), with the run's tokenizer and chat template; with ``adapter`` a LoRA run is
+written unmerged instead, ``base.gguf`` and ``adapter.gguf`` (``llama-server -m base.gguf --lora
+adapter.gguf``). ``format="ollama"`` adds a ``Modelfile`` beside ``model.gguf`` (``ollama create``).
+See :mod:`lmtune.deploy.gguf`.
+
 Files get the modes of ordinary files (``0o666`` less the umask, directories ``0o777`` less the
 umask): safetensors writes its files owner-only, which would hide the export from other users.
 """
@@ -26,9 +32,12 @@ from lmtune.run_dir import RunDir, read_model_info, write_model_info
 
 #: ``dtype`` choices of a merged export, and the torch dtype each writes (``auto``: the base model's).
 DTYPES: dict[str, str | None] = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: ``format`` choices: a transformers folder, one llama.cpp GGUF file, or that GGUF with an Ollama Modelfile.
+FORMATS = ("hf", "gguf", "ollama")
 
 
-def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -> Path:
+def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto", format: str = "hf",
+           quant: str | None = None, adapter: bool = False) -> Path:
     """Write the run's final model to ``out`` (atomically) and return ``out``.
 
     Args:
@@ -38,13 +47,19 @@ def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -
         dtype: the merged weights' dtype: ``auto`` (the base model's config ``dtype``, else the
             training precision's, else fp32), ``fp32``, ``bf16`` or ``fp16``. An adapter export
             (no ``merge``) is copied as saved, whatever ``dtype`` says.
+        format: ``hf`` (the above), ``gguf`` (``model.gguf``, merged) or ``ollama`` (``model.gguf`` and a
+            ``Modelfile``).
+        quant: the GGUF weights' type, ``f16`` (default), ``bf16`` or ``q8_0``; GGUF formats only.
+        adapter: with ``gguf``, a LoRA run as ``base.gguf`` and ``adapter.gguf`` instead of one merged file.
 
     Raises:
-        UserError: ``run_dir`` is not a finished run, ``dtype`` is unknown, or ``out`` is a file, not
-            empty, or not writable (all checked before anything is read or written).
+        UserError: ``run_dir`` is not a finished run, an option is unknown or does not fit the format, the
+            model cannot be written in the format, or ``out`` is a file, not empty, or not writable (all
+            checked before anything is written; the architecture and method before the model is loaded).
     """
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", source="--dtype")
+    quant = _check_format(format, quant, adapter, merge, dtype)
     run = RunDir(run_dir)
     final = run.final
     if not run.final_info.is_file():
@@ -58,13 +73,19 @@ def export(run_dir: Path, out: Path, merge: bool = False, dtype: str = "auto") -
         info = run.read_final_info()
     except (OSError, ValueError) as exc:
         raise UserError(f"unreadable final/lmtune.json ({exc}); train the run again", source=str(run_dir)) from None
+    if format != "hf":
+        _check_gguf(info, adapter, str(run_dir))
     dest = out.absolute()  # "." has no name to put a sibling .tmp beside
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     # The parents of out that do not exist yet are created below; a failed export removes them again.
     with outputs.removed_on_failure(outputs.first_missing(dest.parent)):
         try:
-            _write(final, info, tmp, _torch_dtype(run.path, info, dtype) if merge else None)
+            if format == "hf":
+                _write(final, info, tmp, _torch_dtype(run.path, info, dtype) if merge else None)
+            else:
+                tmp.mkdir()
+                _write_gguf(run, info, tmp, quant, adapter, ollama=format == "ollama")
             _share(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -89,6 +110,147 @@ def _write(final: Path, info: dict, tmp: Path, dtype) -> None:
     write_model_info(tmp, {**info, "method": "full", "merged_from": info["method"]})
 
 
+def _check_format(format: str, quant: str | None, adapter: bool, merge: bool, dtype: str) -> str | None:
+    """The GGUF quantization to write (None for ``hf``), or a UserError for options that do not fit the format."""
+    from lmtune.deploy.gguf import check_quant
+
+    if format not in FORMATS:
+        raise UserError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}", source="--format")
+    if format == "hf":
+        for flag, given in (("--quant", quant is not None), ("--adapter", adapter)):
+            if given:
+                raise UserError("applies to GGUF exports only; add --format gguf (or ollama)", source=flag)
+        return None
+    if adapter and (format == "ollama" or merge):
+        raise UserError("--adapter writes the LoRA unmerged, for llama.cpp: use it with --format gguf and "
+                        "without --merge", source="--adapter")
+    if dtype != "auto":
+        raise UserError("GGUF weights take --quant (f16, bf16, q8_0), not --dtype", source="--dtype")
+    check_quant(quant or "f16")
+    return quant or "f16"
+
+
+def _check_gguf(info: dict, adapter: bool, source: str) -> None:
+    """Refuse, before loading anything, a run that cannot be written as GGUF: a head, a method, an architecture."""
+    from lmtune.deploy.gguf import architecture
+
+    if info.get("head"):
+        raise UserError("the model ends in a classification/regression head, not in next-token prediction, so it "
+                        "cannot be one GGUF file for llama.cpp; use --format hf and serve it with lmtune",
+                        source=source)
+    method = info.get("method")
+    if adapter and getattr(registry.get(method), "config_class", None) != "LoraConfig":
+        raise UserError(f"llama.cpp loads LoRA adapters only, not {method}; export --format gguf without "
+                        "--adapter (one merged model)", source="--adapter")
+    config = _base_config(info)
+    if config is not None:
+        architecture((config.get("architectures") or [None])[0], source=str(info.get("base_model") or source))
+
+
+def _write_gguf(run: RunDir, info: dict, tmp: Path, quant: str, adapter: bool, ollama: bool) -> None:
+    """``model.gguf`` (merged), or ``base.gguf`` and ``adapter.gguf``; with ``ollama`` a ``Modelfile`` too."""
+    from lmtune.deploy.gguf import write_model
+    from lmtune.deploy.gguf_adapter import check_adapter, write_adapter
+
+    model, tokenizer = load_final(run.final, info)
+    if (info.get("task") or {}).get("chat_template") is False:
+        tokenizer.chat_template = None  # trained on plain prompts: a template would not be what it learned
+    name = run_name(run)
+    if adapter:
+        check_adapter(model, info["method"])
+        write_adapter(model, tmp / "adapter.gguf", name)
+        write_model(model.unload(), tokenizer, tmp / "base.gguf", quant, name)
+        return
+    write_model(_merged_for_gguf(model, info["method"]), tokenizer, tmp / "model.gguf", quant, name)
+    if ollama:
+        (tmp / "Modelfile").write_text(_modelfile(tokenizer, system_prompt(run, info)))
+
+
+def _merged_for_gguf(model, method: str):
+    """The model with its training folded into the base weights, or a UserError saying why that cannot be."""
+    why = None
+    if not (registry.get(method).full_weights or hasattr(model, "merge_and_unload")):
+        why = "what it trained (virtual tokens, or modules beside the base) is not a change of the base weights"
+    else:
+        try:
+            return _merge(model, method)
+        except UserError as exc:
+            why = exc.message.split(";")[0]
+    raise UserError(f"a {method} model cannot be one GGUF file: {why}, and llama.cpp runs plain weights only; "
+                    "use --format hf and serve it with lmtune", source="--format")
+
+
+def _modelfile(tokenizer, system: str | None) -> str:
+    from lmtune.deploy.gguf_tokenizer import adds_bos_eos, chat_template, stop_tokens
+    from lmtune.deploy.ollama import modelfile
+
+    adds_bos, _ = adds_bos_eos(tokenizer)
+    return modelfile("./model.gguf", chat_template(tokenizer), stop_tokens(tokenizer), system=system,
+                     bos_token="" if adds_bos else (tokenizer.bos_token or ""),
+                     eos_token=tokenizer.eos_token or "")
+
+
+def system_prompt(run: RunDir, info: dict) -> str | None:
+    """The system message the run's prompt template puts first (inline ``{system: ...}`` or a library template's)."""
+    from lmtune.data.templates import DEFAULTS, TEMPLATES
+
+    task = info.get("task") or {}
+    if "template" not in task:
+        task = _recipe(run).get("task") or {}
+    template = task.get("template")
+    if template is None:  # the default template of the records' format; classification records have one
+        template = DEFAULTS.get(task.get("type"))
+    if isinstance(template, dict):
+        return template.get("system") or None
+    library = TEMPLATES.get(template) if isinstance(template, str) else None
+    return library.system if library else None
+
+
+def gguf_summary(out: Path, run_dir: Path, format: str, adapter: bool) -> list[str]:
+    """What a GGUF export wrote (with sizes) and the commands that run it."""
+    from lmtune.deploy.gguf import command
+
+    lines = [f"wrote {path} ({_size(path.stat().st_size)})" for path in sorted(Path(out).iterdir()) if path.is_file()]
+    lines.append(f"run it with llama.cpp: {command(Path(out), adapter)}")
+    if format == "ollama":
+        from lmtune.deploy.ollama import import_command
+
+        lines.append(f"import it into Ollama: {import_command(Path(out), ollama_name(RunDir(run_dir)))}")
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def ollama_name(run: RunDir) -> str:
+    """The run's name as an Ollama model name (lowercase letters, digits, ``.``, ``-``, ``_``)."""
+    import re
+
+    name = re.sub(r"[^a-z0-9._-]+", "-", run_name(run).lower()).strip("-._")
+    return name or "lmtune-model"
+
+
+def run_name(run: RunDir) -> str:
+    """The recipe's ``name``, else the run directory's."""
+    return str(_recipe(run).get("name") or run.path.absolute().name)
+
+
+def _recipe(run: RunDir) -> dict:
+    """The run's ``recipe.yaml``, or ``{}`` when it is missing or unreadable (it only names things here)."""
+    import yaml
+
+    try:
+        recipe = run.read_recipe()
+    except (OSError, yaml.YAMLError):
+        return {}
+    return recipe if isinstance(recipe, dict) else {}
+
+
 def _torch_dtype(run_dir: Path, info: dict, choice: str):
     """The torch dtype a merged export writes: ``choice``, or for ``auto`` the base model's.
 
@@ -108,16 +270,21 @@ def _torch_dtype(run_dir: Path, info: dict, choice: str):
 
 def _config_dtype(info: dict) -> str | None:
     """The dtype the base model's ``config.json`` names, or None (no local config, or none named)."""
+    config = _base_config(info)
+    return (config.get("dtype") or config.get("torch_dtype")) if config is not None else None
+
+
+def _base_config(info: dict) -> dict | None:
+    """The base model's ``config.json``, or None (a hub id not in the cache, or a moved model)."""
     for where in ((info.get("base_model_source") or {}).get("path"), info.get("base_model")):
         if not where:
             continue
         try:
             # The path recorded at training time first: resolving the reference may fetch.
             path = Path(where) if Path(where, "config.json").is_file() else Path(resolve_model(where).path)
-            config = json.loads((path / "config.json").read_text())
+            return json.loads((path / "config.json").read_text())
         except (OSError, ValueError, UserError):
-            continue  # a hub id not in the cache, or a moved model: fall back, do not fail the export
-        return config.get("dtype") or config.get("torch_dtype")
+            continue  # fall back, do not fail the export
     return None
 
 

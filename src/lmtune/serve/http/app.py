@@ -2,7 +2,8 @@
 
 ``/v1/...`` follows the OpenAI API (models, chat completions, completions, files, fine-tuning
 jobs) so code written for it runs unchanged; ``/health`` and ``/metrics`` (Prometheus) are for
-operators and need no key.
+operators and need no key. With an ``upstream`` (``--engine vllm``) the model list and completions
+are answered by that server (see :mod:`lmtune.serve.upstream`); files and jobs stay here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from lmtune import assets
 from lmtune.serve import errors
@@ -23,6 +24,7 @@ from lmtune.serve.http import files, fine_tuning, inference, limits
 from lmtune.serve.http.metrics import Metrics
 from lmtune.serve.jobs.store import Store
 from lmtune.serve.jobs.supervisor import Supervisor
+from lmtune.serve.upstream import Upstream
 
 
 @dataclass
@@ -36,6 +38,11 @@ class ServerState:
     state_dir: Path
     api_key: str | None = None
     default_max_tokens: int = 256
+    upstream: Upstream | None = None  # the server that answers inference requests, if not this one
+
+    def names(self) -> list[str]:
+        """The names clients may ask for."""
+        return self.upstream.names() if self.upstream is not None else self.registry.names()
 
     @property
     def files_dir(self) -> Path:
@@ -44,6 +51,12 @@ class ServerState:
     @property
     def jobs_dir(self) -> Path:
         return self.state_dir / "jobs"
+
+    async def close(self) -> None:
+        """Stop the engines and close the connections to the upstream."""
+        self.registry.close()
+        if self.upstream is not None:
+            await self.upstream.aclose()
 
     def served(self, name: str) -> Served:
         served = self.registry.get(name)
@@ -56,6 +69,8 @@ class ServerState:
         served = self.registry.get(name)
         if served is not None:
             return served.source if served.kind == "base" else None
+        if self.upstream is not None and name in self.upstream.bases:
+            return self.upstream.bases[name]
         if name in assets.known_aliases() or _local_model(name):
             return name
         return None
@@ -71,7 +86,7 @@ def create_app(state: ServerState) -> FastAPI:
             yield
         finally:
             state.supervisor.stop()
-            state.registry.close()
+            await state.close()
 
     app = FastAPI(title="lmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lmtune = state
@@ -96,28 +111,45 @@ def create_app(state: ServerState) -> FastAPI:
         return response
 
     @app.get("/health")
-    def health():
-        engines = state.registry.engines()
-        return {"status": "ok", "models": state.registry.names(),
-                "waiting": sum(e.waiting for e in engines), "running": sum(e.active for e in engines),
-                "jobs": {s: len(state.store.jobs([s])) for s in ("queued", "running")}}
+    async def health():
+        return await _health(state)
 
     @app.get("/metrics")
     def metrics():
         return Response(state.metrics.render(state.registry.engines()), media_type=state.metrics.content_type)
 
     @app.get("/v1/models")
-    def list_models():
-        return {"object": "list", "data": [_model_object(s) for s in state.registry.all()]}
+    async def list_models():
+        return {"object": "list", "data": await _models(state)}
 
     @app.get("/v1/models/{name:path}")
-    def retrieve_model(name: str):
-        return _model_object(state.served(name))
+    async def retrieve_model(name: str):
+        return await _models(state, name)
 
     app.include_router(inference.router)
     app.include_router(files.router)
     app.include_router(fine_tuning.router)
     return app
+
+
+async def _models(state: ServerState, name: str | None = None):
+    """The served models' objects (from the upstream, if it serves them), or the one named ``name``."""
+    if state.upstream is not None:
+        return await (state.upstream.models() if name is None else state.upstream.model(name))
+    return [_model_object(s) for s in state.registry.all()] if name is None else _model_object(state.served(name))
+
+
+async def _health(state: ServerState):
+    """The server's status; with an upstream, a 503 while it does not answer its own ``/health``."""
+    engines = state.registry.engines()
+    body = {"status": "ok", "models": state.names(),
+            "waiting": sum(e.waiting for e in engines), "running": sum(e.active for e in engines),
+            "jobs": {s: len(state.store.jobs([s])) for s in ("queued", "running")}}
+    if state.upstream is None:
+        return body
+    ok = await state.upstream.healthy()
+    body.update(status="ok" if ok else "unavailable", upstream=state.upstream.label)
+    return body if ok else JSONResponse(body, status_code=503)
 
 
 def _local_model(name: str) -> bool:
@@ -138,8 +170,11 @@ def _model_object(served: Served) -> dict:
 
 def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, max_batch: int = 32,
                 max_queue: int = 256, default_max_tokens: int = 256, say=lambda m: None,
-                precision: str = "auto") -> ServerState:
+                precision: str = "auto", upstream: Upstream | None = None) -> ServerState:
     """Load the models, open the state directory, and serve the models of earlier succeeded jobs.
+
+    With an ``upstream`` nothing is loaded here: ``refs`` are the upstream's to serve, and so would be
+    the models jobs train (it serves what it was started with, so they are saved but not served).
 
     Raises:
         UserError: a model or run that cannot be served.
@@ -147,12 +182,12 @@ def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, ma
     metrics = Metrics()
     registry = Registry(max_batch, max_queue, metrics.batch_rows.observe, say, precision)
     try:
-        for ref in refs:
+        for ref in refs if upstream is None else []:
             registry.add(ref)
         state_dir = Path(state_dir)
         (state_dir / "files").mkdir(parents=True, exist_ok=True)
         store = Store(state_dir / "state.db")
-        for job in store.jobs(["succeeded"], newest_first=False):
+        for job in store.jobs(["succeeded"], newest_first=False) if upstream is None else []:
             try:
                 registry.add(str(Path(job["run_dir"])), name=job["fine_tuned_model"])
             except Exception as exc:  # a deleted run or base must not keep the server from starting
@@ -162,7 +197,11 @@ def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, ma
         raise
 
     def publish(job: dict) -> None:
+        if upstream is not None:
+            say(f"{job['fine_tuned_model_name']} is trained, in {job['run_dir']}; {upstream.label} serves the runs it "
+                "was started with, so restart lmtune serve with that run to serve it")
+            return
         registry.add(job["run_dir"], name=job["fine_tuned_model_name"])
 
     supervisor = Supervisor(store, state_dir, publish, say)
-    return ServerState(registry, metrics, store, supervisor, state_dir, api_key, default_max_tokens)
+    return ServerState(registry, metrics, store, supervisor, state_dir, api_key, default_max_tokens, upstream)

@@ -4,7 +4,8 @@ A request becomes one ``Sequence`` per choice (``n`` per prompt), queued on the 
 model it names; the handler awaits their text on an asyncio queue that the engine thread feeds.
 Streaming sends each decoding step's new text as soon as the step ends, in OpenAI's chunk shapes,
 and ends with ``data: [DONE]``. A run's task model (``<run>:task``) is answered by :mod:`.task_api`
-instead: the raw input through the run's template, answered as evaluation answered.
+instead: the raw input through the run's template, answered as evaluation answered. With an upstream
+server (``--engine vllm``) a request that passes the same checks is handed to it (:func:`_upstream`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jinja2.exceptions import TemplateError  # what transformers' chat templates
 
 from lmtune.serve.engine.batching import QueueFull, Sequence
 from lmtune.serve.engine.models import Served
+from lmtune.serve.engine.task import SUFFIX
 from lmtune.serve.engine.text import StopText
 from lmtune.serve.errors import APIError
 from lmtune.serve.http.replies import Reply, respond
@@ -31,6 +33,8 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
     state = request.app.state.lmtune
+    if state.upstream is not None:
+        return await _upstream(state, body, request, "/v1/chat/completions")
     served = state.served(body.model)
     if served.task is not None:
         return await answer_task(state, served, body, chat=True)
@@ -48,6 +52,8 @@ async def chat_completions(body: ChatRequest, request: Request):
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     state = request.app.state.lmtune
+    if state.upstream is not None:
+        return await _upstream(state, body, request, "/v1/completions")
     served = state.served(body.model)
     if served.task is not None:
         return await answer_task(state, served, body, chat=False)
@@ -60,6 +66,23 @@ async def completions(body: CompletionRequest, request: Request):
         if min(prompt) < 0 or max(prompt) >= vocab:
             raise APIError(400, f"Token ids must lie in [0, {vocab}).", "prompt", "invalid_value")
     return await _generate(state, served, prompts, body, chat=False, param="prompt")
+
+
+async def _upstream(state, body, request: Request, path: str):
+    """Hand a request that passed lmtune's checks to the upstream server, as the client sent it.
+
+    A chat request without a length limit gets ``--max-tokens``, as lmtune's own engine gives it.
+    """
+    if body.model not in state.upstream.model_map and body.model.endswith(SUFFIX):
+        raise APIError(404, f"The model `{body.model}` (a run's task model) is served by --engine lmtune only; ask "
+                       f"`{body.model.removesuffix(SUFFIX)}` instead.", "model", "model_not_found")
+    if body.fields is not None:
+        raise APIError(400, "'fields' fills a run's prompt template for its task model (<run>:task), which only "
+                       "--engine lmtune serves.", "fields", "unsupported_parameter")
+    payload = await request.json()  # the body FastAPI parsed, as sent: nothing lmtune does not use is lost
+    if path.endswith("/chat/completions") and body.limit is None:
+        payload = {**payload, "max_tokens": state.default_max_tokens}
+    return await state.upstream.forward(path, payload)
 
 
 def _generation_only(body, served: Served) -> None:

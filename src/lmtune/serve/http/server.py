@@ -2,7 +2,9 @@
 
 The port is bound before any model loads, so a busy port fails in a second with a clear message;
 a lock file keeps a second server off the same state directory (two job runners would run each
-job twice).
+job twice). With ``engine="vllm"`` the machine and the runs are checked first (one line, before
+anything loads), then vLLM's OpenAI server is started as a child (:mod:`lmtune.serve.vllm`) and
+inference is routed to it; it stops when this server stops.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from filelock import FileLock, Timeout
 from lmtune import assets, progress
 from lmtune.errors import UserError
 from lmtune.serve.http.app import build_state, create_app
+from lmtune.serve.upstream import Upstream
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("lmtune", "vllm")
 
 
 def default_state_dir() -> Path:
@@ -67,21 +71,30 @@ class Server:
         max_batch / max_queue / default_max_tokens: batching and generation limits.
         precision: autocast for generation: auto (bf16 where native), fp32, bf16, fp16.
         quiet: no progress lines or access log.
+        engine: ``lmtune`` (this process batches and generates) or ``vllm`` (a vLLM child server does).
+        upstream: answer inference requests with this server instead (what ``engine="vllm"`` sets up after
+            starting vLLM; ``refs`` are then not loaded here).
     """
 
     def __init__(self, refs: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: Path | None = None,
                  api_key: str | None = None, max_batch: int = 32, max_queue: int = 256, default_max_tokens: int = 256,
-                 precision: str = "auto", quiet: bool = False):
+                 precision: str = "auto", quiet: bool = False, engine: str = "lmtune",
+                 upstream: Upstream | None = None):
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}", source="--precision")
+        plan = _vllm_plan(refs, engine, max_batch, max_queue, precision)
         self.say = functools.partial(progress.say, quiet=quiet)
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.sock = bind(host, port)
-        self.lock = None
+        self.lock = self.child = None
         try:
             self.lock = lock_state_dir(self.state_dir)
+            if plan is not None:
+                from lmtune.serve.vllm.process import start_vllm
+
+                self.child, upstream = start_vllm(plan, self.state_dir, self.say)
             self.state = build_state(refs, self.state_dir, api_key, max_batch, max_queue, default_max_tokens, self.say,
-                                     precision)
+                                     precision, upstream)
         except BaseException:
             self._release()
             raise
@@ -94,7 +107,7 @@ class Server:
 
     def run(self) -> None:
         """Serve until interrupted (Ctrl-C): stops the job runner, checkpointing a running job."""
-        self.say(f"serving {', '.join(self.state.registry.names()) or 'no models yet'} at {self.url}/v1 "
+        self.say(f"serving {', '.join(self.state.names()) or 'no models yet'} at {self.url}/v1 "
                  f"(state in {self.state_dir})")
         try:
             self.uvicorn.run(sockets=[self.sock])
@@ -120,8 +133,32 @@ class Server:
 
     def _release(self) -> None:
         self.sock.close()
+        if self.child is not None:
+            self.child.stop()
         if self.lock is not None:
             self.lock.release()
+
+
+def _vllm_plan(refs: list[str], engine: str, max_batch: int, max_queue: int, precision: str):
+    """For ``engine="vllm"``: the machine checked and the runs planned (:func:`lmtune.serve.vllm.plan.plan_vllm`).
+
+    Raises:
+        UserError: an unknown engine, a machine without vLLM or CUDA, runs vLLM cannot serve together, or
+            options of lmtune's own engine given to vLLM (which batches on its own).
+    """
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}", source="--engine")
+    if engine == "lmtune":
+        return None
+    from lmtune.serve.vllm.plan import check_machine, plan_vllm
+
+    for flag, value, default in (("--max-batch-size", max_batch, 32), ("--max-queue", max_queue, 256),
+                                 ("--precision", precision, "auto")):
+        if value != default:
+            raise UserError("sets lmtune's own engine, not vLLM, which batches and picks its dtype on its own; leave "
+                            "it out with --engine vllm", source=flag)
+    check_machine()
+    return plan_vllm(refs)
 
 
 def serve(refs: list[str], **options) -> None:
