@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 SENTENCES = ["the movie was great and i loved it", "the movie was terrible and boring",
              "this drug helped my pain a lot",
@@ -24,3 +25,16 @@ def wait(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), tim
             return job
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
+
+
+def train_chat_run(out: Path, model_dir: Path, data: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A LoRA chat run of the tiny model on ``data`` (3 steps), named after ``out``; its run directory."""
+    from lmtune.lifecycle import run_recipe
+    from lmtune.recipe import recipe_from_dict
+
+    recipe = {"name": out.name, "seed": seed, "model": str(model_dir), "task": {"type": "chat"},
+              "data": {"train": str(data), "split": {"validation": 0.0, "test": 0.0}},
+              "method": {"name": "lora", "peft": {"r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0}},
+              "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
+              "eval": {"systems": ["finetuned"]}}
+    return run_recipe(recipe_from_dict(recipe), out=out, quiet=True)

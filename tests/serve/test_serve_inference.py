@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
+from serving import train_chat_run
 
 from lmtune.data.encode import Encoder
 from lmtune.inference.generation import generate
@@ -31,25 +32,13 @@ def chat_records(n: int = 24):
             for i in range(n)]
 
 
-def train_run(out: Path, model_dir: Path, data: Path, seed: int) -> Path:
-    from lmtune.lifecycle import run_recipe
-    from lmtune.recipe import recipe_from_dict
-
-    recipe = {"name": out.name, "seed": seed, "model": str(model_dir), "task": {"type": "chat"},
-              "data": {"train": str(data), "split": {"validation": 0.0, "test": 0.0}},
-              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
-              "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
-              "eval": {"systems": ["finetuned"]}}
-    return run_recipe(recipe_from_dict(recipe), out=out, quiet=True)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("serve-runs")
     data = root / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in chat_records()))
-    return {"run-a": train_run(root / "run-a", tiny_model_dir, data, 1),
-            "run-b": train_run(root / "run-b", tiny_model_dir, data, 2)}
+    return {"run-a": train_chat_run(root / "run-a", tiny_model_dir, data, seed=1),
+            "run-b": train_chat_run(root / "run-b", tiny_model_dir, data, seed=2)}
 
 
 @pytest.fixture(scope="module")

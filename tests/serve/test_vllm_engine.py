@@ -24,7 +24,7 @@ import httpx2 as httpx
 import openai
 import pytest
 from conftest import run_cli
-from serving import QUICK, chat_jsonl, wait
+from serving import QUICK, chat_jsonl, train_chat_run, wait
 from tiny import build_model, build_tokenizer, save_tiny
 
 from lmtune.errors import UserError
@@ -39,26 +39,14 @@ KEY, UPSTREAM_KEY = "sk-front", "sk-upstream"
 USER = [{"role": "user", "content": "the movie was great"}]
 
 
-def train_run(out: Path, model_dir: Path, data: Path, rank: int) -> Path:
-    from lmtune.lifecycle import run_recipe
-    from lmtune.recipe import recipe_from_dict
-
-    recipe = {"name": out.name, "seed": rank, "model": str(model_dir), "task": {"type": "chat"},
-              "data": {"train": str(data), "split": {"validation": 0.0, "test": 0.0}},
-              "method": {"name": "lora", "peft": {"r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0}},
-              "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 5e-2, "max_length": 64},
-              "eval": {"systems": ["finetuned"]}}
-    return run_recipe(recipe_from_dict(recipe), out=out, quiet=True)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     """Two LoRA runs of the tiny model, of ranks 4 and 12 (vLLM's --max-lora-rank must then be 16)."""
     root = tmp_path_factory.mktemp("vllm-runs")
     data = root / "chat.jsonl"
     data.write_bytes(chat_jsonl())
-    return {"run-a": train_run(root / "run-a", tiny_model_dir, data, 4),
-            "run-b": train_run(root / "run-b", tiny_model_dir, data, 12)}
+    return {"run-a": train_chat_run(root / "run-a", tiny_model_dir, data, seed=4, rank=4),
+            "run-b": train_chat_run(root / "run-b", tiny_model_dir, data, seed=12, rank=12)}
 
 
 def saved_run(root: Path, name: str, method: str, base: Path, options: dict | None = None, head: bool = False):
