@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmtune.run_dir import CHECKPOINT_STATE, checkpoint_dirs
-from lmtune.train.strategy import Replicated
+from lmtune.train.strategy import Replicated, trainable
 
 WEIGHTS = "trainable.safetensors"
 RANK_RNG = "rng-rank{rank}.pt"  # processes other than the main one: their RNG state
@@ -58,11 +58,6 @@ def commit(tmp: Path, directory: Path) -> Path:
         shutil.rmtree(directory)
     os.replace(tmp, directory)
     return directory
-
-
-def trainable(model) -> dict[str, torch.Tensor]:
-    """The trainable parameters of an unsharded model, as contiguous CPU copies."""
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_weights(path: Path, model) -> None:

@@ -63,21 +63,9 @@ def no_sync(model):
         model.set_requires_gradient_sync(True)
 
 
-def full_weights(model, world: distributed.World) -> dict[str, torch.Tensor] | None:
-    """The trainable parameters, each gathered whole (every process takes part): CPU copies on the main
-    process, None on the others."""
-    gathered = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            full = param.full_tensor() if hasattr(param, "full_tensor") else param
-            if world.main:
-                gathered[name] = full.detach().to("cpu").contiguous()
-    return gathered if world.main else None
-
-
-def all_full_weights(model) -> dict[str, torch.Tensor]:
-    """The trainable parameters gathered whole on every process (for an unsharded copy of the model)."""
-    return {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu")
+def full_weights(model) -> dict[str, torch.Tensor]:
+    """The trainable parameters, each gathered whole (a collective: every process calls it), as CPU tensors."""
+    return {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu").contiguous()
             for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -102,8 +90,3 @@ def load_optimizer_state(model, optimizer, state: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-
-
-def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Clip by the norm of the whole (sharded) gradient, as one process would."""
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)

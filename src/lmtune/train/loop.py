@@ -362,7 +362,7 @@ def finish(run: Training) -> Result:
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
                   state.tokens, seconds, state.tokens / seconds if seconds else 0.0,
                   parallel.peak_memory_mb(run.world), parallel.memory_kind(), run.holder.name,
-                  fsdp.all_full_weights(model) if run.holder.sharded else None)
+                  fsdp.full_weights(model) if run.holder.sharded else None)
 
 
 def _param_groups(model, weight_decay: float):

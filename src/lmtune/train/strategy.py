@@ -18,6 +18,11 @@ from lmtune.train import fsdp
 BY_NAME = "by_name"
 
 
+def trainable(model) -> dict[str, torch.Tensor]:
+    """The trainable parameters of an unsharded model, as contiguous CPU copies."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
 class Replicated:
     """A whole copy of the model in every process; accelerate's DDP averages the gradients."""
 
@@ -43,9 +48,7 @@ class Replicated:
 
     def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
         """Trainable parameters as CPU tensors on the main process (None elsewhere)."""
-        if not world.main:
-            return None
-        return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        return trainable(model) if world.main else None
 
     def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
         return optimizer.state_dict() if world.main else None
@@ -86,10 +89,11 @@ class Sharded(Replicated):
         return fsdp.no_sync(model)
 
     def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
-        fsdp.clip_grad_norm_(params, max_norm)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm of the whole gradient, from its shards
 
     def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
-        return fsdp.full_weights(model, world)
+        gathered = fsdp.full_weights(model)  # every process takes part in gathering
+        return gathered if world.main else None
 
     def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
         state = fsdp.optimizer_state(model, optimizer, world)
