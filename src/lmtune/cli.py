@@ -272,6 +272,24 @@ def serve(models: list[str] = typer.Argument(..., help="Run directories and/or m
 
 @app.command()
 @user_errors
+def studio(runs: Path = typer.Option(Path("runs"), "--runs", help="The folder of run directories (and where runs "
+                                     "started from the studio go)."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; anything but loopback "
+                                    "needs --token."),
+           port: int = typer.Option(8700, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
+           token: str | None = typer.Option(None, "--token", envvar="LMTUNE_STUDIO_TOKEN",
+                                            help="Required on every request (env LMTUNE_STUDIO_TOKEN)."),
+           recipes: Path | None = typer.Option(None, "--recipes", help="Folder of recipes the New-run page lists "
+                                               "(default: recipes/ beside the runs folder)."),
+           quiet: bool = typer.Option(False, "--quiet", help="No access log.")):
+    """Web app over a runs folder: runs, live curves, predictions, compare, new runs."""
+    from lmtune.studio.server import StudioServer
+
+    StudioServer(runs, host=host, port=port, token=token, recipes=recipes, quiet=quiet).run()
+
+
+@app.command()
+@user_errors
 def predict(model: str = typer.Argument(..., help="Run directory of `lmtune train`, or a model (alias, directory)."),
             input_file: Path = typer.Option(..., "--input", help="JSONL records: {messages}, {prompt}, or the run's "
                                             "training format."),

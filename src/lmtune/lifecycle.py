@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune import distributed, manifest, outputs, precision, resume_check, tasks
+from lmtune import distributed, manifest, outputs, precision, resume_check, run_status, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.sample import fingerprint, sample_examples
 from lmtune.data.templates import check as check_template
@@ -56,17 +56,18 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     distributed.barrier()  # every process has checked the run directory before the main one claims it
     created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite) if main else None
     distributed.barrier()
-    # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
-    # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
-    with outputs.removed_on_failure(created, keep=run.run_dir.eval):
-        _set_up(run)
-        _baselines(run)
-        if not run.fine_tunes:
-            return _baselines_only(run)
-        _apply_method(run)
-    summary = _fine_tune(run)
-    _evaluate_tuned(run)
-    return _save_and_report(run, summary)
+    with run_status.kept(run.run_dir, main):
+        # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
+        # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
+        with outputs.removed_on_failure(created, keep=run.run_dir.eval):
+            _set_up(run)
+            _baselines(run)
+            if not run.fine_tunes:
+                return _baselines_only(run)
+            _apply_method(run)
+        summary = _fine_tune(run)
+        _evaluate_tuned(run)
+        return _save_and_report(run, summary)
 
 
 @dataclass

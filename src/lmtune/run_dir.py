@@ -13,6 +13,7 @@
       eval.json          every system's results
       predictions/       <system>.jsonl
       report.html        the run report
+      status.json        running / finished / failed / interrupted, with the process and its times
 
 The file formats are the ones the stages have always written; this module only names and moves them.
 It sits low in the layers (it imports only :mod:`lmtune.atomic`), so any stage may ask it.
@@ -33,7 +34,7 @@ from lmtune import atomic
 #: Where a run goes when no ``--out`` is given: ``runs/<recipe name>``.
 RUNS = Path("runs")
 RECIPE, MANIFEST, METRICS, TIMING = "recipe.yaml", "manifest.json", "metrics.jsonl", "timing.jsonl"
-EVAL, REPORT = "eval.json", "report.html"
+EVAL, REPORT, STATUS = "eval.json", "report.html", "status.json"
 DATA, PREDICTIONS, CHECKPOINTS, FINAL = "data", "predictions", "checkpoints", "final"
 #: Files that make a directory an lmtune run (written first when a run claims its directory).
 MARKERS = (RECIPE, MANIFEST)
@@ -92,6 +93,7 @@ class RunDir(_Folder):
     timing = _inside(TIMING, "``timing.jsonl``: the wall-clock measurements of each training log line.")
     eval = _inside(EVAL, "``eval.json``: every system's results; its existence makes a run worth resuming.")
     report = _inside(REPORT, "``report.html``: the self-contained run report.")
+    status = _inside(STATUS, "``status.json``: the run's state (see :mod:`lmtune.run_status`), its process and times.")
     predictions = _inside(PREDICTIONS, "``predictions/``: :meth:`prediction` names one system's file in it.")
     checkpoints = _inside(CHECKPOINTS, "``checkpoints/``: ``step-N/`` folders and :attr:`best_weights`.")
     final = _inside(FINAL, "``final/``: the trained artefact, its tokenizer and :attr:`final_info`.")
@@ -170,6 +172,17 @@ class RunDir(_Folder):
 
     def write_predictions(self, system: str, records: Iterable[dict[str, Any]]) -> None:
         atomic.write_jsonl(self.prediction(system), records)
+
+    def read_status(self) -> dict[str, Any] | None:
+        """``status.json``; None when there is none or it cannot be read (a run from before it existed)."""
+        try:
+            value = json.loads(self.status.read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def write_status(self, body: dict[str, Any]) -> None:
+        atomic.write_json(self.status, body)
 
     def read_final_info(self) -> dict[str, Any]:
         """``final/lmtune.json`` (see :func:`read_model_info`)."""
