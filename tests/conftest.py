@@ -43,8 +43,8 @@ def one_thread():
 
 
 # What a finished ``lmtune train`` leaves in its run directory.
-RUN_FILES = ["recipe.yaml", "manifest.json", "data", "metrics.jsonl", "timing.jsonl", "final", "eval.json",
-             "predictions", "report.html"]
+RUN_FILES = ["recipe.yaml", "manifest.json", "status.json", "data", "metrics.jsonl", "timing.jsonl", "final",
+             "eval.json", "predictions", "report.html"]
 
 
 def run_cli(*args) -> tuple[int, str]:

@@ -27,7 +27,7 @@ def compare(run_dirs: list[Path], out: Path) -> Path:
     """Write the comparison page of ``run_dirs`` to ``out`` and return it."""
     runs = [_load(Path(d)) for d in run_dirs]
     labels = run_labels(runs)
-    body = [f"<h1>Comparison of {len(runs)} runs</h1>", _test_set_warning(runs, labels), _runs(runs, labels),
+    body = [f"<h1>Comparison of {len(runs)} runs</h1>", test_set_warning(runs, labels), _runs(runs, labels),
             _systems(runs, labels), _charts(runs, labels), _differences(runs, labels), _verdicts(runs, labels)]
     notes = [f"{label}: {note}" for run, label in zip(runs, labels) for note in run.notes]
     atomic.write_text(Path(out), html.page("lmtune comparison", "".join(body), notes))
@@ -99,7 +99,8 @@ def _common_level(runs: list[Run]) -> tuple[str, list[tuple]]:
     return level, [s[level] for s in sets]
 
 
-def _test_set_warning(runs: list[Run], labels: list[str]) -> str:
+def test_set_warning(runs: list[Run], labels: list[str]) -> str:
+    """A warning paragraph when ``runs`` were evaluated on different test sets (``labels`` name them); "" if not."""
     level, keys = _common_level(runs)
     if len(set(keys)) < 2:
         return ""
@@ -165,11 +166,16 @@ def _charts(runs: list[Run], labels: list[str]) -> str:
     return "".join(charts)
 
 
+def differing_keys(flat: list[dict]) -> list[str]:
+    """The keys of flattened recipes (:func:`lmtune.report.html.flatten`) whose values differ, or that only some set."""
+    keys = dict.fromkeys(k for recipe in flat for k in recipe)
+    return [k for k in keys if len({json.dumps([k in f, f.get(k)], default=str, sort_keys=True) for f in flat}) > 1]
+
+
 def _differences(runs: list[Run], labels: list[str]) -> str:
     """The recipe keys whose values differ between the runs, as dotted keys."""
     flat = [html.flatten(run.recipe) for run in runs]
-    keys = dict.fromkeys(k for recipe in flat for k in recipe)
-    differ = [k for k in keys if len({json.dumps([k in f, f.get(k)], default=str, sort_keys=True) for f in flat}) > 1]
+    differ = differing_keys(flat)
     if not differ:
         return "<h2>Hyperparameter differences</h2><p>The runs' recipes are the same.</p>"
     rows = [[f"<th>{html.esc(k)}</th>"] + [html.cell(html.as_text(f[k]) if k in f else "(not set)") for f in flat]

@@ -47,7 +47,7 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _render(run: Run) -> str:
-    sections = [_header(run), systems.verdict(run), systems.systems(run), _forgetting(run), _bias(run),
+    sections = [_header(run), systems.verdict(run), systems.systems(run), forgetting_section(run), bias_section(run),
                 classes.details(run), _training(run), data.data(run), _environment(run)]
     return html.page(run.name, "".join(s for s in sections if s), run.notes)
 
@@ -77,7 +77,8 @@ def _method(run: Run) -> str | None:
     return html.lookup(run.recipe, "method.name")
 
 
-def _forgetting(run: Run) -> str:
+def forgetting_section(run: Run) -> str:
+    """The forgetting section: each general-ability probe before and after fine-tuning; "" without probes."""
     change = ((run.evaluation or {}).get("forgetting") or {}).get("change") or {}
     if not change:
         return ""
@@ -105,7 +106,8 @@ def _interval_text(c: dict) -> str | None:
     return f"{c['ci_low']:.4g} to {c['ci_high']:.4g}"
 
 
-def _bias(run: Run) -> str:
+def bias_section(run: Run) -> str:
+    """The bias-check section: prediction flip rates and metric gaps per system; "" without a bias check."""
     bias = (run.evaluation or {}).get("bias") or {}
     if not bias:
         return ""

@@ -20,8 +20,8 @@ from lmtune.evaluate.metrics import best_systems
 from lmtune.kinds import systems as system_kinds
 from lmtune.recipe_model import model_name
 from lmtune.report import html
-from lmtune.report.run import read_json
 from lmtune.report.run import Run as ReportRun
+from lmtune.report.run import read_json
 from lmtune.run_dir import RunDir
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
@@ -94,7 +94,8 @@ def summary(run: RunDir) -> dict[str, Any]:
     recipe = recipe if isinstance(recipe, dict) else {}
     report.recipe, report.task = recipe, (report.evaluation or {}).get("task") or html.lookup(recipe, "task.type")
     row = {"name": run.path.name, "title": str(recipe.get("name") or run.path.name), "task": report.task,
-           "model": model_name(recipe.get("model")), "method": html.lookup(recipe, "method.name"), "report": run.report.is_file(),
+           "model": model_name(recipe.get("model")), "method": html.lookup(recipe, "method.name"),
+           "report": run.report.is_file(),
            "metric": None, "system": None, "value": None, "ci_low": None, "ci_high": None, "winner": None}
     metric = report.primary
     if metric is None:

@@ -27,7 +27,11 @@ def all_rows(request: Request) -> list[dict[str, Any]]:
     """The folder's runs, with the queue's runs that have no directory yet first."""
     studio = request.app.state.studio
     rows = studio.index.rows()
-    pending = studio.queue.pending() if studio.queue is not None else []
+    if studio.queue is None:
+        return rows
+    pending = studio.queue.pending()
+    for row in rows:  # what the studio's job knows and status.json cannot say: queued again, cancelled
+        row["status"] = studio.queue.status_of(row["name"], row["status"]) or row["status"]
     known = {r["name"] for r in rows}
     return [p for p in pending if p["name"] not in known] + rows
 

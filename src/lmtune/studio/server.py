@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-import time
 from pathlib import Path
 
 import uvicorn
 
 from lmtune import progress
 from lmtune.errors import UserError
-from lmtune.serve.http.server import bind, lock_state_dir
+from lmtune.serve.http.server import bind, lock_state_dir, start_in_thread, stop_thread
 from lmtune.studio import security
 from lmtune.studio.app import Studio, create_app
 from lmtune.studio.queue import RunQueue
@@ -81,19 +80,11 @@ class StudioServer:
 
     def start(self, timeout: float = 60) -> StudioServer:
         """Serve in a background thread; return once it accepts requests."""
-        self._thread = threading.Thread(target=self.run, name="lmtune-studio", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the studio did not start")
-            time.sleep(0.05)
+        self._thread = start_in_thread(self.run, self.uvicorn, "lmtune-studio", timeout)
         return self
 
     def stop(self) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=120)
+        stop_thread(self.uvicorn, self._thread)
 
     def _release(self) -> None:
         self.sock.close()

@@ -13,6 +13,7 @@ import functools
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -35,7 +36,9 @@ def default_state_dir() -> Path:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0 picks a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
+    # with Nagle on each small response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -58,6 +61,25 @@ def lock_state_dir(state_dir: Path) -> FileLock:
         raise UserError("another lmtune serve is using this state directory; stop it or give --state-dir",
                         source=str(state_dir)) from None
     return lock
+
+
+def start_in_thread(run: Callable[[], None], server: uvicorn.Server, name: str, timeout: float) -> threading.Thread:
+    """Call ``run`` (which runs ``server``) in a daemon thread; return it once ``server`` accepts requests."""
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.05)
+    return thread
+
+
+def stop_thread(server: uvicorn.Server, thread: threading.Thread | None) -> None:
+    """Shut ``server`` down as Ctrl-C would, and wait for its thread."""
+    server.should_exit = True
+    if thread is not None:
+        thread.join(timeout=120)
 
 
 class Server:
@@ -116,20 +138,12 @@ class Server:
 
     def start(self, timeout: float = 60) -> Server:
         """Serve in a background thread; return once it accepts requests."""
-        self._thread = threading.Thread(target=self.run, name="lmtune-serve", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
+        self._thread = start_in_thread(self.run, self.uvicorn, "lmtune-serve", timeout)
         return self
 
     def stop(self) -> None:
         """Shut down as Ctrl-C would, and wait for it."""
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=120)
+        stop_thread(self.uvicorn, self._thread)
 
     def _release(self) -> None:
         self.sock.close()

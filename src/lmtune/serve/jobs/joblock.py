@@ -1,5 +1,8 @@
 """At most one worker per job: an exclusive ``flock`` on ``jobs/<id>/worker.lock`` held for the worker's life.
 
+A job's own directory, :func:`job_dir`, holds its lock, its exit record and the worker's output
+(``worker.log``); the job's run directory may be elsewhere (a studio run lives in its runs folder).
+
 The kernel releases a ``flock`` when the last descriptor of its holder closes, so also when the
 holder is killed with SIGKILL: "the lock is held" means exactly "a live process is working on
 this job", with no stale lock to clean up after a crash. The holder writes its pid in the file
@@ -16,6 +19,12 @@ from pathlib import Path
 
 LOCK = "worker.lock"
 EXIT = "worker.exit"
+LOG = "worker.log"
+
+
+def job_dir(state_dir: Path, job_id: str) -> Path:
+    """``<state_dir>/jobs/<id>``: the job's lock, exit record and ``worker.log``, wherever its run directory is."""
+    return Path(state_dir) / "jobs" / job_id
 
 
 def acquire(job_dir: Path) -> int | None:

@@ -44,7 +44,8 @@ class Supervisor:
 
     Args:
         store: the state database.
-        state_dir: where job run directories and worker logs live.
+        state_dir: holds each job's own directory, ``jobs/<id>`` (its lock and ``worker.log``, see
+            :func:`joblock.job_dir`); a job's run directory is its ``run_dir``, wherever that is.
         publish: called with a job whose training succeeded; registers its model (may raise).
         say: prints a progress line.
     """
@@ -106,17 +107,17 @@ class Supervisor:
 
     def _run(self, job: dict) -> None:
         job_id = job["id"]
-        run_dir = Path(job["run_dir"])
-        if joblock.holder(run_dir.parent) is not None and not self._adopt(job):
+        job_dir = joblock.job_dir(self.state_dir, job_id)
+        if joblock.holder(job_dir) is not None and not self._adopt(job):
             return  # stopping, or the adopted worker (or a cancel) settled the job
-        if joblock.last_exit(run_dir.parent) == 0 and job["status"] == "running":
-            self._settle(job, 0, run_dir.parent / "worker.log")  # trained by a worker whose server died
+        if joblock.last_exit(job_dir) == 0 and job["status"] == "running":
+            self._settle(job, 0, job_dir / joblock.LOG)  # trained by a worker whose server died
             return
         with self._lock:
             if not self.store.update_job(job_id, ["queued", "running"], status="running"):
                 return  # cancelled meanwhile
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir.parent / "worker.log", "a", encoding="utf-8")
+            job_dir.mkdir(parents=True, exist_ok=True)
+            log = open(job_dir / joblock.LOG, "a", encoding="utf-8")
             try:
                 proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.jobs.worker", str(self.state_dir), job_id,
                                          str(os.getpid())], stdout=log, stderr=subprocess.STDOUT,
@@ -141,7 +142,7 @@ class Supervisor:
             log.close()
         if proc.returncode == EXIT_BUSY:
             return  # a worker of an earlier server took the job meanwhile: the next round adopts it
-        self._settle(job, proc.returncode, run_dir.parent / "worker.log")
+        self._settle(job, proc.returncode, job_dir / joblock.LOG)
 
     def _adopt(self, job: dict) -> bool:
         """Wait for the live worker holding ``job`` (left by an earlier server) to exit; whether to go on with the job.
@@ -149,7 +150,7 @@ class Supervisor:
         False if this server is stopping, or the job is no longer running (that worker failed it, or
         it was cancelled).
         """
-        job_dir = Path(job["run_dir"]).parent
+        job_dir = joblock.job_dir(self.state_dir, job["id"])
         pid = joblock.holder(job_dir)
         self.say(f"job {job['id']}: adopting the worker (pid {pid}) left by the previous server")
         self.store.add_event(job["id"], f"A worker of the previous server (pid {pid}) is still running this job; "

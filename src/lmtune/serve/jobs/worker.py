@@ -102,10 +102,12 @@ def run_job(state_dir: Path, job_id: str) -> int:
     resume = run_dir.path.exists() and any(run_dir.path.iterdir())
     store.add_event(job_id, "Resuming the fine-tuning job from its newest checkpoint" if resume
                     else "Fine-tuning job started")
+    # A recipe the studio queued says what it does in worker.log, which the studio shows as the run's console.
+    quiet = (job["method"] or {}).get("type") != "recipe"
     try:
         with MetricsEvents(run_dir, store, job_id):
             run_recipe(recipe_from_dict(job["recipe"], source=f"job {job_id}"), out=run_dir.path, resume=resume,
-                       quiet=True)
+                       quiet=quiet)
     except UserError as exc:
         _fail(store, job_id, "invalid_training_data", str(exc), exc.source)
         return 2
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     server = int(args[2]) if len(args) > 2 else None
     if server is not None and os.getppid() != server:
         return EXIT_INTERRUPTED  # the server that started us is already gone: leave the job to the next one
-    job_dir = state_dir / "jobs" / job_id
+    job_dir = joblock.job_dir(state_dir, job_id)
     if joblock.acquire(job_dir) is None:  # the descriptor stays open, holding the lock, until this process ends
         say(f"job {job_id}: another worker (pid {joblock.holder(job_dir)}) holds it; exiting")
         return EXIT_BUSY
