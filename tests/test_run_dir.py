@@ -19,7 +19,7 @@ from lmtune.run_dir import (
 def _named(run: RunDir, relative: str) -> bool:
     """Whether RunDir has a name for the file at ``relative`` (inside a folder it names, for the model files)."""
     path = run.path / relative
-    files = {run.recipe, run.manifest, run.metrics, run.timing, run.eval, run.report, run.data.report,
+    files = {run.recipe, run.manifest, run.status, run.metrics, run.timing, run.eval, run.report, run.data.report,
              run.best_weights, run.final_info}
     files |= {run.data.split(name) for name in ("train", "validation", "test")}
     files |= {run.prediction(system) for system in run.prediction_systems()}
