@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from lmtune.report.page import write_report
 from lmtune.run_dir import RunDir, write_model_info
 from lmtune.seeding import seed_everything
 from lmtune.train import loop, strategy
+from lmtune.train.trackers.session import opened as opened_trackers
+from lmtune.training_settings import loop_settings
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, overwrite: bool = False,
-               quiet: bool = False, allow_eval_changes: bool = False) -> Path:
+               quiet: bool = False, allow_eval_changes: bool = False, evaluate_on: str = "test",
+               on_validation: Callable[[int, float], None] | None = None) -> Path:
     """Run every stage of ``recipe`` and return the run directory.
 
     Everything that can be checked (output location, data, template, probe files, model) is checked
@@ -48,15 +52,20 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         quiet: no progress bars or stage headings.
         allow_eval_changes: with ``resume``, accept a recipe whose ``eval.*`` keys differ from the run's
             (see :mod:`lmtune.resume_check`); any other difference is always refused.
+        evaluate_on: the split the systems are scored on: ``test``, or ``validation`` for a trial of ``lmtune
+            tune`` (the test split is then never scored; ``eval.json`` records which split was).
+        on_validation: called with (step, validation loss) during training; an exception it raises stops the run.
     """
     # First, before any model or method code: the same recipe and seed start from the same weights.
     seed_everything(recipe.seed)
     main = distributed.init().main  # several processes (torchrun): each one runs every stage, one writes
     run = _checked(recipe, RunDir.at(out, recipe.name), resume, overwrite, quiet, allow_eval_changes)
+    run.split, run.on_validation = evaluate_on, on_validation
     distributed.barrier()  # every process has checked the run directory before the main one claims it
     created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite) if main else None
     distributed.barrier()
-    with run_status.kept(run.run_dir, main):
+    tracked = opened_trackers(recipe.tracking, run.run_dir, recipe.model_dump(mode="json"), resume, main, quiet)
+    with run_status.kept(run.run_dir, main), tracked as run.trackers:
         # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
         # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
         with outputs.removed_on_failure(created, keep=run.run_dir.eval):
@@ -84,6 +93,9 @@ class _Run:
     template: Any
     probes: list
     remeasure: bool = False  # eval.* changed on resume: what was measured before is measured again
+    trackers: Any = None  # tracking:'s trackers (train.trackers.session.Trackers), open from the claim to the report
+    split: str = "test"  # the split the systems are scored on (validation in a trial of `lmtune tune`)
+    on_validation: Any = None  # called with (step, validation loss) during training (loop.Settings.on_validation)
     dtype: Any = None  # the torch dtype the weights load in (model.dtype resolved: precision.for_run)
     precision: str = "fp32"  # what training and evaluation compute in (training.precision, matched to dtype)
     model: Any = None
@@ -139,7 +151,7 @@ def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, qui
         say(f"      training.precision: {compute} to match model.dtype {recipe.model.dtype}", quiet)
     run.load_kwargs = load_kwargs
     run.model, run.tokenizer, run.source = task.load(load_kwargs)
-    loop.check(run.model, _settings(recipe))  # speed-ups the model cannot take stop the run before the baselines
+    loop.check(run.model, loop_settings(recipe))  # speed-ups the model cannot take stop the run before the baselines
     return run
 
 
@@ -170,23 +182,25 @@ def _set_up(run: _Run) -> None:
 
 
 def _sample_test(run: _Run) -> None:
-    """``eval.max_examples`` of the test split, as ``eval.sample`` says; said on the console and in the data report."""
-    test, how, n = run.prepared.splits.get("test", []), run.recipe.eval.sample, run.recipe.eval.max_examples
+    """``eval.max_examples`` of the evaluated split (``run.split``: test, or validation in a tuning trial), as
+    ``eval.sample`` says; said on the console and in the data report."""
+    split, how, n = run.split, run.recipe.eval.sample, run.recipe.eval.max_examples
+    test = run.prepared.splits.get(split, [])
     kept, said = sample_examples(test, n, run.recipe.seed, how)
     run.test = [test[i] for i in kept]
-    run.test_encoded = [run.encoded["test"][i] for i in kept] if run.encoded.get("test") else []
+    run.test_encoded = [run.encoded[split][i] for i in kept] if run.encoded.get(split) else []
     # Which examples were evaluated, whatever their order: `lmtune compare` warns when runs differ in it.
     run.prepared.report["test_sha256"] = fingerprint(ex.record for ex in run.test)
     if n is not None and n < len(test):
-        run.prepared.report.setdefault("sampled", {})["test (eval.max_examples)"] = said
-        say(f"      evaluated test examples: {said}", run.quiet)
+        run.prepared.report.setdefault("sampled", {})[f"{split} (eval.max_examples)"] = said
+        say(f"      evaluated {split} examples: {said}", run.quiet)
 
 
 def _baselines(run: _Run) -> None:
     """Every system that needs no training, and the forgetting probes on the base model."""
     recipe, quiet = run.recipe, run.quiet
     train = run.prepared.splits["train"]
-    say(f"[3/5] baselines on {len(run.test)} test examples: "
+    say(f"[3/5] baselines on {len(run.test)} {run.split} examples: "
         f"{', '.join(s for s in recipe.eval.systems if s not in run.tuned_systems) or 'none'}", quiet)
     shots = systems.few_shot_examples(train, recipe.eval.few_shot_k, recipe.seed,
                                       recipe.task.labels) if _needs_shots(recipe) else []
@@ -249,8 +263,9 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
     """Train, save ``final/``, and return the training summary that ``eval.json`` records."""
     trainable, total = registry.count_parameters(run.model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
-    result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []), _settings(run.recipe),
-                        run.run_dir.path, run.pad, resume=run.resume, quiet=run.quiet, objective=run.task.objective())
+    result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []),
+                        loop_settings(run.recipe, run.on_validation), run.run_dir.path, run.pad, resume=run.resume,
+                        quiet=run.quiet, objective=run.task.objective(), trackers=run.trackers)
     if result.weights is not None:  # trained sharded: evaluate and save an unsharded model with those weights
         run.model = _adapted(run, run.task.load(run.load_kwargs)[0])
         strategy.Replicated().load_weights(run.model, result.weights)
@@ -271,8 +286,8 @@ def _evaluate_tuned(run: _Run) -> None:
     recipe, quiet = run.recipe, run.quiet
     tuned_systems = run.tuned_systems
     if tuned_systems and run.test:
-        say(f"[5/5] evaluate the fine-tuned model on {len(run.test)} test examples: {', '.join(tuned_systems)}",
-            quiet)
+        say(f"[5/5] evaluate the fine-tuned model on {len(run.test)} {run.split} examples: "
+            f"{', '.join(tuned_systems)}", quiet)
         with merged_adapter(run.model):
             for system in tuned_systems:
                 tuned = _answer(run, system, None, quiet)
@@ -300,6 +315,8 @@ def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
         tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
         _save_results(run, summary, significance=tested)
         write_report(run.run_dir.path)
+        if run.trackers is not None:  # the results with their intervals, the report and manifest as artifacts
+            run.trackers.log_outcome()
     distributed.barrier()  # the others return once the run directory is complete
     return run.run_dir.path
 
@@ -316,22 +333,6 @@ def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) ->
     write_model_info(tmp, info)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-
-
-def _settings(recipe: Recipe) -> loop.Settings:
-    t = recipe.training
-    es = t.early_stopping
-    _, compute = precision.for_run(recipe.model.dtype, t.precision, registry.get(recipe.method.name).full_weights)
-    return loop.Settings(learning_rate=t.learning_rate, batch_size=t.batch_size, grad_accum=t.grad_accum,
-                         epochs=t.epochs, max_steps=t.max_steps, weight_decay=t.weight_decay,
-                         warmup_ratio=t.warmup_ratio, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
-                         eval_every=t.eval_every, save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
-                         patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0,
-                         log_every=t.log_every, seed=recipe.seed, precision=compute,
-                         group_by_length=t.group_by_length, packing=t.packing, max_length=t.max_length,
-                         gradient_checkpointing=t.gradient_checkpointing, compile=t.compile,
-                         strategy=t.distributed.strategy, fsdp_cpu_offload=t.distributed.fsdp.cpu_offload,
-                         fsdp_reshard_after_forward=t.distributed.fsdp.reshard_after_forward)
 
 
 def _check_bias(run: _Run, system: str, result, shots) -> None:
@@ -374,7 +375,7 @@ def _save_results(run: _Run, summary: dict[str, Any] | None = None, significance
     if not distributed.world().main:
         return
     recipe, prices = run.recipe, run.recipe.eval.cost.model_dump()
-    body = {"task": recipe.task.type, "n": len(run.test), "labels": recipe.task.labels,
+    body = {"task": recipe.task.type, "split": run.split, "n": len(run.test), "labels": recipe.task.labels,
             "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
             "prices_per_1k_tokens": prices,
             "results": {k: {**m, **cost.per_query(m, prices)}

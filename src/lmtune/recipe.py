@@ -26,6 +26,8 @@ from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recip
 )
 from lmtune.recipe_model import ModelConfig, check_precision
 from lmtune.recipe_parallel import DistributedConfig
+from lmtune.recipe_search import SearchSpace
+from lmtune.train.trackers.registry import NAMES as TRACKER_NAMES
 
 #: ``task.type``: a registered task kind (:mod:`lmtune.kinds.tasks`).
 TaskType = Literal[TASK_TYPES]
@@ -34,8 +36,8 @@ TaskType = Literal[TASK_TYPES]
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 #: numpy's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
-#: Where training metrics can be logged. Only jsonl for now; other trackers come in a later version.
-Tracker = Literal["jsonl"]
+#: Where training metrics can be logged: jsonl (always written) and the backends of :mod:`lmtune.train.trackers`.
+Tracker = Literal[TRACKER_NAMES]
 
 
 class InlineTemplate(_Strict):
@@ -213,8 +215,10 @@ class Recipe(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    search: SearchSpace = Field(None, description="lmtune tune: key path -> [choices] or {low, high, log, step}.")
     tracking: list[Tracker] = Field(default_factory=lambda: ["jsonl"], description=(
-        "Where training metrics are logged: jsonl (metrics.jsonl in the run directory), the only tracker so far."))
+        "Where training metrics, parameters, results and the report are logged, any of jsonl (metrics.jsonl, always "
+        "written), tensorboard, mlflow, wandb, trackio; all offline, each an extra: pip install 'lmtune[mlflow]'."))
 
     @field_validator("name")
     @classmethod
@@ -253,16 +257,16 @@ class Recipe(_Strict):
         check_precision(self.model.dtype, self.training.precision, method.full_weights)
         return self
 
-    @field_validator("tracking", mode="before")
+    @field_validator("tracking")
     @classmethod
-    def _available_trackers(cls, value):
-        # Words the schema's refusal: pydantic alone says "input should be 'jsonl'" at tracking.<i>.
-        names = value if isinstance(value, list) else []
-        unavailable = [t for t in names if isinstance(t, str) and t not in get_args(Tracker)]
-        if unavailable:
-            raise ValueError(f"{', '.join(map(repr, unavailable))} not supported yet; the only tracker "
-                             "available is jsonl (metrics.jsonl in the run directory)")
-        return value
+    def _installed_trackers(cls, names: list[str]) -> list[str]:
+        from lmtune.train.trackers import registry
+
+        # Looked up, not imported: a tracker missing its library stops the run here, before anything slow.
+        absent = registry.missing(names)
+        if absent:
+            raise ValueError("; ".join(registry.install_hint(tracker) for tracker in absent))
+        return list(dict.fromkeys(names))
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -14,6 +14,10 @@
       predictions/       <system>.jsonl
       report.html        the run report
       status.json        running / finished / failed / interrupted, with the process and its times
+      trackers.json      the tracker runs (``tracking:``) a resumed run continues: MLflow run id, W&B id, ...
+      tensorboard/       TensorBoard event files (tracking: tensorboard)
+      mlflow/            MLflow's local store: mlflow.db and artifacts/ (tracking: mlflow)
+      wandb/             W&B's offline runs, offline-run-*/ (tracking: wandb)
 
 The file formats are the ones the stages have always written; this module only names and moves them.
 It sits low in the layers (it imports only :mod:`lmtune.atomic`), so any stage may ask it.
@@ -35,6 +39,8 @@ from lmtune import atomic
 RUNS = Path("runs")
 RECIPE, MANIFEST, METRICS, TIMING = "recipe.yaml", "manifest.json", "metrics.jsonl", "timing.jsonl"
 EVAL, REPORT, STATUS = "eval.json", "report.html", "status.json"
+#: What the trackers of ``tracking:`` keep in a run directory (:mod:`lmtune.train.trackers`).
+TRACKERS, TENSORBOARD, MLFLOW, WANDB = "trackers.json", "tensorboard", "mlflow", "wandb"
 DATA, PREDICTIONS, CHECKPOINTS, FINAL = "data", "predictions", "checkpoints", "final"
 #: Files that make a directory an lmtune run (written first when a run claims its directory).
 MARKERS = (RECIPE, MANIFEST)
@@ -97,6 +103,10 @@ class RunDir(_Folder):
     predictions = _inside(PREDICTIONS, "``predictions/``: :meth:`prediction` names one system's file in it.")
     checkpoints = _inside(CHECKPOINTS, "``checkpoints/``: ``step-N/`` folders and :attr:`best_weights`.")
     final = _inside(FINAL, "``final/``: the trained artefact, its tokenizer and :attr:`final_info`.")
+    trackers = _inside(TRACKERS, "``trackers.json``: each tracker's run (ids) that a resumed run continues.")
+    tensorboard = _inside(TENSORBOARD, "``tensorboard/``: TensorBoard event files (``tracking: [tensorboard]``).")
+    mlflow = _inside(MLFLOW, "``mlflow/``: MLflow's local store, ``mlflow.db`` and ``artifacts/``.")
+    wandb = _inside(WANDB, "``wandb/``: W&B's offline runs (``offline-run-*/``), for ``wandb sync``.")
 
     @property
     def data(self) -> DataDir:
@@ -183,6 +193,17 @@ class RunDir(_Folder):
 
     def write_status(self, body: dict[str, Any]) -> None:
         atomic.write_json(self.status, body)
+
+    def read_trackers(self) -> dict[str, Any]:
+        """``trackers.json``: ``{tracker name: what continuing its run needs}``; ``{}`` when there is none."""
+        try:
+            value = json.loads(self.trackers.read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def write_trackers(self, body: dict[str, Any]) -> None:
+        atomic.write_json(self.trackers, body)
 
     def read_final_info(self) -> dict[str, Any]:
         """``final/lmtune.json`` (see :func:`read_model_info`)."""

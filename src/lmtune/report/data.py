@@ -14,8 +14,9 @@ from lmtune.report.run import Run
 _SHOWN = ("counts", "label_distribution", "steps", "token_lengths")
 
 
-def data(run: Run) -> str:
-    """The data section; "" for a run without a data report."""
+def data(run: Run, charts: bool = True) -> str:
+    """The data section; "" for a run without a data report. ``charts=False`` leaves the PNG charts out (the
+    studio, which answers a page in milliseconds, shows the same counts as tables)."""
     report = run.data_report
     if not report:
         return ""
@@ -23,8 +24,8 @@ def data(run: Run) -> str:
     warned = ('<ul class="warnings">' + "".join(f"<li>{html.esc(w)}</li>" for w in found) + "</ul>" if found
               else "<p>None: no leakage, conflicting labels, truncation or personal data found.</p>")
     rest = html.flatten({k: v for k, v in report.items() if k not in _SHOWN})
-    return ("<section><h2>Data</h2>" + _splits(report) + "<h3>Warnings</h3>" + warned + _steps(report.get("steps"))
-            + _lengths(run, report)
+    return ("<section><h2>Data</h2>" + _splits(report, charts) + "<h3>Warnings</h3>" + warned
+            + _steps(report.get("steps")) + (_lengths(run, report) if charts else "")
             + ("<h3>Other details</h3>" + html.kv_table(rest) if rest else "") + "</section>")
 
 
@@ -69,7 +70,7 @@ def _split_word(split: str) -> str:
     return "training" if split == "train" else split
 
 
-def _splits(report: dict) -> str:
+def _splits(report: dict, charts: bool = True) -> str:
     """Records per split with each label's count, and the label distribution as a chart."""
     counts = report.get("counts") if isinstance(report.get("counts"), dict) else {}
     labels = report.get("label_distribution") if isinstance(report.get("label_distribution"), dict) else {}
@@ -81,7 +82,7 @@ def _splits(report: dict) -> str:
     rows = [[f"<th>{html.esc(s)}</th>", html.cell(counts.get(s))] + [html.cell(groups.get(s, {}).get(n)) for n in names]
             for s in splits]
     chart = (html.img(plots.grouped_bars(groups, "Label distribution"), "label distribution")
-             if any(groups.values()) else "")
+             if charts and any(groups.values()) else "")
     return "<h3>Records per split</h3>" + html.table(["split", "records"] + names, rows) + chart
 
 

@@ -61,6 +61,8 @@ def _header(run: Run) -> str:
     facts = {"model": model_name(run.recipe.get("model")),
              "model origin": html.lookup(run.manifest or {}, "model.origin"), "task": run.task,
              "method": _method(run),
+             # `lmtune eval`: what answered (a run's final/ for the fine-tuned systems, else a model); nothing trained
+             "evaluated": html.lookup(run.evaluation or {}, "evaluated.final", "evaluated.ref"),
              "test examples": (run.evaluation or {}).get("n")}
     line = " · ".join(f"{k}: <strong>{html.esc(html.fmt(v))}</strong>"
                       for k, v in facts.items() if v is not None)
@@ -77,8 +79,9 @@ def _method(run: Run) -> str | None:
     return html.lookup(run.recipe, "method.name")
 
 
-def forgetting_section(run: Run) -> str:
-    """The forgetting section: each general-ability probe before and after fine-tuning; "" without probes."""
+def forgetting_section(run: Run, charts: bool = True) -> str:
+    """The forgetting section: each general-ability probe before and after fine-tuning; "" without probes.
+    ``charts=False`` leaves the PNG charts out (the table has the same numbers)."""
     change = ((run.evaluation or {}).get("forgetting") or {}).get("change") or {}
     if not change:
         return ""
@@ -88,7 +91,7 @@ def forgetting_section(run: Run) -> str:
             for probe, c in change.items()]
     charts = []
     # One chart per metric: perplexity in the thousands beside accuracy below 1 would flatten the accuracy bars.
-    for metric in dict.fromkeys(c.get("metric") for c in change.values()):
+    for metric in dict.fromkeys(c.get("metric") for c in change.values()) if charts else ():
         probes = {p: c for p, c in change.items() if c.get("metric") == metric}
         series = {"base": {p: float(c["before"]) for p, c in probes.items() if html.is_number(c.get("before"))},
                   "fine-tuned": {p: float(c["after"]) for p, c in probes.items() if html.is_number(c.get("after"))}}

@@ -24,8 +24,11 @@ def load_text(run: Run) -> str:
     return cost.load_text([r["measured_at"] for r in run.results.values() if isinstance(r.get("measured_at"), dict)])
 
 
-def verdict(run: Run) -> str:
-    """The verdict section: sentences, the metric per system with intervals, and cost against quality."""
+def verdict(run: Run, charts: bool = True) -> str:
+    """The verdict section: sentences, the metric per system with intervals, and cost against quality.
+
+    ``charts=False``: the sentences and an empty ``<div id="verdict-chart">`` that a page draws into itself.
+    """
     primary = run.primary
     if not primary:
         return ""
@@ -35,6 +38,8 @@ def verdict(run: Run) -> str:
     results, values = run.results, run.values(primary)
     parts = ['<section><h2>Verdict: was fine-tuning worth it?</h2>',
              f'<p class="summary">{html.esc(" ".join(sentences))}</p><div class="row">']
+    if not charts:
+        return "".join(parts) + '<div id="verdict-chart"></div></div></section>'
     intervals = {s: r["ci"][primary] for s, r in results.items() if (r.get("ci") or {}).get(primary)}
     winners = best_systems(values, primary)
     parts.append(html.img(plots.metric_bars(values, primary, winners[0] if len(winners) == 1 else None,

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from lmtune.errors import UserError
+from lmtune.evaluate.metrics import best_systems
 from lmtune.report import systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
@@ -99,6 +100,18 @@ def _stamp(path) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
+def verdict_bars(found: Run) -> dict[str, Any] | None:
+    """The primary metric per system with its 95% interval, for the verdict's bar chart (drawn by run.js)."""
+    metric = found.primary
+    if metric is None:
+        return None
+    values = found.values(metric)
+    winners = best_systems(values, metric)
+    bars = [{"name": s, "value": v, "interval": (found.results[s].get("ci") or {}).get(metric),
+             "best": len(winners) == 1 and s == winners[0]} for s, v in values.items()]
+    return {"metric": metric, "bars": bars}
+
+
 def _render_results(run: RunDir, found: Run, data: dict[str, Any]) -> list[str]:
     """The sections after the curves, filling the page data the confusion matrix and predictions browser need."""
     if found.evaluation is None:
@@ -107,7 +120,8 @@ def _render_results(run: RunDir, found: Run, data: dict[str, Any]) -> list[str]:
         table = run_view.predictions_table(run, found)
         system = run_view.default_system(table.systems)
         data.update(labelled=found.labelled, systems=table.systems, system=system)
-        sections = [systems.verdict(found), systems.systems(found)]
+        sections = [systems.verdict(found, charts=False), systems.systems(found)]
+        data["verdict"] = verdict_bars(found)
         if found.labelled and system is not None:
             data["confusion"] = predictions.confusion(table, system, found.labels)
             sections.append(run_html.confusion_section(table.systems, data["confusion"]))

@@ -115,7 +115,7 @@ def predictions_section(labelled: bool) -> str:
 
 def data_section(found: Run) -> str:
     """The report's data section with the records its steps, leakage and label conflicts name."""
-    section = data.data(found)
+    section = data.data(found, charts=False)
     kinds = affected_records(found.data_report)
     if not section or not kinds:
         return section
@@ -133,4 +133,4 @@ def data_section(found: Run) -> str:
 
 def probes(found: Run) -> list[str]:
     """The report's forgetting and bias sections (empty strings when the run has neither)."""
-    return [page.forgetting_section(found), page.bias_section(found)]
+    return [page.forgetting_section(found, charts=False), page.bias_section(found)]

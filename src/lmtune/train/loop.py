@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective, evaluate_loss
 from lmtune.train.parallel import accumulate_gradients, make_accelerator
 from lmtune.train.track import NoLog, TrainingLog
+from lmtune.train.trackers.session import Trackers
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Settings:
     fsdp_reshard_after_forward: bool = True
     fsdp_cpu_offload: bool = False
     deepspeed: dict | None = None  # the DeepSpeed config (strategy deepspeed), batch sizes filled in
+    #: Called with (step, validation loss) after each validation; it may raise to stop the run there (`lmtune
+    #: tune` prunes a trial this way: the exception goes up through `train` to the caller).
+    on_validation: Callable[[int, float], None] | None = None
 
 
 @dataclass
@@ -139,8 +144,8 @@ class Training:
     stopped_early: bool = False
 
 
-def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Path,
-          pad_id: int, resume: bool = False, quiet: bool = False, objective: Objective | None = None) -> Result:
+def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Path, pad_id: int, resume: bool = False,
+          quiet: bool = False, objective: Objective | None = None, trackers: Trackers | None = None) -> Result:
     """Fine-tune ``model`` in place and return what happened.
 
     Args:
@@ -153,8 +158,9 @@ def train(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
         resume: continue from the newest checkpoint in ``run_dir/checkpoints``.
         quiet: no progress bar and no validation-loss lines.
         objective: how examples are batched and their loss summed (default: target-token loss).
+        trackers: the run's other trackers (``tracking:``), which get each line of ``metrics.jsonl`` too.
     """
-    run = setup(model, train_set, val_set, settings, run_dir, pad_id, resume, quiet, objective)
+    run = setup(model, train_set, val_set, settings, run_dir, pad_id, resume, quiet, objective, trackers)
     try:
         while run.state.step < run.steps and not run.stopped_early:
             train_step(run)
@@ -189,8 +195,8 @@ def check(model, settings: Settings) -> None:
     speedups.check(model, settings.gradient_checkpointing, settings.compile, settings.packing)
 
 
-def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Path, pad_id: int,
-          resume: bool = False, quiet: bool = False, objective: Objective | None = None) -> Training:
+def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Path, pad_id: int, resume: bool = False,
+          quiet: bool = False, objective: Objective | None = None, trackers: Trackers | None = None) -> Training:
     """Seed, prepare model and optimizer, restore the newest checkpoint when resuming, open the logs."""
     check(model, settings)  # again with the method applied: soft prompts show only on the peft model
     if objective is None:
@@ -208,7 +214,7 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     ckpt_dir = RunDir(run_dir).checkpoints
     state, resumed = _restore(ckpt_dir if resume else None, holder.unwrap(model, accelerator), optimizer,
                               scheduler, steps, world, settings.batch_size, holder)
-    tracker = TrainingLog(run_dir, resume_step=state.step if resumed else None) if world.main else NoLog()
+    tracker = TrainingLog(run_dir, state.step if resumed else None, trackers) if world.main else NoLog()
     lengths = [objective.length(e) for e in train_set] if settings.group_by_length else None
     batches = MicroBatches(len(train_set), global_batch, settings.seed, settings.grad_accum, lengths)
     bar = progress.bar(steps, "train", "step", quiet=quiet or not world.main, initial=state.step)
@@ -311,6 +317,8 @@ def validate(run: Training) -> None:
         run.stopped_early = bool(s.patience and state.bad_evals >= s.patience)
     say(f"step {state.step}: validation loss {val_loss:.4f} (best {state.best_val_loss:.4f} at step "
         f"{state.best_step})", run.quiet)
+    if s.on_validation is not None:
+        s.on_validation(state.step, val_loss)
 
 
 def _epoch(run: Training) -> float:

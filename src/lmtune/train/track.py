@@ -1,4 +1,5 @@
-"""Metric logging: ``metrics.jsonl`` and ``timing.jsonl`` always, other trackers when installed.
+"""Metric logging: ``metrics.jsonl`` and ``timing.jsonl`` always, and the recipe's other trackers
+(:mod:`lmtune.train.trackers`: TensorBoard, MLflow, W&B, trackio) each line as well.
 
 What a run learned and how fast a machine ran it are kept apart: ``metrics.jsonl`` holds only values
 the recipe and seed determine (step, epoch, split, loss, lr), so two runs of one recipe and seed
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.run_dir import RunDir
+from lmtune.train.trackers.session import Trackers
 
 
 class JsonlTracker:
@@ -39,18 +41,22 @@ class JsonlTracker:
 
 
 class TrainingLog:
-    """A run's ``metrics.jsonl`` and ``timing.jsonl``, cut back together on resume."""
+    """A run's ``metrics.jsonl`` and ``timing.jsonl``, cut back together on resume; each line also goes to
+    ``trackers`` (the run's other trackers, opened and closed by whoever runs the recipe)."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, resume_step: int | None = None, trackers: Trackers | None = None):
         run = RunDir(run_dir)
         self.metrics = JsonlTracker(run.metrics, resume_step)
         self.timing = JsonlTracker(run.timing, resume_step)
+        self.trackers = trackers
 
     def log(self, record: dict[str, Any], **timing: float) -> None:
         """Log ``record``; ``timing`` (e.g. ``tokens_per_s``) goes to ``timing.jsonl`` under the same step."""
         if timing:  # first, so whoever reads a metrics line finds its timing already written
             self.timing.log({"step": record["step"], **timing})
         self.metrics.log(record)
+        if self.trackers is not None:
+            self.trackers.log(record, timing)
 
     def close(self) -> None:
         self.metrics.close()

@@ -215,6 +215,9 @@
 
   // --- first paint from the page data, then live -----------------------------------------------------------
   if (data.curves) drawCurves(data.curves);
+  if (data.verdict && $("verdict-chart")) {
+    studio.barChart($("verdict-chart"), data.verdict.bars, { label: `${data.verdict.metric} per system, 95% intervals` });
+  }
   if (data.status) showStatus({ status: state, ...data.status });
   follow();
 })();

@@ -106,6 +106,35 @@ const studio = (() => {
     container.append(legend);
     return svg;
   }
-  return { data, get: (url) => request("GET", url), post: (url, body) => request("POST", url, body),
+  // Horizontal bars with 95% intervals: bars = [{name, value, interval: [low, high] | null, best}].
+  function barChart(container, bars, { width = 560, label = "" } = {}) {
+    const ns = "http://www.w3.org/2000/svg", row = 30, m = { l: 150, r: 60, t: 8, b: 34 };
+    const height = m.t + m.b + row * bars.length;
+    const svgEl = (tag, attrs, text) => {
+      const node = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+      if (text !== undefined) node.textContent = text;
+      return node;
+    };
+    const top = Math.max(...bars.flatMap((b) => [b.value, ...(b.interval || [])]).filter(isFinite), 0) || 1;
+    const X = (x) => m.l + (Math.max(0, x) / top) * (width - m.l - m.r);
+    const svg = svgEl("svg", { width, height, class: "chart", role: "img", "aria-label": label });
+    bars.forEach((b, i) => {
+      const y = m.t + i * row;
+      svg.append(svgEl("text", { x: m.l - 6, y: y + row / 2 + 4, "text-anchor": "end" }, b.name));
+      svg.append(svgEl("rect", { x: m.l, y: y + 5, width: Math.max(0, X(b.value) - m.l), height: row - 10,
+                                 fill: b.best ? "#dd8452" : "#4c72b0", "data-bar": b.name }));
+      if (b.interval && b.interval.length === 2) {
+        const [lo, hi] = b.interval, mid = y + row / 2;
+        svg.append(svgEl("line", { x1: X(lo), x2: X(hi), y1: mid, y2: mid, stroke: "#222" }));
+        for (const x of [lo, hi]) svg.append(svgEl("line", { x1: X(x), x2: X(x), y1: mid - 5, y2: mid + 5, stroke: "#222" }));
+      }
+      svg.append(svgEl("text", { x: X(Math.max(b.value, ...(b.interval || []))) + 4, y: y + row / 2 + 4 }, num(b.value)));
+    });
+    svg.append(svgEl("text", { x: (width + m.l) / 2, y: height - 8, "text-anchor": "middle" }, label));
+    container.replaceChildren(svg);
+    return svg;
+  }
+  return { data, barChart, get: (url) => request("GET", url), post: (url, body) => request("POST", url, body),
            request, el, poll, num, duration, time, status, lineChart, COLORS };
 })();

@@ -342,5 +342,5 @@ def main() -> None:
     app(prog_name="lmtune")
 
 
-if __name__ == "__main__":
-    main()
+# The experiment commands (estimate, tune, eval) register themselves on `app` in a module of their own.
+from lmtune.cli import experiments as _experiments  # noqa: E402,F401
