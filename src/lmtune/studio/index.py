@@ -11,7 +11,6 @@ trains). A run being written never breaks a row: files that cannot be parsed yet
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from lmtune.report import html
 from lmtune.report.run import Run as ReportRun
 from lmtune.report.run import read_json
 from lmtune.run_dir import RunDir
+from lmtune.studio.cache import Stamped
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
@@ -56,8 +56,7 @@ class Index:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self._cache: dict[str, tuple[tuple, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
+        self._summaries = Stamped(10_000)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -71,15 +70,9 @@ class Index:
 
     def row(self, name: str) -> dict[str, Any]:
         run = run_dir(self.root, name)
-        key = tuple(_mtime(p) for p in (run.recipe, run.eval, run.report))
-        with self._lock:
-            cached = self._cache.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, summary(run))
-            with self._lock:
-                self._cache[name] = cached
+        row = self._summaries.get(name, (run.recipe, run.eval, run.report), lambda: summary(run))
         status = run_status.read(run)
-        return {**cached[1], "status": status["state"], "error": status.get("error"),
+        return {**row, "status": status["state"], "error": status.get("error"),
                 "started_at": status.get("started_at"), "duration_s": status.get("elapsed_s")}
 
 
@@ -110,8 +103,3 @@ def summary(run: RunDir) -> dict[str, Any]:
     return row
 
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None

@@ -15,8 +15,6 @@ can send the browser to it at once; the page reloads itself when the run finishe
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +26,7 @@ from lmtune.report import systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
 from lmtune.studio import layout, predictions, run_html, run_view
+from lmtune.studio.cache import Stamped
 from lmtune.studio.index import RunNotFound, run_dir
 
 router = APIRouter()
@@ -67,37 +66,21 @@ def run_page(request: Request, name: str) -> str:
     return layout.page(title, "".join(sections), "/", ("run.js",), data)
 
 
-#: Rendered result sections per run, keyed by the files they come from: the verdict's and the data report's
-#: charts take matplotlib most of a second, and a finished run's files do not change.
-_RENDERED: OrderedDict[str, tuple[tuple, list[str], dict[str, Any]]] = OrderedDict()
-_RENDERED_MAX = 32
-_LOCK = threading.Lock()
+#: The result sections of the runs viewed last, until ``eval.json``, the data report or a predictions file changes.
+_RENDERED = Stamped(32)
 
 
 def _results(run: RunDir, found: Run, data: dict[str, Any]) -> list[str]:
-    """:func:`_render_results`, cached until ``eval.json``, the data report or a predictions file changes."""
+    """:func:`_render_results`, cached (see :mod:`lmtune.studio.cache`)."""
     files = [run.eval, run.data.report, run.recipe, *sorted(run.predictions.glob("*.jsonl"))]
-    key = tuple((p.name, *_stamp(p)) for p in files)
-    with _LOCK:
-        cached = _RENDERED.get(str(run.path))
-    if cached is None or cached[0] != key:
+
+    def render() -> tuple[list[str], dict[str, Any]]:
         filled: dict[str, Any] = {}
-        cached = (key, _render_results(run, found, filled), filled)
-        with _LOCK:
-            _RENDERED[str(run.path)] = cached
-            _RENDERED.move_to_end(str(run.path))
-            while len(_RENDERED) > _RENDERED_MAX:
-                _RENDERED.popitem(last=False)
-    data.update(cached[2])
-    return cached[1]
+        return _render_results(run, found, filled), filled
 
-
-def _stamp(path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (0, -1)
-    return (stat.st_mtime_ns, stat.st_size)
+    sections, filled = _RENDERED.get(str(run.path), files, render)
+    data.update(filled)
+    return sections
 
 
 def verdict_bars(found: Run) -> dict[str, Any] | None:

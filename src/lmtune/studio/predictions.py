@@ -10,13 +10,12 @@ line is left out, and a line in the middle that is not JSON leaves that system's
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmtune.errors import UserError
+from lmtune.studio.cache import Stamped, stamp
 
 #: Parsed prediction files kept in memory (each a list of (input, reference, prediction) strings).
 CACHED_FILES = 64
@@ -24,8 +23,7 @@ PAGE_LIMIT = 200
 CORRECT = ("all", "correct", "incorrect")
 
 Entry = tuple[str, str, str] | None
-_cache: OrderedDict[Path, tuple[tuple[int, int], list[Entry]]] = OrderedDict()
-_lock = threading.Lock()
+_files = Stamped(CACHED_FILES)
 
 
 def text(value: Any) -> str:
@@ -37,23 +35,9 @@ def text(value: Any) -> str:
 
 def read_file(path: Path) -> list[Entry]:
     """One system's predictions, one entry per line (None for a line that is not a JSON object), cached."""
-    try:
-        stat = path.stat()
-    except OSError:
+    if stamp(path) is None:
         return []
-    key = (stat.st_mtime_ns, stat.st_size)
-    with _lock:
-        hit = _cache.get(path)
-        if hit is not None and hit[0] == key:
-            _cache.move_to_end(path)
-            return hit[1]
-    entries = _parse(path)
-    with _lock:
-        _cache[path] = (key, entries)
-        _cache.move_to_end(path)
-        while len(_cache) > CACHED_FILES:
-            _cache.popitem(last=False)
-    return entries
+    return _files.get(path, [path], lambda: _parse(path))
 
 
 def _parse(path: Path) -> list[Entry]:
