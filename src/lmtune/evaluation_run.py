@@ -269,16 +269,16 @@ def evaluate(plan: Plan, resume: bool = False, overwrite: bool = False, quiet: b
     main = distributed.init().main
     for note in plan.notes:
         say(note, quiet)
-    run = lifecycle._checked(recipe, plan.run_dir, resume, overwrite, quiet)
+    run = lifecycle.checked(recipe, plan.run_dir, resume, overwrite, quiet)
     created = outputs.claim_run_dir(plan.run_dir.path, resume, overwrite) if main else None
     with run_status.kept(run.run_dir, main), outputs.removed_on_failure(created, keep=run.run_dir.eval):
-        lifecycle._set_up(run)
+        lifecycle.set_up(run)
         if main:
             _record(run.run_dir, plan.target)
-        lifecycle._baselines(run)
+        lifecycle.baselines(run)
         if plan.target.final is not None and (run.fine_tunes or run.probes):
             _load_tuned(run, plan.target)
-            lifecycle._evaluate_tuned(run)
+            lifecycle.evaluate_tuned(run)
         if main:
             _save_and_report(run, plan.target)
     return run.run_dir.path
@@ -302,6 +302,6 @@ def _save_and_report(run, target: Target) -> None:
     """Every result with the significance tests, ``evaluated`` in ``eval.json``, then the report."""
     recipe = run.recipe
     tested = intervals.significance(run.results, run.spec, recipe.eval, recipe.seed)
-    lifecycle._save_results(run, significance=tested)
+    lifecycle.save_results(run, significance=tested)
     run.run_dir.write_eval({**run.run_dir.read_eval(), "evaluated": target.describe()})
     write_report(run.run_dir.path)

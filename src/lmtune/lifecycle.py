@@ -1,7 +1,9 @@
 """The whole lifecycle for one recipe, as a fixed sequence of stages (like a torchtune recipe):
 
 check -> claim the run directory -> set up -> baselines -> fine-tune -> evaluate -> save and report.
-Where each file of the run goes is :class:`~lmtune.run_dir.RunDir`'s to say.
+Where each file of the run goes is :class:`~lmtune.run_dir.RunDir`'s to say. The stages that need no
+training (:func:`checked`, :func:`set_up`, :func:`baselines`, :func:`evaluate_tuned`, :func:`save_results`)
+are public: ``lmtune eval`` (:mod:`lmtune.evaluation_run`) runs them on a model it did not train.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
     # First, before any model or method code: the same recipe and seed start from the same weights.
     seed_everything(recipe.seed)
     main = distributed.init().main  # several processes (torchrun): each one runs every stage, one writes
-    run = _checked(recipe, RunDir.at(out, recipe.name), resume, overwrite, quiet, allow_eval_changes)
+    run = checked(recipe, RunDir.at(out, recipe.name), resume, overwrite, quiet, allow_eval_changes)
     run.split, run.on_validation = evaluate_on, on_validation
     distributed.barrier()  # every process has checked the run directory before the main one claims it
     created = outputs.claim_run_dir(run.run_dir.path, resume, overwrite) if main else None
@@ -69,13 +71,13 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
         # Until its first result is saved, a run that fails leaves nothing behind; from then on the directory
         # holds work worth keeping (each baseline is saved as it finishes) and --resume continues it.
         with outputs.removed_on_failure(created, keep=run.run_dir.eval):
-            _set_up(run)
-            _baselines(run)
+            set_up(run)
+            baselines(run)
             if not run.fine_tunes:
                 return _baselines_only(run)
             _apply_method(run)
         summary = _fine_tune(run)
-        _evaluate_tuned(run)
+        evaluate_tuned(run)
         return _save_and_report(run, summary)
 
 
@@ -124,7 +126,7 @@ class _Run:
         return [s for s in self.recipe.eval.systems if system_kinds.is_trained(s)]
 
 
-def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quiet: bool,
+def checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quiet: bool,
              allow_eval_changes: bool = False) -> _Run:
     """Check everything a run needs, cheapest first, and load the model; nothing is written yet."""
     outputs.check_run_dir(run_dir.path, resume, overwrite)
@@ -155,7 +157,7 @@ def _checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, qui
     return run
 
 
-def _set_up(run: _Run) -> None:
+def set_up(run: _Run) -> None:
     """Write the recipe and manifest, encode and write the data, read back what a resumed run measured."""
     recipe, run_dir, task = run.recipe, run.run_dir, run.task
     if distributed.world().main:
@@ -196,7 +198,7 @@ def _sample_test(run: _Run) -> None:
         say(f"      evaluated {split} examples: {said}", run.quiet)
 
 
-def _baselines(run: _Run) -> None:
+def baselines(run: _Run) -> None:
     """Every system that needs no training, and the forgetting probes on the base model."""
     recipe, quiet = run.recipe, run.quiet
     train = run.prepared.splits["train"]
@@ -216,12 +218,12 @@ def _baselines(run: _Run) -> None:
         result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
         run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
         _check_bias(run, system, result, shots)
-        _save_results(run)
+        save_results(run)
     if run.probes and "base" not in run.forgetting:
         say(f"      forgetting probes on the base model: {', '.join(p.name for p in run.probes)}", quiet)
         run.forgetting["base"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
         # Saved now, so a run interrupted in training resumes without measuring the base again.
-        _save_results(run)
+        save_results(run)
 
 
 def _check_fits(run: _Run, shots: list) -> None:
@@ -281,7 +283,7 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
             "model_dtype": precision.dtype_name(run.dtype), "precision": run.precision}
 
 
-def _evaluate_tuned(run: _Run) -> None:
+def evaluate_tuned(run: _Run) -> None:
     """The fine-tuned systems on the test split, and the forgetting probes on the fine-tuned model."""
     recipe, quiet = run.recipe, run.quiet
     tuned_systems = run.tuned_systems
@@ -313,7 +315,7 @@ def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
     """Every result, with the significance tests between the systems, then the report; returns the run directory."""
     if distributed.world().main:
         tested = intervals.significance(run.results, run.spec, run.recipe.eval, run.recipe.seed)
-        _save_results(run, summary, significance=tested)
+        save_results(run, summary, significance=tested)
         write_report(run.run_dir.path)
         if run.trackers is not None:  # the results with their intervals, the report and manifest as artifacts
             run.trackers.log_outcome()
@@ -370,7 +372,7 @@ def _load_previous(run: _Run) -> None:
     run.forgetting = previous.get("forgetting") or {}
 
 
-def _save_results(run: _Run, summary: dict[str, Any] | None = None, significance: list | None = None) -> None:
+def save_results(run: _Run, summary: dict[str, Any] | None = None, significance: list | None = None) -> None:
     """Each system's predictions, then ``eval.json`` with what has been measured so far (the main process)."""
     if not distributed.world().main:
         return
