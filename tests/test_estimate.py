@@ -237,3 +237,20 @@ def test_every_task_shape_and_method_is_estimated(name, tmp_path, recipe_file):
         assert body["tokens"]["target_unit"] == "pairs" and "reference_pass" in body["workloads"]
     if name == "generation":
         assert body["workloads"]["evaluation"]["decode_steps"] > 0
+
+
+def test_timed_steps_train_as_the_loop_does_so_checkpointing_applies(tok, tmp_path):
+    """transformers checkpoints activations only in training mode; a freshly loaded model is in eval mode."""
+    from tiny import method_model, train_examples, train_settings
+
+    from lmtune.estimate import timing
+    from lmtune.train import loop
+
+    model = method_model(tok).eval()
+    run = loop.setup(model, train_examples(tok, 8), [], train_settings(gradient_checkpointing=True), tmp_path,
+                     tok.pad_token_id, quiet=True)
+    try:
+        timing._step(run, 0)
+        assert run.model.training and run.model.base_model.model.model.gradient_checkpointing
+    finally:
+        loop.cleanup(run)

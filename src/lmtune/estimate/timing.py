@@ -113,6 +113,7 @@ def _steps(run: loop.Training, chosen: list[int], quiet: bool) -> list[dict[str,
 def _step(run: loop.Training, step: int) -> dict[str, Any]:
     """One optimizer step as ``loop.train_step`` takes it: forward + backward of its micro-batches, then the update."""
     micro = _micro(run, step)
+    run.model.train()  # as loop.train_step: transformers checkpoints activations only in training mode
     _sync()
     started = time.perf_counter()
     parallel.accumulate_gradients(run.model, micro, run.pad_id, run.accelerator, run.objective, run.world,
