@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from lmtune.errors import UserError
 from lmtune.kinds.tasks import TASK_TYPES, task_kind
+from lmtune.recipe_data import CleanConfig, DataConfig, SelfTrainingConfig, SplitConfig, SubsetConfig  # noqa: F401
 from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recipe import EvalConfig` keeps working)
     BiasConfig,
     CostConfig,
@@ -81,64 +82,6 @@ class TaskConfig(_Strict):
         return self
 
 
-class SplitConfig(_Strict):
-    """Fractions held out from train when validation/test files are not given."""
-
-    validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of train held out for validation.")
-    test: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of train held out for test.")
-    stratify: bool = Field(True, description="Keep label proportions equal across splits.")
-    group_by: str | None = Field(None, description="A record field; one group never straddles two splits.")
-
-    @model_validator(mode="after")
-    def _sum_below_one(self):
-        if self.validation + self.test >= 1.0:
-            raise ValueError("validation + test must be below 1.0 so some data is left to train on")
-        return self
-
-
-class CleanConfig(_Strict):
-    """Cleaning before the split; every step is counted in data_report.json."""
-
-    normalize: bool = Field(True, description="NFKC, HTML entities, control characters, whitespace.")
-    dedup: Literal["none", "exact", "exact+near"] = Field("exact+near", description="Duplicate removal.")
-    near_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard threshold for near-duplicates.")
-    pii: Literal["none", "report", "mask", "drop"] = Field("mask", description="Personal data handling.")
-    min_chars: int = Field(1, ge=0, description="Drop records whose input is shorter than this.")
-    max_chars: int | None = Field(None, gt=0, description="Drop records whose input is longer than this.")
-    leak_threshold: float | None = Field(
-        0.8, gt=0.0, le=1.0, description="Token similarity (case and punctuation ignored) from which a train input "
-        "counts as a near copy of a validation/test or contamination input; null: exact repeats only.")
-    empty: Literal["error", "drop"] = Field(
-        "error", description="A record with an empty field: stop, or drop it (counted).")
-    label_map: dict[str, str | float] = Field(
-        default_factory=dict, description="Rename labels, e.g. {pos: positive}; numbers for regression.")
-
-
-class DataConfig(_Strict):
-    """Where the data comes from and how it is prepared."""
-
-    train: str = Field(description="JSONL, CSV, TSV or Parquet file, or asset:<name>/<split>.")
-    validation: str | None = Field(None, description="If null, split from train.")
-    test: str | None = Field(None, description="If null, split from train.")
-    fields: dict[str, str] = Field(default_factory=dict, description="Format field -> source column.")
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    clean: CleanConfig = Field(default_factory=CleanConfig)
-    leakage: Literal["drop", "fail", "report"] = Field(
-        "drop", description="Validation/test inputs found (exactly or nearly) in train: drop from train, fail, "
-        "or report.")
-    contamination: list[str] = Field(
-        default_factory=list, description="Evaluation files whose inputs must not appear in train (same policy).")
-    augment: dict[str, Any] | None = Field(None, description="Augmentation of the train split.")
-    max_records: int | None = Field(
-        None, gt=0, description="Use only N records of each file, chosen as data.sample says.")
-    sample: Literal["stratified", "random", "first"] = Field(
-        "stratified", description="How data.max_records chooses: seeded and stratified by label (plain random "
-        "without labels), seeded random, or the first N in file order.")
-    max_record_chars: int | None = Field(
-        1_000_000, gt=0, description="Most characters of text one record may hold; a larger one is an error naming "
-        "it, before cleaning and near-duplicate search (a 50 MB record took 8 GB). null: no limit.")
-
-
 class MethodConfig(_Strict):
     """How the weights are adapted."""
 
@@ -188,6 +131,9 @@ class TrainingConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stops improving.")
     replay: ReplayConfig | None = Field(None, description="General data mixed into training against forgetting.")
+    self_training: SelfTrainingConfig | None = Field(
+        None, description="Pseudo-label a pool with the fine-tuned model and train again: {pool, threshold, rounds, "
+        "max_ratio}.")
     log_every: int = Field(5, ge=1, description="Steps between training-loss log lines.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision; auto = bf16 where the hardware has it natively, else fp32.")

@@ -18,6 +18,7 @@ from lmtune.data import augment, clean, io, leakage, neardup, pii
 from lmtune.data.formats import Example, load_examples
 from lmtune.data.sample import sample_examples
 from lmtune.data.split import label_counts, split_examples
+from lmtune.data.subset import subset
 from lmtune.errors import UserError
 from lmtune.run_dir import DataDir
 
@@ -68,6 +69,10 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
 
     splits = _split(loaded, data_cfg.split, seed, report)
     splits["train"] = _check_leakage(splits, data_cfg, report)
+    if getattr(data_cfg, "subset", None) is not None:
+        sub = data_cfg.subset
+        splits["train"] = subset(splits["train"], sub.size, sub.seed)
+        _step(report, "train", f"nested subset (data.subset: size {sub.size}, seed {sub.seed})", len(splits["train"]))
     if data_cfg.augment:
         options = {"model": model, **data_cfg.augment}
         splits["train"], report["augmentation"] = augment.augment(splits["train"], options, seed)

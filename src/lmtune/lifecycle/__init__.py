@@ -8,8 +8,6 @@ are public: ``lmtune eval`` (:mod:`lmtune.evaluation_run`) runs them on a model 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +22,15 @@ from lmtune.errors import UserError
 from lmtune.evaluate import cost, intervals, metrics, sharding, systems
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.kinds import systems as system_kinds
+from lmtune.lifecycle import calibrating, self_training
+from lmtune.lifecycle.final_model import save_final
 from lmtune.methods import registry
 from lmtune.methods.merge import merged_adapter
 from lmtune.models import pad_id
 from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.report.page import write_report
-from lmtune.run_dir import RunDir, write_model_info
+from lmtune.run_dir import RunDir
 from lmtune.seeding import seed_everything
 from lmtune.train import loop, strategy
 from lmtune.train.trackers.session import opened as opened_trackers
@@ -78,6 +78,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, resume: bool = False, ov
             _apply_method(run)
         summary = _fine_tune(run)
         evaluate_tuned(run)
+        self_training.run_rounds(run)
         return _save_and_report(run, summary)
 
 
@@ -140,6 +141,7 @@ def checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quie
                    grad_accum=recipe.training.grad_accum, max_grad_norm=recipe.training.max_grad_norm)
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
+    calibrating.check(recipe, prepared)
     template = None
     if task.prompted:  # a placeholder the records lack is reported before the model loads
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
@@ -216,6 +218,7 @@ def baselines(run: _Run) -> None:
                 f"{', '.join(system_kinds.for_shape(run.task.shape))}); skipped", quiet)
             continue
         result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
+        calibrating.apply(run, system, result, shots)
         run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
         _check_bias(run, system, result, shots)
         save_results(run)
@@ -295,6 +298,7 @@ def evaluate_tuned(run: _Run) -> None:
                 tuned = _answer(run, system, None, quiet)
                 if tuned is not None:
                     tuned.metrics["measured_at"] = cost.machine_load()
+                    calibrating.apply(run, system, tuned, None)
                     run.results[system] = intervals.with_intervals(tuned, run.spec, recipe.eval, recipe.seed)
                     _check_bias(run, system, tuned, None)
     if run.probes:
@@ -321,20 +325,6 @@ def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
             run.trackers.log_outcome()
     distributed.barrier()  # the others return once the run directory is complete
     return run.run_dir.path
-
-
-def save_final(final: Path, model, tokenizer, method, recipe: Recipe, source) -> None:
-    """Write the trained artefact, tokenizer (with its chat template) and how to use it, atomically."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    method.save(model, tmp)
-    tokenizer.save_pretrained(tmp)
-    info = {"base_model": recipe.model.name, "base_model_source": source.to_dict(), "method": recipe.method.name,
-            "task": recipe.task.model_dump(mode="json"), "head": tasks.uses_head(recipe),
-            "max_length": recipe.training.max_length}
-    write_model_info(tmp, info)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
 
 
 def _check_bias(run: _Run, system: str, result, shots) -> None:
