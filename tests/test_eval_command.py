@@ -140,3 +140,16 @@ def test_bad_systems_and_unusable_models_or_outputs_are_one_line_each(recipe_fil
     _one_error(*run_cli("eval", recipe, "--model", unfinished, "--out", out), "--model", "no final/")
     # An earlier run in --out is neither resumed nor replaced unless asked.
     _one_error(*run_cli("eval", recipe, "--model", tiny_model_dir, "--out", unfinished), str(unfinished), "--resume")
+
+
+def test_eval_logs_its_results_to_the_recipe_trackers(task_runs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, out = task_runs["reviews"], tmp_path / "eval"
+    code, output = run_cli("eval", run / "recipe.yaml", "--model", run, "--out", out, "--quiet",
+                           "--set", "tracking=[jsonl,tensorboard]")
+    assert code == 0, output
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    f1 = json.loads((out / "eval.json").read_text())["results"]["finetuned"]["f1_macro"]
+    assert events.Scalars("eval/finetuned/f1_macro")[-1].value == pytest.approx(f1)

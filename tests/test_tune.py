@@ -240,3 +240,10 @@ def test_search_values_are_set_into_a_trial_recipe_as_set_sets_them(tune_recipe)
     assert trial.name == "tiny-trial-7" and trial.search is None and trial.eval.systems == ["finetuned"]
     assert trial.training.learning_rate == 2e-4 and trial.method.peft == {"target_modules": ["q_proj"]}
     assert trial.model.dtype == "fp32" and trial.model.name == recipe.model.name
+
+
+def test_lmtune_train_says_it_leaves_search_to_lmtune_tune(tune_recipe, tmp_path):
+    recipe = tune_recipe({"training.learning_rate": [GOOD]}, training={"max_steps": 1})
+    code, output = run_cli("train", recipe, "--out", tmp_path / "run", "--quiet")
+    assert code == 0, output
+    assert "warning: " in output and "search: is read by `lmtune tune` only" in output

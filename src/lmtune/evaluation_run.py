@@ -41,6 +41,7 @@ from lmtune.recipe import RUN_NAME, Recipe, recipe_from_dict
 from lmtune.report.page import write_report
 from lmtune.run_dir import RunDir, read_model_info, run_final, run_of
 from lmtune.seeding import seed_everything
+from lmtune.train.trackers.session import opened as opened_trackers
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,9 @@ def evaluate(plan: Plan, resume: bool = False, overwrite: bool = False, quiet: b
         say(note, quiet)
     run = lifecycle.checked(recipe, plan.run_dir, resume, overwrite, quiet)
     created = outputs.claim_run_dir(plan.run_dir.path, resume, overwrite) if main else None
-    with run_status.kept(run.run_dir, main), outputs.removed_on_failure(created, keep=run.run_dir.eval):
+    tracked = opened_trackers(recipe.tracking, run.run_dir, recipe.model_dump(mode="json"), resume, main, quiet)
+    with run_status.kept(run.run_dir, main), tracked as run.trackers, \
+            outputs.removed_on_failure(created, keep=run.run_dir.eval):
         lifecycle.set_up(run)
         if main:
             _record(run.run_dir, plan.target)
@@ -305,3 +308,5 @@ def _save_and_report(run, target: Target) -> None:
     lifecycle.save_results(run, significance=tested)
     run.run_dir.write_eval({**run.run_dir.read_eval(), "evaluated": target.describe()})
     write_report(run.run_dir.path)
+    if run.trackers is not None:  # the results with their intervals, the report and manifest, as a training run logs
+        run.trackers.log_outcome()

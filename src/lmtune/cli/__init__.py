@@ -128,6 +128,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from lmtune.run_dir import RunDir
 
     rec = load_recipe(recipe, set_)
+    if rec.search:
+        from lmtune.progress import say
+
+        say(f"warning: {recipe}: search: is read by `lmtune tune` only; `lmtune train` trains the recipe's own values")
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
     check_run_dir(RunDir.at(out, rec.name).path, resume, overwrite)
     if processes > 1:
