@@ -1,5 +1,10 @@
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +160,53 @@ def evaluated(run) -> list[tuple[dict, dict]]:
     predicted = [json.loads(line) for line in (run / "predictions" / "finetuned.jsonl").read_text().splitlines()]
     assert len(test) == len(predicted) == json.loads((run / "eval.json").read_text())["n"]
     return list(zip(test, predicted))
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a model is loaded: the recipes of such a test must be refused before that."""
+    from lmtune import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the recipe was refused")
+
+    monkeypatch.setattr(models, "load_causal_lm", refuse)
+    monkeypatch.setattr(models, "load_sequence_classifier", refuse)
+
+
+def refused_train(recipe, out) -> str:
+    """``lmtune train recipe``'s one error line; asserts exit 2, no traceback and no run directory left."""
+    code, output = run_cli("train", recipe, "--out", out, "--quiet")
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in output, output
+    assert not out.exists()
+    return lines[0]
+
+
+def killed_cli(args, ready, timeout: float = 240.0) -> str:
+    """Run ``lmtune *args`` in a process of its own and SIGKILL it as soon as ``ready(lines printed so far)`` is
+    true (the kill-and-resume tests); returns what it printed. Fails if it ends or ``timeout`` passes first."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(seen):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    return "".join(seen)

@@ -7,17 +7,11 @@ chance (0.17, one class predicted).
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import optuna
 import pytest
 import yaml
-from conftest import run_cli, write_jsonl
+from conftest import killed_cli, run_cli, write_jsonl
 from optuna.trial import TrialState
 from tiny import build_model, build_tokenizer, sharpened
 
@@ -136,25 +130,10 @@ def test_a_search_killed_mid_trial_resumes_and_reaches_its_trials(tune_recipe, t
     out = tmp_path / "study"
     recipe = tune_recipe({"training.learning_rate": {"low": 3e-3, "high": 3e-2, "log": True}})
     args = ["tune", str(recipe), "--trials", "3", "--pruner", "none", "--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    watchdog = threading.Timer(240, proc.kill)
-    watchdog.start()
-    seen = []
-    try:
-        for line in proc.stdout:  # once trial 0 is complete and trial 1 has started,
-            seen.append(line)
-            if line.startswith("trial 1:") and "training in" in line:
-                break
-        deadline = time.monotonic() + 120
-        while not (out / "trial-1" / "metrics.jsonl").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # kill it in the middle of trial 1's training (its step 5 of 20 is logged)
-        proc.wait(30)
-    finally:
-        watchdog.cancel()
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    def ready(seen):  # once trial 0 is complete and trial 1 has started, in the middle of trial 1's training
+        started = any(line.startswith("trial 1:") and "training in" in line for line in seen)
+        return started and (out / "trial-1" / "metrics.jsonl").exists()
+    seen = killed_cli(args, ready).splitlines()
     assert any(line.startswith("trial 0:") and "f1_macro" in line for line in seen), "".join(seen)
     killed = load(out)
     assert [t.state for t in killed.trials] == [TrialState.COMPLETE, TrialState.RUNNING]

@@ -100,7 +100,7 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_systems(self):
-        bad = [s for s in self.systems if system_kinds.find(s) is None]
+        bad = [s for s in self.systems if not system_kinds.choosable(s)]  # self_trained: training.self_training's
         if bad:
             raise ValueError(f"systems: unknown system {bad[0]!r}; choose from {list(system_kinds.SYSTEM_NAMES)} "
                              "or model:<ref>")

@@ -324,7 +324,8 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
                                                "run over it. Default: the labels seen in references and predictions."),
           resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),
           seed: int = typer.Option(0, "--seed", help="Seed of the resampling.")):
-    """Score predictions against references: JSON {metric: {value, ci_low, ci_high}} (bootstrap 95% CI)."""
+    """Score predictions against references: JSON {metric: {value, ci_low, ci_high}} (bootstrap 95% CI); lines
+    with label scores (a run's predictions) add ece, the expected calibration error of their confidence."""
     import json
 
     from lmtune.evaluate.score import score_file
@@ -347,4 +348,6 @@ def main() -> None:
 
 
 # The experiment commands (estimate, tune, eval) register themselves on `app` in a module of their own.
+from lmtune.cli import active as _active  # noqa: E402,F401
+from lmtune.cli import curve as _curve  # noqa: E402,F401
 from lmtune.cli import experiments as _experiments  # noqa: E402,F401

@@ -193,6 +193,42 @@ def paired_change(before: np.ndarray, after: np.ndarray, reduce: Callable[[np.nd
     return {"value": value, "ci_low": low, "ci_high": high, "p_value": p}
 
 
+def paired_difference(task: str, metric: str, references: Sequence[Any], predictions_a: Sequence[Any],
+                      predictions_b: Sequence[Any], labels: Sequence[str] | None = None, n_resamples: int = 1000,
+                      seed: int = 0, confidence: float = 0.95) -> dict[str, float | None]:
+    """``metric(A) - metric(B)`` on the same examples, with its paired bootstrap interval and p-value.
+
+    The resamples are :func:`paired_p_value`'s (same seed, same draws), so ``p_value`` equals what it gives;
+    the interval is the percentile interval of the resampled differences (self-training's gain over the
+    supervised run, say).
+
+    Returns:
+        ``{"value", "ci_low", "ci_high", "p_value"}``; interval None and p NaN where undefined.
+    """
+    _check_settings(n_resamples, confidence)
+    if len(predictions_a) != len(predictions_b):
+        raise ValueError(f"the two systems' predictions differ in length ({len(predictions_a)} vs "
+                         f"{len(predictions_b)}); a paired difference needs the same examples")
+    if labels is None and getattr(find_task(task), "labelled", False):
+        labels = metric_registry.averaged_labels(references, [*predictions_a, *predictions_b])
+    name = "per_class" if metric.endswith("]") and "[" in metric else metric
+    parts_a = metric_registry.scored(task, references, predictions_a, labels, [name])
+    parts_b = metric_registry.scored(task, references, predictions_b, labels, [name])
+    for a, b in zip(parts_a, parts_b, strict=True):
+        if metric not in a.values:
+            continue
+        i = list(a.values).index(metric)
+        va, vb = a.values[metric], b.values[metric]
+        value = None if va is None or vb is None else va - vb
+        statistic = lambda idx, a=a, b=b: a.reduce(a.rows[idx]) - b.reduce(b.rows[idx])  # noqa: E731
+        resampled = _resample(statistic, (len(references), a.rows.shape[1] + b.rows.shape[1]), n_resamples, seed,
+                              confidence)
+        low, high = _interval(resampled, i, value)
+        p = _two_sided_p(None if resampled is None else resampled.bootstrap_distribution[i], value)
+        return {"value": value, "ci_low": low, "ci_high": high, "p_value": p}
+    raise ValueError(f"{metric!r} is not a result key of task {task!r}")
+
+
 def _check_settings(n_resamples: int, confidence: float) -> None:
     if int(n_resamples) != n_resamples or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")

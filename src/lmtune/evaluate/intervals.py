@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmtune.evaluate import bootstrap, metrics
+from lmtune.kinds import systems as system_kinds
 
 
 def with_intervals(result, spec, eval_config, seed: int):
@@ -43,13 +44,17 @@ def significance(results: dict[str, Any], spec, eval_config, seed: int) -> list[
     if not eval_config.bootstrap or len(scored) < 2:
         return []
     winner = metrics.best_systems({k: v.metrics[metric] for k, v in scored.items()}, metric)[0]
-    refs = [r["reference"] for r in scored[winner].predictions]
+    pairs = [(winner, other) for other in scored if other != winner]
+    # A variant is always tested against what it varies (self_trained against finetuned), whoever wins.
+    pairs += [(s, base) for s in scored if (base := getattr(system_kinds.find(s), "compared_with", None)) in scored
+              and winner not in (s, base)]
     out = []
-    for other, res in scored.items():
-        if other == winner or len(res.predictions) != len(refs):
+    for a, b in pairs:
+        refs = [r["reference"] for r in scored[a].predictions]
+        if len(scored[b].predictions) != len(refs):
             continue
-        p = bootstrap.paired_p_value(spec.type, metric, refs, [r["prediction"] for r in scored[winner].predictions],
-                                     [r["prediction"] for r in res.predictions], spec.labels,
+        p = bootstrap.paired_p_value(spec.type, metric, refs, [r["prediction"] for r in scored[a].predictions],
+                                     [r["prediction"] for r in scored[b].predictions], spec.labels,
                                      n_resamples=eval_config.bootstrap, seed=seed)
-        out.append({"a": winner, "b": other, "metric": metric, "p_value": p})
+        out.append({"a": a, "b": b, "metric": metric, "p_value": p})
     return out

@@ -18,17 +18,25 @@ Macro averages (precision, recall, F1) use the same definition as ``lmtune train
 (``metrics.averaged_labels``): over ``labels`` when given (the task's label set, as in the
 recipe's ``task.labels``), otherwise over the union of the labels seen in references and
 predictions. Each macro entry of the output names that set in ``averaged_over``.
+
+A classification file whose rows carry their label ``scores`` (a run's ``predictions/<system>.jsonl`` of a
+label-scored system) also gets ``ece``, the expected calibration error of its confidences
+(:func:`calibration_error`), unless ``--metrics`` narrows the output.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats
+
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
-from lmtune.evaluate import bootstrap, metrics
+from lmtune.evaluate import bootstrap, calibration, metrics
 from lmtune.kinds.tasks import find as find_task
 from lmtune.kinds.tasks import scored_per_example, task_kind
 
@@ -87,12 +95,14 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
     Returns:
         ``{"task", "n", "labels", "metrics": {key: {"value", "ci_low", "ci_high"}}}``
         (``labels`` is None unless the task is classification); macro entries also hold
-        ``averaged_over``, the label set of their average.
+        ``averaged_over``, the label set of their average. Rows with label ``scores`` add ``ece``
+        (:func:`calibration_error`) when ``metric_names`` is None or ``"auto"``.
 
     Raises:
         UserError: missing or unreadable file, a line without both fields or with a value that
             is not text or a number (``file:line``), an unknown task or metric, ``labels`` with a
-            task other than classification, empty or repeated, or missing a reference's label.
+            task other than classification, empty or repeated, or missing a reference's label;
+            a row's ``scores`` or ``confidence`` that is not what a run writes.
     """
     if not Path(path).exists():
         raise UserError("no such data file; check the predictions path given to lmtune score", source=str(path))
@@ -117,7 +127,73 @@ def score_file(path: str | Path, metric_names: str | list[str] | None = None, ta
     for key, entry in scores.items():
         if key.endswith("_macro"):  # say which labels the average is over, next to its number
             entry["averaged_over"] = averaged
+    if kind.labelled and metric_names in (None, "auto"):
+        ece = calibration_error(path, references, predictions, n_resamples, seed, confidence)
+        if ece is not None:
+            scores["ece"] = ece
     return {"task": task, "n": len(references), "labels": averaged, "metrics": scores}
+
+
+def calibration_error(path: str | Path, references: list[str], predictions: list[str], n_resamples: int = 1000,
+                      seed: int = 0, confidence: float = 0.95) -> dict[str, Any] | None:
+    """The expected calibration error of a file whose rows carry their label ``scores``, with a percentile
+    bootstrap interval; None when the first row has no ``scores``.
+
+    A row's confidence is its own ``confidence`` when every row has one (what the run's system said, after the
+    temperature ``eval.calibrate`` fitted), else the softmax of its ``scores`` at its prediction (T = 1). So the
+    ECE of a run's predictions file is the one in its ``eval.json``. ``confidence_from`` says which it was.
+
+    Raises:
+        UserError: a row without ``scores`` after one with them, ``scores`` that are not label -> number, or a
+            ``confidence`` outside [0, 1] (``file:line``).
+    """
+    rows = list(iter_rows(path))
+    if not rows or "scores" not in rows[0][1]:
+        return None
+    own = all("confidence" in record for _, record in rows)
+    said = np.array([_row_confidence(where, record, own) for where, record in rows])
+    correct = np.array([p == r for p, r in zip(predictions, references, strict=True)], dtype=np.float64)
+    low = high = None
+    if len(said) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns when every resample gives the same ECE: then that's it
+            found = stats.bootstrap((said, correct), _ece, paired=True, vectorized=True, n_resamples=n_resamples,
+                                    method="percentile", confidence_level=confidence, rng=np.random.default_rng(seed))
+        low, high = round(float(found.confidence_interval.low), 4), round(float(found.confidence_interval.high), 4)
+    # Four decimals, as in eval.json: the bins' means it is computed from are rounded so.
+    return {"value": round(calibration.expected_calibration_error(said, correct), 4), "ci_low": low, "ci_high": high,
+            "confidence_from": "confidence" if own else "scores"}
+
+
+def _row_confidence(where: str, record: dict[str, Any], own: bool) -> float:
+    """One row's confidence (see :func:`calibration_error`), its fields checked."""
+    scores = record.get("scores")
+    if not isinstance(scores, dict) or not scores or not all(_is_finite(v) for v in scores.values()):
+        raise UserError("'scores' must be an object of label -> log-likelihood (finite numbers), as a run's "
+                        "predictions write it; remove it from every line to score the labels alone", source=where)
+    if own:
+        value = record["confidence"]
+        if not _is_finite(value) or not 0.0 <= value <= 1.0:
+            raise UserError(f"'confidence' is {value!r}; it must be a probability from 0 to 1", source=where)
+        return float(value)
+    probs = calibration.probabilities(np.array([float(v) for v in scores.values()]))
+    labels = list(scores)
+    picked = labels.index(record["prediction"]) if record["prediction"] in scores else int(probs.argmax())
+    return float(probs[picked])
+
+
+def _ece(said: np.ndarray, correct: np.ndarray, axis: int = -1) -> np.ndarray:
+    """ECE of each resample along ``axis``: the bins of :func:`lmtune.evaluate.calibration.reliability`, where
+    a bin's count times its confidence-accuracy gap is the sum of its examples' gaps."""
+    edges = np.linspace(0.0, 1.0, calibration.BINS + 1)
+    which = np.clip(np.digitize(said, edges[1:-1], right=True), 0, calibration.BINS - 1)
+    gap = said - correct
+    return sum(np.abs(np.where(which == b, gap, 0.0).sum(axis=axis)) for b in range(calibration.BINS)) \
+        / said.shape[axis]
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _label_list(labels: str | list[str] | None) -> list[str] | None:

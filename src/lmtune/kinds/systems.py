@@ -30,6 +30,9 @@ class SystemKind:
             a floor to beat rather than an alternative to fine-tuning.
         shapes: the task shapes (:mod:`lmtune.tasks`) it applies to: ``tokens`` (a causal LM learning target
             tokens), ``head`` (a classification or regression head), ``preference`` (DPO pairs).
+        derived: a result a later stage adds under this name, not a choice in ``eval.systems`` (``self_trained``:
+            the last round of ``training.self_training``).
+        compared_with: the system it is a variant of; the significance tests always compare the two.
     """
 
     name: str
@@ -39,6 +42,8 @@ class SystemKind:
     other_model: bool = False
     constant: bool = False
     shapes: frozenset[str] = frozenset({"tokens"})
+    derived: bool = False
+    compared_with: str | None = None
 
     @property
     def reads_examples(self) -> bool:
@@ -52,6 +57,8 @@ SYSTEM_KINDS: tuple[SystemKind, ...] = (
     SystemKind("rag", retrieval=True),
     SystemKind("finetuned", trained=True, shapes=frozenset({"tokens", "head", "preference"})),
     SystemKind("finetuned+rag", trained=True, retrieval=True),
+    # No shapes: no task answers as it; run_rounds (lifecycle.self_training) adds its results.
+    SystemKind("self_trained", trained=True, shapes=frozenset(), derived=True, compared_with="finetuned"),
     SystemKind("majority", constant=True, shapes=frozenset({"head"})),
     SystemKind(OTHER_MODEL_PREFIX, other_model=True),
 )
@@ -59,7 +66,7 @@ SYSTEM_KINDS: tuple[SystemKind, ...] = (
 _BY_NAME = {kind.name: kind for kind in SYSTEM_KINDS}
 
 #: The fixed system names a recipe may use, besides ``model:<ref>``.
-SYSTEM_NAMES: tuple[str, ...] = tuple(k.name for k in SYSTEM_KINDS if not k.other_model)
+SYSTEM_NAMES: tuple[str, ...] = tuple(k.name for k in SYSTEM_KINDS if not k.other_model and not k.derived)
 
 
 def find(name: str) -> SystemKind | None:
@@ -67,6 +74,12 @@ def find(name: str) -> SystemKind | None:
     if name.startswith(OTHER_MODEL_PREFIX) and len(name) > len(OTHER_MODEL_PREFIX):
         return _BY_NAME[OTHER_MODEL_PREFIX]
     return _BY_NAME.get(name) if name != OTHER_MODEL_PREFIX else None
+
+
+def choosable(name: str) -> bool:
+    """Whether ``eval.systems`` may name ``name`` (a known system that no later stage derives)."""
+    kind = find(name)
+    return kind is not None and not kind.derived
 
 
 def system_kind(name: str) -> SystemKind:
@@ -102,3 +115,10 @@ def is_constant(name: str) -> bool:
 def for_shape(shape: str) -> list[str]:
     """The systems that apply to a task shape, as a reader would write them (``model:<ref>``)."""
     return [k.name + ("<ref>" if k.other_model else "") for k in SYSTEM_KINDS if shape in k.shapes]
+
+
+def main_trained(systems: list[str]) -> str:
+    """The fine-tuned system whose score stands for a run (a tuning trial's objective, a learning curve's points):
+    ``finetuned`` unless ``systems`` names other fine-tuned systems only."""
+    trained = [s for s in systems if is_trained(s)]
+    return "finetuned" if "finetuned" in trained or not trained else trained[0]

@@ -115,6 +115,7 @@ class _Run:
     results: dict[str, Any] = field(default_factory=dict)
     bias: dict[str, Any] = field(default_factory=dict)
     forgetting: dict[str, Any] = field(default_factory=dict)
+    self_training: dict[str, Any] = field(default_factory=dict)  # training.self_training's rounds and gain
 
     @property
     def fine_tunes(self) -> bool:
@@ -142,6 +143,7 @@ def checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quie
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
     calibrating.check(recipe, prepared)
+    self_training.check(recipe, prepared)  # the pool is read now: a wrong path stops the run before the model loads
     template = None
     if task.prompted:  # a placeholder the records lack is reported before the model loads
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
@@ -376,6 +378,8 @@ def save_results(run: _Run, summary: dict[str, Any] | None = None, significance:
         body["bias"] = run.bias
     if run.forgetting:
         body["forgetting"] = run.forgetting
+    if run.self_training:
+        body["self_training"] = run.self_training
     if significance:
         body["significance"] = significance
     if summary:

@@ -36,7 +36,8 @@ def apply(run, system: str, result, shots) -> None:
     if not labels or not rows or "scores" not in rows[0]:
         return
     temperature = 1.0
-    if run.recipe.eval.calibrate == "temperature":
+    # A trial of `lmtune tune` is scored on validation itself: a temperature fitted there would grade its own fit.
+    if run.recipe.eval.calibrate == "temperature" and run.split != "validation":
         temperature = fit(run, system, shots)
         result.metrics["ece_uncalibrated"] = calibration.calibrated([dict(r) for r in rows], labels)["ece"]
     result.metrics.update(calibration.calibrated(rows, labels, temperature))

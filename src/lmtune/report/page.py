@@ -7,7 +7,9 @@ out and a file that cannot be parsed gets a visible note instead of failing the 
 
 Sections live in modules named after them: :mod:`~lmtune.report.systems` (verdict, systems),
 :mod:`~lmtune.report.classes` (confusion, per-class scores, misclassified or example outputs),
-:mod:`~lmtune.report.data` (the data report); this module has the rest and puts them together.
+:mod:`~lmtune.report.data` (the data report), :mod:`~lmtune.report.calibration` (ECE, temperature,
+reliability diagrams), :mod:`~lmtune.report.self_training` (pseudo-labels, gain); this module has the rest
+and puts them together.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.kinds import systems as system_kinds
 from lmtune.recipe_model import model_name
-from lmtune.report import classes, data, html, plots, systems
+from lmtune.report import calibration, classes, data, html, plots, self_training, systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
 
@@ -47,8 +49,9 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _render(run: Run) -> str:
-    sections = [_header(run), systems.verdict(run), systems.systems(run), forgetting_section(run), bias_section(run),
-                classes.details(run), _training(run), data.data(run), _environment(run)]
+    sections = [_header(run), systems.verdict(run), systems.systems(run), calibration.section(run),
+                self_training.section(run), forgetting_section(run), bias_section(run), classes.details(run),
+                _training(run), data.data(run), _environment(run)]
     return html.page(run.name, "".join(s for s in sections if s), run.notes)
 
 

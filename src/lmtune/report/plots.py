@@ -286,3 +286,52 @@ def interval_bars(groups: Mapping[str, Mapping[str, float]], metric: str,
     ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=min(2, len(runs)), fontsize=8, frameon=False)
     return to_data_uri(fig)
+
+
+def reliability_diagram(bins: Sequence[Mapping[str, float]], title: str, ece: float,
+                        temperature: float | None = None) -> str:
+    """:func:`reliability_figure` as a PNG data URI."""
+    return to_data_uri(reliability_figure(bins, title, ece, temperature))
+
+
+def reliability_figure(bins: Sequence[Mapping[str, float]], title: str, ece: float,
+                       temperature: float | None = None) -> Figure:
+    """A reliability diagram: the accuracy of each confidence bin as a bar against the diagonal of perfect
+    calibration, the gap to the bin's mean confidence shaded, as in Guo et al. (2017).
+
+    A bar below the diagonal is a bin whose answers are right less often than the system claims (overconfident);
+    the count above each bar says how much of the test set that bin holds, since a gap over three examples
+    means little.
+
+    Args:
+        bins: the reliability bins of :func:`lmtune.evaluate.calibration.reliability` (``low``, ``high``, ``n``,
+            ``confidence``, ``accuracy``); empty bins are absent.
+        title: the system's name.
+        ece: the expected calibration error, shown in the title.
+        temperature: the temperature the probabilities were divided by; shown when it is not 1.
+
+    Returns:
+        The figure (one per system: three fit side by side in the report's column).
+    """
+    fig = _figure(3.4, 3.5)
+    ax = fig.subplots()
+    lows = [float(b["low"]) for b in bins]
+    widths = [float(b["high"]) - float(b["low"]) for b in bins]
+    accuracy = [float(b["accuracy"]) for b in bins]
+    gap = [float(b["confidence"]) - a for b, a in zip(bins, accuracy)]
+    ax.bar(lows, accuracy, widths, align="edge", color=_COLORS[0], edgecolor="white", label="accuracy")
+    ax.bar(lows, gap, widths, bottom=accuracy, align="edge", color=_COLORS[3], alpha=0.35, edgecolor=_COLORS[3],
+           hatch="//", label="gap to confidence")
+    for low, width, b in zip(lows, widths, bins):  # the count above whichever of the two bars is higher
+        ax.text(low + width / 2, max(float(b["accuracy"]), float(b["confidence"])) + 0.01, str(int(b["n"])),
+                ha="center", va="bottom", fontsize=7)
+    ax.plot([0, 1], [0, 1], color="#222222", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    scaled = f", T = {temperature:.3g}" if temperature is not None and temperature != 1 else ""
+    ax.set_title(f"{wrap_name(title)}\nECE {ece:.3f}{scaled}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7)
+    return fig

@@ -17,7 +17,19 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from lmtune.errors import UserError
-from lmtune.studio import layout, pages_compare, pages_new, pages_run, pages_runs, security
+from lmtune.studio import (
+    layout,
+    pages_active,
+    pages_compare,
+    pages_curve,
+    pages_new,
+    pages_run,
+    pages_runs,
+    pages_studies,
+    pages_tune,
+    security,
+    studies,
+)
 from lmtune.studio.index import Index, RunNotFound
 
 STATIC = Path(__file__).parent / "static"
@@ -58,7 +70,7 @@ def create_app(studio: Studio) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        refused = security.check(request, studio.token, studio.hosts)
+        refused = security.check(request, studio.token, studio.hosts) or studies.read_only(request)
         response = refused or security.signed_in(request, studio.token)
         if response is None:
             response = await call_next(request)
@@ -74,11 +86,19 @@ def create_app(studio: Studio) -> FastAPI:
             return JSONResponse({"error": {"message": message, "code": 404}}, status_code=404)
         return HTMLResponse(layout.message_page("Run not found", message), status_code=404)
 
+    @app.exception_handler(studies.StudyNotFound)
+    async def study_not_found(request: Request, exc: studies.StudyNotFound):
+        message = f"{exc} in {studio.runs}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"message": message, "code": 404}}, status_code=404)
+        return HTMLResponse(layout.message_page("Study not found", message), status_code=404)
+
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return JSONResponse({"error": {"message": str(exc), "param": exc.source, "code": 400}}, status_code=400)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (pages_runs, pages_run, pages_compare, pages_new):
+    for module in (pages_runs, pages_run, pages_compare, pages_new, pages_studies, pages_tune, pages_curve,
+                   pages_active):
         app.include_router(module.router)
     return app

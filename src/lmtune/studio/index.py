@@ -3,9 +3,12 @@
 A run is a directory directly inside the folder that has a run's marker files (``recipe.yaml`` and
 ``manifest.json``, see :mod:`lmtune.run_dir`). Its name in URLs is its directory name, and
 :func:`run_dir` is the only way from a name to a path: anything that is not exactly such a directory
-(``..``, a slash, a symlink leading out of the folder) is not found. Rows are cached per run and rebuilt
-when ``eval.json`` or ``recipe.yaml`` change; the status is read fresh each time (it changes while a run
-trains). A run being written never breaks a row: files that cannot be parsed yet leave fields empty.
+(``..``, a slash, a symlink leading out of the folder) is not found. A run inside a study (a tune trial, a
+learning curve's point, an active-learning round) is named by its path's parts joined with ``~``
+(``lr-search~trial-3`` is ``<runs>/lr-search/trial-3``), each part checked the same way; only top-level runs
+are rows. Rows are cached per run and rebuilt when ``eval.json`` or ``recipe.yaml`` change; the status is read
+fresh each time (it changes while a run trains). A run being written never breaks a row: files that cannot be
+parsed yet leave fields empty.
 """
 
 from __future__ import annotations
@@ -25,28 +28,48 @@ from lmtune.run_dir import RunDir
 from lmtune.studio.cache import Stamped
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+#: Joins the parts of a nested run's name: no plain name holds it, and a URL carries it as it is.
+NESTED = "~"
+#: The most parts a nested name has: ``<study>~<strategy>-s<seed>~round-<r>`` (lmtune active) has three.
+MAX_DEPTH = 3
 
 
 class RunNotFound(LookupError):
     """No run of that name in the runs folder."""
 
 
-def run_dir(root: Path, name: str) -> RunDir:
-    """The run called ``name`` in ``root``.
+def directory(root: Path, name: str, depth: int = 1) -> Path:
+    """The directory ``name`` names inside ``root``: one plain directory name, or up to ``depth`` of them joined
+    with :data:`NESTED`, each step a real directory of the one before (no symlink leads out of it).
 
     Raises:
-        RunNotFound: ``name`` is not a plain directory name, or no run of that name is in ``root``.
+        RunNotFound: ``name`` is not such a name, or one of its steps leaves the folder.
     """
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    parts = name.split(NESTED) if isinstance(name, str) else []
+    if not 1 <= len(parts) <= depth or not all(_NAME.match(p) and p not in (".", "..") for p in parts):
         raise RunNotFound(name)
     root = Path(root).resolve()
-    path = root / name
-    try:
-        inside = path.resolve().parent == root
-    except OSError:
-        inside = False
-    run = RunDir(path)
-    if not inside or not run.is_run:
+    here = root
+    for part in parts:
+        try:
+            step = (here / part).resolve()
+        except OSError:
+            raise RunNotFound(name) from None
+        if step.parent != here:
+            raise RunNotFound(name)
+        here = step
+    return root.joinpath(*parts)
+
+
+def run_dir(root: Path, name: str) -> RunDir:
+    """The run called ``name`` in ``root`` (a run inside a study too, by its nested name).
+
+    Raises:
+        RunNotFound: ``name`` is not a plain directory name (or a nested one), or no run of that name is in
+            ``root``.
+    """
+    run = RunDir(directory(root, name, MAX_DEPTH))
+    if not run.is_run:
         raise RunNotFound(name)
     return run
 

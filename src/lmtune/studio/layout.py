@@ -12,7 +12,7 @@ from typing import Any
 from lmtune.report.html import esc
 
 #: (path, label) of the navigation bar; a new page adds one entry.
-NAV = [("/", "Runs"), ("/compare", "Compare"), ("/new", "New run")]
+NAV = [("/", "Runs"), ("/compare", "Compare"), ("/new", "New run"), ("/studies", "Studies")]
 VERSION = "1"  # bumps the static files' cache key
 
 

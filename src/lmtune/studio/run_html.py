@@ -1,8 +1,9 @@
 """The Run page's sections as HTML, rendered on the server so the page is complete on first paint.
 
 Every piece of text from the run (its names, labels, recipe, data report sources) goes through
-:func:`~lmtune.studio.layout.esc`; the report's own sections (verdict, systems, data, forgetting, bias) are
-reused from :mod:`lmtune.report`, which escapes the same way. Element ids here are the ones ``run.js`` fills.
+:func:`~lmtune.studio.layout.esc`; the report's own sections (verdict, systems, data, calibration,
+forgetting, bias) are reused from :mod:`lmtune.report`, which escapes the same way. Element ids here are the
+ones ``run.js`` fills.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lmtune.recipe_model import model_name
-from lmtune.report import data, html, page
+from lmtune.report import calibration, data, html, page
 from lmtune.report.run import Run
 from lmtune.studio.layout import esc
 from lmtune.studio.run_view import LIVE, affected_records
@@ -132,5 +133,6 @@ def data_section(found: Run) -> str:
 
 
 def probes(found: Run) -> list[str]:
-    """The report's forgetting and bias sections (empty strings when the run has neither)."""
-    return [page.forgetting_section(found, charts=False), page.bias_section(found)]
+    """The report's calibration, forgetting and bias sections (empty strings when the run has none of them).
+    The reliability diagrams stay: unlike the forgetting charts, no table on the page has their bins."""
+    return [calibration.section(found), page.forgetting_section(found, charts=False), page.bias_section(found)]

@@ -81,13 +81,6 @@ class Search:
         return self.directory.parent / space.best_name(self.recipe.name)
 
 
-def objective_system(recipe: Recipe) -> str:
-    """The system whose validation score is the objective: ``finetuned`` unless ``eval.systems`` names other
-    fine-tuned systems only."""
-    trained = [s for s in recipe.eval.systems if system_kinds.is_trained(s)]
-    return "finetuned" if "finetuned" in trained or not trained else trained[0]
-
-
 def prepare(recipe: Recipe, options: Options) -> Search:
     """Check everything a search needs, before anything slow: the space, the options, the directories.
 
@@ -101,8 +94,8 @@ def prepare(recipe: Recipe, options: Options) -> Search:
     directory = Path(options.out or RUNS / f"{recipe.name}-tune")
     check_directory(directory)
     metric = metrics.PRIMARY_METRIC.get(recipe.task.type, "loss")
-    view = page.View(recipe.name, directory, metric, objective_system(recipe), metrics.higher_is_better(metric),
-                     dims, seed=recipe.seed)
+    view = page.View(recipe.name, directory, metric, system_kinds.main_trained(recipe.eval.systems),
+                     metrics.higher_is_better(metric), dims, seed=recipe.seed)
     search = Search(recipe, dims, space.base_dict(recipe), directory, options, view)
     if options.final:
         outputs.check_run_dir(search.final_dir, resume=False, overwrite=False)
