@@ -86,7 +86,8 @@ def test_the_tune_api_reads_the_study_as_tune_html_does(folder):
 
 def test_a_trial_opens_on_the_run_page_and_is_never_resumed_from_the_studio(folder):
     client = _client(folder)
-    assert client.get("/runs/lr-search~trial-1").status_code == 200
+    page = client.get("/runs/lr-search~trial-2")
+    assert page.status_code == 200 and 'id="run-resume"' not in page.text and "part of the study" in page.text
     assert client.get("/api/runs/lr-search~trial-1/curves").json()["status"] == "finished"
     assert client.get("/runs/lc~points~n40-r0").status_code == 200
     assert client.get("/runs/al~entropy-s0~round-1/report").status_code == 200

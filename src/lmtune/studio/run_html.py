@@ -46,10 +46,17 @@ def header(name: str, found: Run | None, state: dict[str, Any], has_report: bool
             f'<h1>{esc(name)}{f" <small>{esc(title)}</small>" if title != name else ""}</h1>'
             f'<p class="meta">{line}{" · " if line else ""}{status}</p>'
             f'<p class="warning" id="run-error"{"" if error else " hidden"}>{esc(error or "")}</p>'
-            f'<div class="toolbar">{report}'
-            f'<button type="button" id="run-cancel"{"" if current in CANCELLABLE else " hidden"}>Cancel</button>'
-            f'<button type="button" id="run-resume"{"" if current in RESUMABLE else " hidden"}>Resume</button>'
+            f'<div class="toolbar">{report}{_actions(name, current)}'
             '<span id="action-message" class="warning" hidden></span></div></section>')
+
+
+def _actions(name: str, current: str) -> str:
+    """Cancel and Resume for a run of its own; a link to the studies for a study's run (a trial, a curve's point, an
+    active-learning round), which its own command resumes, not the studio."""
+    if "~" in name:
+        return f' <span class="meta">part of the study <a href="/studies">{esc(name.split("~")[0])}</a></span>'
+    return (f'<button type="button" id="run-cancel"{"" if current in CANCELLABLE else " hidden"}>Cancel</button>'
+            f'<button type="button" id="run-resume"{"" if current in RESUMABLE else " hidden"}>Resume</button>')
 
 
 def _duration(seconds: Any) -> str:
