@@ -42,7 +42,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: install chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -c requirements.txt

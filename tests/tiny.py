@@ -145,3 +145,14 @@ def eval_logits(model, batch):
     model.eval()
     with torch.no_grad():
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def lora_moved(model, std: float = 0.5, seed: int = 0):
+    """``model`` with its LoRA B matrices random instead of zero: the adapter changes the output, so the policy
+    differs from the reference (the same model with its adapter off)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model

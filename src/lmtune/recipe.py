@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from lmtune.errors import UserError
 from lmtune.kinds.tasks import TASK_TYPES, task_kind
 from lmtune.recipe_data import CleanConfig, DataConfig, SelfTrainingConfig, SplitConfig, SubsetConfig  # noqa: F401
+from lmtune.recipe_distill import ADAPTER_NEEDED, DistillConfig
 from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recipe import EvalConfig` keeps working)
     BiasConfig,
     CostConfig,
@@ -25,8 +26,11 @@ from lmtune.recipe_eval import (  # noqa: F401  (re-exported: `from lmtune.recip
     RagConfig,
     _Strict,
 )
+from lmtune.recipe_grpo import GRPOConfig
+from lmtune.recipe_grpo import check as check_grpo
 from lmtune.recipe_model import ModelConfig, check_precision
 from lmtune.recipe_parallel import DistributedConfig
+from lmtune.recipe_preference import PreferenceLossConfig
 from lmtune.recipe_search import SearchSpace
 from lmtune.train.trackers.registry import NAMES as TRACKER_NAMES
 
@@ -131,6 +135,8 @@ class TrainingConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stops improving.")
     replay: ReplayConfig | None = Field(None, description="General data mixed into training against forgetting.")
+    distill: DistillConfig | None = Field(None, description="Keep the base model's predictions on general text: "
+                                          "{data, weight, temperature} (an adapter method).")
     self_training: SelfTrainingConfig | None = Field(
         None, description="Pseudo-label a pool with the fine-tuned model and train again: {pool, threshold, rounds, "
         "max_ratio}.")
@@ -146,8 +152,13 @@ class TrainingConfig(_Strict):
         False, description="torch.compile each decoder layer (a one-off compile before the first step).")
     dpo_beta: float = Field(
         0.1, gt=0, description="Preference task: DPO temperature (strength of the pull to the reference).")
+    preference_loss: PreferenceLossConfig = Field(  # issue #20: IPO, SimPO, ORPO, KTO beside DPO
+        default_factory=PreferenceLossConfig, description="Preference task: sigmoid (DPO), ipo, simpo, orpo or kto; "
+        "or {type, beta, simpo_gamma, desirable_weight, undesirable_weight} (beta defaults to dpo_beta).")
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="How several processes share the run (ddp, fsdp, deepspeed).")
+    grpo: GRPOConfig | None = Field(None, description="task.type reward: GRPO from a grader's rewards, TRL's keys: "
+                                    "{grader, num_generations, max_completion_length, beta, epsilon, ...} (issue #20).")
 
 
 class Recipe(_Strict):
@@ -190,6 +201,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _method_fits_training(self):
         from lmtune.methods import registry
+        from lmtune.methods.peft_base import PeftMethod
 
         if self.method.name not in registry.names():
             return self  # method.name reports it
@@ -200,6 +212,9 @@ class Recipe(_Strict):
         if not method.checkpointing and self.training.gradient_checkpointing:
             raise ValueError("training.gradient_checkpointing: transformers drops the prefix key/values inside "
                              f"checkpointed layers; set it to false for {self.method.name}")
+        if self.training.distill is not None and not isinstance(method, PeftMethod):  # issue #20: distill
+            raise ValueError(ADAPTER_NEEDED.format(method=self.method.name))
+        check_grpo(self, isinstance(method, PeftMethod))  # issue #20: task.type reward <-> training.grpo
         check_precision(self.model.dtype, self.training.precision, method.full_weights)
         return self
 

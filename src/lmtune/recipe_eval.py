@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lmtune.kinds import systems as system_kinds
+from lmtune.recipe_graders import GraderConfig, parse_graders
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,24 @@ class EvalConfig(_Strict):
     calibrate: Literal["none", "temperature"] = Field(
         "none", description="Classification: 'temperature' fits one temperature per system on the validation split "
         "and applies it to the test probabilities (accuracy unchanged, confidence and ECE calibrated).")
+    graders: dict[str, GraderConfig] = Field(
+        default_factory=dict, description="{name: grader} in OpenAI's grader schema (string_check, text_similarity, "
+        "python, score_model, multi; or callable): every system's predictions are graded, a mean with its interval "
+        "each (see \"Graders\" in README.md).")
+    rank_by: str | None = Field(
+        None, description="A grader of eval.graders that ranks the systems in the verdict instead of the task metric.")
+
+    @field_validator("graders", mode="before")
+    @classmethod
+    def _graders(cls, raw):
+        return parse_graders(raw) if isinstance(raw, dict) else raw  # each problem named by its path under graders
+
+    @model_validator(mode="after")
+    def _ranked_by_a_grader(self):
+        if self.rank_by is not None and self.rank_by not in self.graders:
+            raise ValueError(f"rank_by: {self.rank_by!r} is not a grader of eval.graders (they are: "
+                             f"{', '.join(self.graders) or 'none'})")
+        return self
 
     @model_validator(mode="after")
     def _known_systems(self):

@@ -9,7 +9,8 @@ systems a shape runs, and what each needs (shots, passages, another model), from
 - ``HeadTask``: a sequence-classification head (an encoder such as ``minilm-l6``, or a decoder
   with ``task.head: true``) for classification, or a one-output head for regression.
   Baseline: the majority class / mean target.
-- ``PreferenceTask``: DPO on chosen/rejected pairs. Baseline: the base model's own preferences.
+- ``PreferenceTask``: DPO (or IPO, SimPO, ORPO) on chosen/rejected pairs, KTO on unpaired records.
+  Baseline: the base model's own preferences.
 
 Each kind loads its model, encodes the splits, gives the training objective, runs a system on
 the test split, and says which systems it has.
@@ -32,7 +33,7 @@ from lmtune.kinds.tasks import task_kind
 from lmtune.models import pad_id
 from lmtune.progress import say
 from lmtune.recipe import Recipe
-from lmtune.train.objectives import HeadObjective, Objective
+from lmtune.train.objectives import HeadObjective, Objective, TokenObjective
 
 
 class TokenTask:
@@ -137,10 +138,48 @@ class TokenTask:
             raise UserError("training.replay mixes general text into causal-LM training; this task trains a "
                             f"{'head' if not self.prompted else 'preference objective'}: remove training.replay",
                             source="training.replay")
-        lengths = sorted(len(e.input_ids) for e in train)
-        block = max(16, min(self.recipe.training.max_length, lengths[len(lengths) // 2]))
-        general = replay.load_general(config.data, encoder, block, config.max_records)
+        general = replay.load_general(config.data, encoder, self._block_size(train), config.max_records)
         return replay.mix(train, general, config.ratio, self.recipe.seed)
+
+    def _block_size(self, train: list) -> int:
+        """General-text blocks as long as the median training example (within 16 and max_length)."""
+        lengths = sorted(len(e.input_ids) for e in train)
+        return max(16, min(self.recipe.training.max_length, lengths[len(lengths) // 2]))
+
+    def check_distill(self) -> None:
+        """Refuse ``training.distill`` where it cannot apply and read its text, before the model loads."""
+        from lmtune.train import distill
+
+        config = self.recipe.training.distill
+        if config is None:
+            return
+        if self.shape != "tokens":
+            raise UserError("training.distill keeps a causal LM's next-token predictions on general text; this task "
+                            f"trains a {'head' if not self.prompted else 'preference objective'}: remove "
+                            "training.distill", source="training.distill")
+        self._cache["distill_documents"] = distill.read_documents(config.data, config.max_records)
+
+    def with_distill(self, train: list, encoder) -> int:
+        """``training.distill``'s text (:meth:`check_distill`) cut into blocks; returns how many. Blocks as long as
+        replay's keep a distill batch's cost near a task batch's (its KL is averaged per token either way)."""
+        from lmtune.train import distill
+
+        documents = self._cache["distill_documents"]
+        self._cache["distill"] = distill.make_blocks(documents, encoder, self._block_size(train))
+        return len(self._cache["distill"])
+
+    def distilled(self, objective: Objective | None, pad: int, resume_from=None) -> Objective | None:
+        """``objective`` (None: the loop's default) with ``training.distill``'s term, if the recipe has one; a run
+        resumed from the checkpoints folder ``resume_from`` draws distill blocks on from the step it continues."""
+        from lmtune.train import distill
+
+        config, t = self.recipe.training.distill, self.recipe.training
+        if config is None:
+            return objective
+        return distill.DistillObjective(
+            objective or TokenObjective(t.max_length if t.packing else None), self._cache["distill"], pad,
+            weight=config.weight, temperature=config.temperature, batch_size=config.batch_size or t.batch_size,
+            grad_accum=t.grad_accum, seed=self.recipe.seed, start_step=distill.resumed_step(resume_from))
 
     def _other_model(self, ref: str, spec: TaskSpec, test, quiet: bool) -> SystemResult:
         """Zero-shot prompting of another model (e.g. a larger base) on the same test split."""
@@ -188,47 +227,103 @@ class HeadTask(TokenTask):
 
 
 class PreferenceTask(TokenTask):
-    """DPO: the policy learns to prefer ``chosen`` over ``rejected`` relative to the base model."""
+    """Preference training (``training.preference_loss``): chosen/rejected pairs under DPO, IPO, SimPO or ORPO,
+    or unpaired desirable/undesirable records under KTO; relative to the base model where the loss has a reference.
+    """
 
     shape = "preference"
 
+    def __init__(self, recipe: Recipe):
+        from lmtune.train.preference_losses import LossSpec
+
+        super().__init__(recipe)
+        cfg, training = recipe.training.preference_loss, recipe.training
+        self.loss = LossSpec(cfg.type, training.dpo_beta if cfg.beta is None else cfg.beta, cfg.simpo_gamma,
+                             cfg.desirable_weight, cfg.undesirable_weight)
+
     def encode(self, prepared, tokenizer, encoder, template) -> dict[str, list]:
+        from lmtune.train.kto import encode_unpaired
         from lmtune.train.preference import encode_pair
 
-        encoded = {name: [encode_pair(encoder, [{"role": "user", "content": str(ex.record["prompt"])}],
-                                      str(ex.record["chosen"]), str(ex.record["rejected"])) for ex in examples]
-                   for name, examples in prepared.splits.items()}
+        _check_records(prepared, self.loss.type)
+        if self.loss.unpaired:
+            encoded = {name: encode_unpaired(encoder, [(_asked(ex), str(ex.record["completion"]), ex.record["label"])
+                                                       for ex in examples])
+                       for name, examples in prepared.splits.items()}
+        else:
+            encoded = {name: [encode_pair(encoder, _asked(ex), str(ex.record["chosen"]), str(ex.record["rejected"]))
+                              for ex in examples]
+                       for name, examples in prepared.splits.items()}
         _count(prepared, encoded, self.recipe.training.max_length)
         return encoded
 
     def objective(self) -> Objective:
+        from lmtune.train.kto import UnpairedObjective
         from lmtune.train.preference import PreferenceObjective
 
-        return PreferenceObjective(beta=self.recipe.training.dpo_beta)
+        return UnpairedObjective(self.loss) if self.loss.unpaired else PreferenceObjective(loss=self.loss)
 
     def prepare_reference(self, model, encoded: dict[str, list], pad_id: int) -> None:
-        """Reference log-probs from the base model, before any training (no second copy of it)."""
-        from lmtune.train.preference import precompute_reference
+        """Reference log-probs from the base model, before any training (no second copy of it); nothing for
+        SimPO and ORPO, which have no reference."""
+        from lmtune.train import kto, preference
 
-        for pairs in encoded.values():
-            precompute_reference(model, pairs, self.recipe.eval.batch_size, pad_id)
+        if not self.loss.needs_reference:
+            return
+        precompute = kto.precompute_reference if self.loss.unpaired else preference.precompute_reference
+        for items in encoded.values():
+            precompute(model, items, self.recipe.eval.batch_size, pad_id)
 
     def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
+        from lmtune.train.kto import kto_metrics
         from lmtune.train.preference import preference_metrics
 
         if self.shape not in system_kinds.system_kind(system).shapes:
             return None
         pad = pad_id(tokenizer)
         started = time.perf_counter()
-        result = preference_metrics(model, test_encoded, self.recipe.training.dpo_beta, spec.batch_size, pad)
+        if self.loss.unpaired:
+            result = kto_metrics(model, test_encoded, self.loss, spec.batch_size, pad)
+        else:
+            result = preference_metrics(model, test_encoded, self.loss.beta, spec.batch_size, pad, self.loss)
         result["latency_s"] = (time.perf_counter() - started) / max(len(test_encoded), 1)
         return SystemResult(result)
+
+
+def _asked(example) -> list[dict[str, str]]:
+    """A preference record's prompt as the one user turn its completions answer."""
+    return [{"role": "user", "content": str(example.record["prompt"])}]
+
+
+def _check_records(prepared, loss: str) -> None:
+    """Every split holds the records ``loss`` learns from: unpaired ones for KTO, pairs for the others."""
+    wanted = "unpaired_preference" if loss == "kto" else "preference"
+    for examples in prepared.splits.values():
+        wrong = next((ex for ex in examples if ex.format != wanted), None)
+        if wrong is None:
+            continue
+        if loss == "kto":
+            raise UserError('training.preference_loss is kto, which learns from unpaired {"prompt", "completion", '
+                            '"label": true|false} records, but these are {"prompt", "chosen", "rejected"} pairs; '
+                            "use a pair loss (sigmoid, ipo, simpo, orpo), or write each pair as one desirable and "
+                            "one undesirable record", source=wrong.source)
+        raise UserError('these records are unpaired {"prompt", "completion", "label"}, which only '
+                        f"training.preference_loss: kto learns from (this recipe's is {loss}); set it to kto, or "
+                        'give {"prompt", "chosen", "rejected"} pairs', source=wrong.source)
 
 
 def task_for(recipe: Recipe) -> TokenTask:
     """The shape of task a recipe describes."""
     if task_kind(recipe.task.type).preference:
         return PreferenceTask(recipe)
+    if not recipe.training.preference_loss.is_default():
+        raise UserError(f"only a preference task (task.type: preference) trains with a preference loss, and this "
+                        f"one is {recipe.task.type}: remove training.preference_loss",
+                        source="training.preference_loss")
+    if task_kind(recipe.task.type).reward:  # GRPO on prompts (issue #20)
+        from lmtune.reward_task import RewardTask
+
+        return RewardTask(recipe)
     if uses_head(recipe):
         return HeadTask(recipe)
     return TokenTask(recipe)

@@ -11,9 +11,15 @@ from lmtune.kinds.tasks import TASK_KINDS, TASK_TYPES, task_kind, tasks_of_forma
 from lmtune.methods import registry
 from lmtune.recipe import recipe_from_dict
 
+#: What a reward task needs beside its type: GRPO and its grader (training.grpo).
+GRPO = {"grader": {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+                   "operation": "eq"}}
+
 
 def _recipe(task="classification", systems=("zero_shot",), method="lora", **training):
     task_section = {"type": task, **({"labels": ["a", "b"]} if task_kind(task).labelled else {})}
+    if task_kind(task).reward:
+        training = {"grpo": GRPO, **training}
     return recipe_from_dict({"name": "r", "model": "tiny", "task": task_section, "data": {"train": "t.jsonl"},
                              "method": {"name": method}, "training": training,
                              "eval": {"systems": list(systems), "rag": {"corpus": "c.jsonl"}}})
@@ -28,6 +34,9 @@ def test_every_task_kind_reads_known_formats_and_every_format_is_read():
 
 def test_every_task_kind_has_a_primary_metric_and_per_example_kinds_have_selectable_metrics():
     for kind in TASK_KINDS:
+        if kind.reward:  # judged by its grader: eval.graders.reward, which every reward recipe ranks by
+            assert _recipe(task=kind.name).eval.rank_by == "reward"
+            continue
         assert kind.name in metrics.PRIMARY_METRIC, kind.name
         if kind.per_example:
             assert metrics.known_metrics(kind.name), kind.name

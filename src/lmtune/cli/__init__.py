@@ -325,7 +325,7 @@ def score(predictions: Path = typer.Argument(..., help="JSONL file: one {\"predi
           resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% intervals."),
           seed: int = typer.Option(0, "--seed", help="Seed of the resampling.")):
     """Score predictions against references: JSON {metric: {value, ci_low, ci_high}} (bootstrap 95% CI); lines
-    with label scores (a run's predictions) add ece, the expected calibration error of their confidence."""
+    with label scores (a run's predictions) add ece, how far their confidence is from their accuracy (ECE)."""
     import json
 
     from lmtune.evaluate.score import score_file

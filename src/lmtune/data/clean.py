@@ -68,8 +68,10 @@ def input_key(example: Example) -> str:
         value: Any = rec["messages"][:-1]
     elif example.format == "instruction":
         value = [rec["instruction"], rec.get("input") or ""]
-    elif example.format in ("completion", "preference"):
+    elif example.format in ("completion", "preference", "prompt"):
         value = rec["prompt"]
+    elif example.format == "unpaired_preference":  # one judgement of one completion: prompts recur (KTO)
+        value = [rec["prompt"], rec["completion"]]
     else:
         value = rec["text"]
     return normalise(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))

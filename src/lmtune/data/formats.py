@@ -1,8 +1,9 @@
-"""The six record formats, detected per record, and column mapping onto them."""
+"""The eight record formats, detected per record, and column mapping onto them."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,11 +13,19 @@ from lmtune.kinds.tasks import task_kind, tasks_of_format
 
 @dataclass(frozen=True)
 class Format:
-    """A record format: the fields that identify it and the fields that must be non-empty."""
+    """A record format: the fields that identify it and the fields that must be non-empty.
+
+    ``accepts``, when set, must also hold of a record's values for it to be in this format (an unpaired
+    preference record is a ``{"prompt", "completion"}`` record whose ``label`` is true or false).
+    """
 
     name: str
     keys: frozenset[str]
     optional: frozenset[str] = frozenset()
+    accepts: Callable[[dict[str, Any]], bool] | None = None
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        return self.keys <= set(record) and (self.accepts is None or self.accepts(record))
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -24,14 +33,30 @@ class Format:
         return tasks_of_format(self.name)
 
 
+#: What an unpaired preference record's ``label`` may say: desirable (true) or not (false). CSV and TSV
+#: cells are text, so the words count too.
+DESIRABLE = {True: True, False: False, "true": True, "false": False}
+
+
+def desirable(label: Any) -> bool | None:
+    """An unpaired preference label as a bool, or None when it is neither true nor false."""
+    key = label.strip().casefold() if isinstance(label, str) else label
+    return DESIRABLE.get(key) if isinstance(key, (bool, str)) else None
+
+
 # Most specific first: {"prompt", "chosen", "rejected"} also has "prompt".
 FORMATS: tuple[Format, ...] = (
     Format("preference", frozenset({"prompt", "chosen", "rejected"})),
+    # KTO's unpaired records (TRL's "unpaired preference" type): is this completion desirable?
+    Format("unpaired_preference", frozenset({"prompt", "completion", "label"}),
+           accepts=lambda record: desirable(record["label"]) is not None),
     Format("chat", frozenset({"messages"})),
     Format("instruction", frozenset({"instruction", "output"}), frozenset({"input"})),
     Format("completion", frozenset({"prompt", "completion"})),
     Format("classification", frozenset({"text", "label"})),
     Format("text", frozenset({"text"})),
+    # A prompt alone (task.type reward: GRPO samples the completions); its other fields reach the grader.
+    Format("prompt", frozenset({"prompt"})),
 )
 
 # Fields that hold text the model reads or writes (a "label" may also be a number).
@@ -48,13 +73,16 @@ class Example:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def detect(record: dict[str, Any]) -> Format | None:
-    """The most specific format whose identifying keys the record has."""
-    keys = set(record)
-    for fmt in FORMATS:
-        if fmt.keys <= keys:
-            return fmt
-    return None
+def detect(record: dict[str, Any], task: str | None = None) -> Format | None:
+    """The most specific format whose identifying keys (and values, where it checks them) the record has.
+
+    A format recognised by its values yields to the next one for a ``task`` that does not read it: a
+    generation file may well carry a true/false ``label`` column beside ``prompt`` and ``completion``.
+    """
+    found = [fmt for fmt in FORMATS if fmt.matches(record)]
+    if task is not None and len(found) > 1 and found[0].accepts is not None and task not in found[0].tasks:
+        found = found[1:]
+    return found[0] if found else None
 
 
 def map_fields(record: dict[str, Any], fields: dict[str, str], source: str) -> dict[str, Any]:
@@ -81,12 +109,13 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
         UserError: no known format, a format the task cannot use, empty fields, a field that is not
             text (an object, list, binary or null value), unknown or non-finite label.
     """
-    fmt = detect(record)
+    fmt = detect(record, task)
     if fmt is None:
         raise UserError(f"record matches no format (keys {sorted(record)}); expected e.g. "
                         '{"text", "label"}, {"prompt", "completion"}, {"instruction", "output"}, '
                         '{"messages"} or {"text"}; map other columns with data.fields', source=source)
     if task not in fmt.tasks:
+        _check_desirable(record, task, source)
         missing = _missing_for(task, record)
         if missing:
             raise UserError(f"missing field {missing!r}: a {task} record needs {_formats_for(task)}",
@@ -107,7 +136,18 @@ def to_example(record: dict[str, Any], source: str, task: str, labels: list[str]
                         "the record", source=source)
     if fmt.name == "classification":
         core["label"] = _check_label(core["label"], task, labels, source, label_map or {})
+    if fmt.name == "unpaired_preference":
+        core["label"] = desirable(core["label"])
     return Example(core, source, fmt.name, extra)
+
+
+def _check_desirable(record: dict[str, Any], task: str, source: str) -> None:
+    """A ``{"prompt", "completion", "label"}`` record for a task that reads unpaired preferences, whose label
+    is not true or false: say so, rather than that a completion record cannot train the task."""
+    unpaired = next(fmt for fmt in FORMATS if fmt.name == "unpaired_preference")
+    if task in unpaired.tasks and unpaired.keys <= set(record):
+        raise UserError(f"label {record['label']!r} is not true or false: an unpaired preference record's label "
+                        "says whether its completion is desirable (true) or not (false)", source=source)
 
 
 def _describe(value: Any) -> str:
@@ -230,6 +270,7 @@ def iter_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
             record is an error here, before cleaning and near-duplicate search would spend memory on it.
     """
     first: Example | None = None
+    kinds: set[bool] = set()  # unpaired preference labels seen: both are needed
     for source, raw in rows:
         try:
             ex = to_example(map_fields(raw, fields, source), source, task, labels, label_map, fields)
@@ -247,7 +288,18 @@ def iter_examples(rows, fields: dict[str, str], task: str, labels: list[str] | N
         elif ex.format != first.format:
             raise UserError(f"mixed formats: this record is {ex.format} but {first.source} is "
                             f"{first.format}; keep one format per file", source=source)
+        if ex.format == "unpaired_preference":
+            kinds.add(ex.record["label"])
         yield ex
+    if first is not None and first.format == "unpaired_preference" and len(kinds) < 2:
+        _one_kind(first, kinds.pop())
+
+
+def _one_kind(first: Example, label: bool) -> None:
+    """KTO learns where desirable and undesirable completions differ; a file of one kind cannot show it."""
+    kind, other = ("desirable", "false") if label else ("undesirable", "true")
+    raise UserError(f"every unpaired preference record here is {kind} (label {str(label).lower()}); KTO needs both "
+                    f"kinds: add records with label {other}", source=first.source.rsplit(":", 1)[0])
 
 
 def text_chars(example: Example) -> int:

@@ -54,7 +54,7 @@ def near_text(example: Example) -> str:
         text = " ".join(m["content"] for m in rec["messages"][:-1] if m["role"] != "system")
     elif example.format == "instruction":
         text = f"{rec['instruction']} {rec.get('input') or ''}"
-    elif example.format in ("completion", "preference"):
+    elif example.format in ("completion", "preference", "unpaired_preference", "prompt"):
         text = rec["prompt"]
     else:
         text = rec["text"]

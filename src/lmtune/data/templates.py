@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import string
 from dataclasses import dataclass
@@ -47,10 +48,12 @@ TEMPLATES: dict[str, Template] = {
         completion="{completion}"),
     "instruction": Template(prompt="{instruction}{input_block}", completion="{output}"),
     "completion": Template(prompt="{prompt}", completion="{completion}"),
+    "prompt": Template(prompt="{prompt}", completion=""),  # task.type reward: the model's completions are sampled
 }
 
 # The default template for each record format.
-DEFAULTS = {"classification": "classification", "completion": "completion", "instruction": "instruction"}
+DEFAULTS = {"classification": "classification", "completion": "completion", "instruction": "instruction",
+            "prompt": "prompt"}
 
 
 def register(name: str, template: Template) -> None:
@@ -66,11 +69,13 @@ def resolve(spec: Any, fmt: str) -> Template | None:
     Raises:
         UserError: an unknown name, or an inline template whose placeholders are malformed.
     """
-    if fmt in ("chat", "text", "preference"):
+    if fmt in ("chat", "text", "preference", "unpaired_preference"):
         return None
     if spec is None:
         return TEMPLATES[DEFAULTS[fmt]]
-    return _from_spec(spec)
+    template = _from_spec(spec)
+    # A bare prompt (task.type reward) has no completion to render: its answers are sampled.
+    return dataclasses.replace(template, completion="") if fmt == "prompt" else template
 
 
 def _from_spec(spec: Any) -> Template:

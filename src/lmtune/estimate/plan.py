@@ -38,7 +38,8 @@ def workloads(recipe, task, counts) -> dict[str, dict[str, Any]]:
         tokens, squared = _in_batches(val, t.batch_size)
         outputs = sum(counts.objective.units(e) for e in counts.encoded["validation"])
         parts["validation"] = _part(n_val * tokens, n_val * outputs, n_val * squared, note=f"{n_val} passes")
-    if task.shape == "preference":  # the base model's log-probs of every pair, before training
+    # The base model's log-probs of every pair, before training (SimPO and ORPO have no reference).
+    if task.shape == "preference" and getattr(getattr(task, "loss", None), "needs_reference", True):
         lengths = [counts.objective.length(e) for name in ("train", "validation") for e in counts.encoded.get(name, [])]
         tokens, squared = _in_batches(lengths, recipe.eval.batch_size)
         parts["reference_pass"] = _part(tokens, tokens, squared)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.evaluate import bootstrap, metrics
+from lmtune.evaluate import bootstrap, graded, metrics
 from lmtune.kinds import systems as system_kinds
 
 
@@ -23,8 +23,8 @@ def with_intervals(result, spec, eval_config, seed: int):
         if interval["ci_low"] is not None:
             result.metrics["ci"] = {"perplexity": [interval["ci_low"], interval["ci_high"]]}
         return result
-    if not eval_config.bootstrap or not rows or not spec.kind.per_example:
-        return result
+    if not eval_config.bootstrap or not rows or not spec.kind.per_example or not metrics.known_metrics(spec.type):
+        return result  # a reward task's answers are scored by graders, whose means get intervals there
     chosen = None if eval_config.metrics == "auto" else eval_config.metrics
     intervals = bootstrap.confidence_intervals(spec.type, [r["reference"] for r in rows],
                                                [r["prediction"] for r in rows], spec.labels, metrics=chosen,
@@ -37,12 +37,14 @@ def with_intervals(result, spec, eval_config, seed: int):
 
 
 def significance(results: dict[str, Any], spec, eval_config, seed: int) -> list[dict[str, Any]]:
-    """Paired bootstrap p-values of the winner on the task metric against every other system."""
+    """Paired bootstrap p-values of the winner on the task metric against every other system (and, with
+    ``eval.rank_by``, on that grader's scores: :func:`lmtune.evaluate.graded.significance`)."""
     metric = metrics.PRIMARY_METRIC.get(spec.type)
     scored = {k: v for k, v in results.items() if getattr(v, "predictions", None)
               and isinstance(v.metrics.get(metric), (int, float))}
+    ranked = graded.significance(results, eval_config, seed)
     if not eval_config.bootstrap or len(scored) < 2:
-        return []
+        return ranked
     winner = metrics.best_systems({k: v.metrics[metric] for k, v in scored.items()}, metric)[0]
     pairs = [(winner, other) for other in scored if other != winner]
     # A variant is always tested against what it varies (self_trained against finetuned), whoever wins.
@@ -57,4 +59,4 @@ def significance(results: dict[str, Any], spec, eval_config, seed: int) -> list[
                                      [r["prediction"] for r in scored[b].predictions], spec.labels,
                                      n_resamples=eval_config.bootstrap, seed=seed)
         out.append({"a": a, "b": b, "metric": metric, "p_value": p})
-    return out
+    return out + ranked

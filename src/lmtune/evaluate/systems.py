@@ -116,7 +116,8 @@ def _run_system(model, tokenizer, encoder, spec, test, shots, desc, quiet, conte
         out = generation.generate_detailed(model, tokenizer, prompts, spec.max_new_tokens, pad, spec.batch_size,
                                            desc, quiet, **spec.generation.model_dump())
         predictions, completion_tokens = out.texts, out.counts
-        result = metrics.generation_metrics(references, predictions)
+        # A reward task's answers have no reference text: its graders score them (lifecycle.grading).
+        result = metrics.generation_metrics(references, predictions) if metrics.known_metrics(spec.type) else {}
         # Outputs cut off by max_new_tokens: many of them usually mean the model loops (see eval.generation).
         result["hit_token_cap"] = sum(out.hit_cap)
         extra = [{} for _ in predictions]

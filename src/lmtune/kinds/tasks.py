@@ -31,8 +31,10 @@ class TaskKind:
             check, a choice of ``eval.metrics`` and ``lmtune score``; perplexity and preference accuracy
             are aggregates instead.
         perplexity: measured as the perplexity of its raw text (continued pre-training).
-        preference: trains on chosen/rejected pairs (DPO) and is measured by preference accuracy.
+        preference: trains a preference objective (chosen/rejected pairs, or KTO's unpaired records) and is
+            measured by reward accuracy.
         gap_metric: the per-group metric whose difference the bias check reports.
+        reward: trains on prompts from a grader's rewards (GRPO, ``training.grpo``), measured by the graders.
     """
 
     name: str
@@ -46,6 +48,7 @@ class TaskKind:
     perplexity: bool = False
     preference: bool = False
     gap_metric: str | None = None
+    reward: bool = False
 
 
 TASK_KINDS: tuple[TaskKind, ...] = (
@@ -58,8 +61,11 @@ TASK_KINDS: tuple[TaskKind, ...] = (
     TaskKind("regression", "regression", ("classification",), numeric=True, head=True, gap_metric="mse"),
     TaskKind("language_modeling", "language_modeling", ("text",), default_for=("text",), per_example=False,
              perplexity=True),
-    TaskKind("preference", "preference", ("preference",), default_for=("preference",), per_example=False,
-             preference=True),
+    # Pairs for DPO, IPO, SimPO, ORPO; unpaired desirable/undesirable records for KTO (training.preference_loss).
+    TaskKind("preference", "preference", ("preference", "unpaired_preference"),
+             default_for=("preference", "unpaired_preference"), per_example=False, preference=True),
+    # GRPO on prompts (a completion or other field is only ever read by the grader, never trained on).
+    TaskKind("reward", "reward", ("prompt", "completion"), default_for=("prompt",), reward=True),
 )
 
 _BY_NAME = {kind.name: kind for kind in TASK_KINDS}

@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune import distributed, manifest, outputs, precision, resume_check, run_status, tasks
+from lmtune import distributed, manifest, outputs, precision, resume_check, reward_task, run_status, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.sample import fingerprint, sample_examples
 from lmtune.data.templates import check as check_template
 from lmtune.data.templates import resolve as resolve_template
-from lmtune.errors import UserError
-from lmtune.evaluate import cost, intervals, metrics, sharding, systems
+from lmtune.evaluate import cost, intervals, sharding, systems
 from lmtune.evaluate import forgetting as forgetting_probe
 from lmtune.kinds import systems as system_kinds
-from lmtune.lifecycle import calibrating, self_training
+from lmtune.lifecycle import calibrating, grading, probes, self_training
 from lmtune.lifecycle.final_model import save_final
 from lmtune.methods import registry
 from lmtune.methods.merge import merged_adapter
@@ -116,6 +115,7 @@ class _Run:
     bias: dict[str, Any] = field(default_factory=dict)
     forgetting: dict[str, Any] = field(default_factory=dict)
     self_training: dict[str, Any] = field(default_factory=dict)  # training.self_training's rounds and gain
+    graders: Any = None  # eval.graders built ({name: Grader}) at the first system graded (lifecycle.grading)
 
     @property
     def fine_tunes(self) -> bool:
@@ -143,13 +143,16 @@ def checked(recipe: Recipe, run_dir: RunDir, resume: bool, overwrite: bool, quie
     say(f"[1/5] data: reading {recipe.data.train}", quiet)
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
     calibrating.check(recipe, prepared)
+    reward_task.check(recipe, prepared)  # training.grpo's grader: each {{item.<field>}} in the training records
+    grading.check(recipe, prepared)  # eval.graders: each {{item.<field>}} in the records, files, modules, judge
     self_training.check(recipe, prepared)  # the pool is read now: a wrong path stops the run before the model loads
+    task.check_distill()  # training.distill's text, likewise
     template = None
     if task.prompted:  # a placeholder the records lack is reported before the model loads
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     # The probe files are read now too: a wrong path stops the run before the model loads.
-    run = _Run(recipe, run_dir, resume, quiet, task, method, prepared, template, _forgetting_probes(recipe, task),
+    run = _Run(recipe, run_dir, resume, quiet, task, method, prepared, template, probes.forgetting_probes(recipe, task),
                remeasure=bool(eval_changed), dtype=dtype, precision=compute)
     say(f"[2/5] model: loading {recipe.model.name}" + ("" if dtype == precision.DTYPES["fp32"] else f" in "
         f"{precision.dtype_name(dtype)}") + (" with a new head" if isinstance(task, tasks.HeadTask) else ""), quiet)
@@ -179,6 +182,8 @@ def set_up(run: _Run) -> None:
                                   recipe.eval.batch_size, run.precision,
                                   memory_gb=recipe.eval.memory_gb)
     run.n_task = len(run.encoded["train"])
+    if recipe.training.distill is not None:  # its text was read before the model loaded (task.check_distill)
+        say(f"      distill: {task.with_distill(run.encoded['train'], run.encoder)} general-text blocks", run.quiet)
     if recipe.training.replay is not None:  # read before any baseline runs: a wrong path stops the run at once
         run.encoded["train"] = task.with_replay(run.encoded["train"], run.encoder)
         say(f"      replay: {len(run.encoded['train']) - run.n_task} general-text blocks mixed into {run.n_task} "
@@ -219,14 +224,11 @@ def baselines(run: _Run) -> None:
             say(f"      {system}: does not apply to this task ({type(run.task).__name__}: "
                 f"{', '.join(system_kinds.for_shape(run.task.shape))}); skipped", quiet)
             continue
-        result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
-        calibrating.apply(run, system, result, shots)
-        run.results[system] = intervals.with_intervals(result, run.spec, recipe.eval, recipe.seed)
-        _check_bias(run, system, result, shots)
+        _scored(run, system, result, shots)
         save_results(run)
     if run.probes and "base" not in run.forgetting:
         say(f"      forgetting probes on the base model: {', '.join(p.name for p in run.probes)}", quiet)
-        run.forgetting["base"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
+        run.forgetting["base"] = probes.measure(run)
         # Saved now, so a run interrupted in training resumes without measuring the base again.
         save_results(run)
 
@@ -270,9 +272,10 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
     """Train, save ``final/``, and return the training summary that ``eval.json`` records."""
     trainable, total = registry.count_parameters(run.model)
     say(f"      trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", run.quiet)
+    objective = run.task.distilled(run.task.objective(), run.pad, run.run_dir.checkpoints if run.resume else None)
     result = loop.train(run.model, run.encoded["train"], run.encoded.get("validation", []),
                         loop_settings(run.recipe, run.on_validation), run.run_dir.path, run.pad, resume=run.resume,
-                        quiet=run.quiet, objective=run.task.objective(), trackers=run.trackers)
+                        quiet=run.quiet, objective=objective, trackers=run.trackers)
     if result.weights is not None:  # trained sharded: evaluate and save an unsharded model with those weights
         run.model = _adapted(run, run.task.load(run.load_kwargs)[0])
         strategy.Replicated().load_weights(run.model, result.weights)
@@ -290,7 +293,7 @@ def _fine_tune(run: _Run) -> dict[str, Any]:
 
 def evaluate_tuned(run: _Run) -> None:
     """The fine-tuned systems on the test split, and the forgetting probes on the fine-tuned model."""
-    recipe, quiet = run.recipe, run.quiet
+    quiet = run.quiet
     tuned_systems = run.tuned_systems
     if tuned_systems and run.test:
         say(f"[5/5] evaluate the fine-tuned model on {len(run.test)} {run.split} examples: "
@@ -299,14 +302,11 @@ def evaluate_tuned(run: _Run) -> None:
             for system in tuned_systems:
                 tuned = _answer(run, system, None, quiet)
                 if tuned is not None:
-                    tuned.metrics["measured_at"] = cost.machine_load()
-                    calibrating.apply(run, system, tuned, None)
-                    run.results[system] = intervals.with_intervals(tuned, run.spec, recipe.eval, recipe.seed)
-                    _check_bias(run, system, tuned, None)
+                    _scored(run, system, tuned, None)
     if run.probes:
         say("      forgetting probes on the fine-tuned model", quiet)
         with merged_adapter(run.model):
-            run.forgetting["finetuned"] = _measure(run.model, run.tokenizer, run.probes, recipe, run.spec, quiet)
+            run.forgetting["finetuned"] = probes.measure(run)
         run.forgetting["change"] = forgetting_probe.compare(run.forgetting["base"], run.forgetting["finetuned"])
 
 
@@ -329,30 +329,13 @@ def _save_and_report(run: _Run, summary: dict[str, Any] | None = None) -> Path:
     return run.run_dir.path
 
 
-def _check_bias(run: _Run, system: str, result, shots) -> None:
-    """``eval.bias``: the system again on term-swapped test inputs; its report goes into ``run.bias``."""
-    if run.recipe.eval.bias is None:
-        return
-    say(f"      bias check: {system} on term-swapped test inputs", run.quiet)
-    found = run.task.bias_check(system, result, run.model, run.tokenizer, run.encoder, run.spec, run.test, shots,
-                                run.prepared.splits["train"])
-    if found is not None:
-        run.bias[system] = found
-
-
-def _forgetting_probes(recipe: Recipe, task) -> list:
-    config = recipe.eval.forgetting
-    if config is None:
-        return []
-    if not task.prompted:
-        raise UserError("the forgetting probes score a causal LM's text; a head model has none: remove "
-                        "eval.forgetting", source="eval.forgetting")
-    return forgetting_probe.load_probes(config.model_dump(), recipe.seed)
-
-
-def _measure(model, tokenizer, probes, recipe: Recipe, spec, quiet: bool) -> dict[str, Any]:
-    return forgetting_probe.measure(model, tokenizer, probes, recipe.eval.batch_size, spec.precision,
-                                    recipe.training.max_length, quiet)
+def _scored(run: _Run, system: str, result, shots) -> None:
+    """A system's answers measured: the load it ran under, calibration, intervals, graders and the bias check."""
+    result.metrics["measured_at"] = cost.machine_load()  # the load its latency was measured under
+    calibrating.apply(run, system, result, shots)
+    run.results[system] = intervals.with_intervals(result, run.spec, run.recipe.eval, run.recipe.seed)
+    grading.apply(run, system, result)
+    probes.check_bias(run, system, result, shots)
 
 
 def _load_previous(run: _Run) -> None:
@@ -370,7 +353,7 @@ def save_results(run: _Run, summary: dict[str, Any] | None = None, significance:
         return
     recipe, prices = run.recipe, run.recipe.eval.cost.model_dump()
     body = {"task": recipe.task.type, "split": run.split, "n": len(run.test), "labels": recipe.task.labels,
-            "primary_metric": metrics.PRIMARY_METRIC.get(recipe.task.type, "loss"),
+            "primary_metric": grading.primary_metric(recipe),  # the task's metric, or eval.rank_by's grader
             "prices_per_1k_tokens": prices,
             "results": {k: {**m, **cost.per_query(m, prices)}
                         for k, m in ((k, v.metrics if hasattr(v, "metrics") else v) for k, v in run.results.items())}}

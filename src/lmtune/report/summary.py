@@ -13,7 +13,8 @@ def summary_table(run_dir: Path) -> str:
     """A plain-text table of every system's metrics, from ``eval.json``."""
     data = RunDir(run_dir).read_eval()
     results = data.get("results", {})
-    metrics = [m for m in SHOWN if any(m in r for r in results.values())] + ["latency_s"]
+    graded = dict.fromkeys(k for r in results.values() for k in r if k.startswith("graders."))  # eval.graders
+    metrics = [m for m in SHOWN if any(m in r for r in results.values())] + list(graded) + ["latency_s"]
     rows = [["system", *metrics]]
     for system, values in results.items():
         rows.append([system] + [_fmt(values.get(m)) for m in metrics])

@@ -52,14 +52,14 @@ def verdict(run: Run, charts: bool = True) -> str:
 
 
 def quality_columns(run: Run) -> list[str]:
-    """The task metrics that compare systems as a whole, the primary one first.
+    """The task metrics (and eval.graders' means) that compare systems as a whole, the primary one first.
 
     Per-class keys (``f1[negative]``) and, for classification, the micro averages (equal to accuracy
     when every example has one label) are left out.
     """
     keys = dict.fromkeys(k for r in run.results.values() for k, v in r.items() if html.is_number(v))
-    columns = [k for k in keys if k in HIGHER_IS_BETTER and k != "latency_s" and "[" not in k
-               and not (run.labelled and k.endswith("_micro"))]
+    columns = [k for k in keys if (k in HIGHER_IS_BETTER or k.startswith("graders.")) and k != "latency_s"
+               and "[" not in k and not (run.labelled and k.endswith("_micro"))]  # graders.<name>: eval.graders
     primary = run.primary
     return ([primary] if primary in columns else []) + [c for c in columns if c != primary]
 

@@ -288,7 +288,7 @@ def log_train(run: Training) -> None:
     elapsed = time.perf_counter() - run.window_start
     tps = state.window_tokens / elapsed if elapsed > 0 else 0.0
     run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "train", "loss": loss,
-                     "lr": run.scheduler.get_last_lr()[0]},
+                     "lr": run.scheduler.get_last_lr()[0], **run.objective.window_metrics(run.world)},
                     tokens_per_s=round(tps, 1), elapsed_s=round(time.perf_counter() - run.started, 2))
     run.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:.0f}")
     run.pending_loss, run.window_start = [], time.perf_counter()
@@ -301,7 +301,8 @@ def validate(run: Training) -> None:
     s, state = run.settings, run.state
     val_loss = evaluate_loss(run.model, run.val_set, s.batch_size, run.pad_id, run.accelerator.device,
                              run.accelerator, run.objective)
-    run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss})
+    run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss,
+                     **run.objective.validation_metrics()})  # e.g. GRPO's reward (its loss is minus it)
     if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
         # Every process computed the same loss; all gather the weights if sharded, the main one writes them.

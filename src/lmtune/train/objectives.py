@@ -10,6 +10,7 @@ loss over a set of examples (validation during training, perplexity in evaluatio
 - ``HeadObjective``: a sequence-classification head, cross-entropy over classes or, with one
   output, mean squared error (regression).
 - ``PreferenceObjective`` (``preference.py``): DPO on chosen/rejected pairs.
+- ``GRPOObjective`` (``grpo.py``): GRPO on prompts, rewarded by a grader.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ class Objective:
     def length(self, example) -> int:
         """Tokens in ``example`` (length grouping, tokens/s)."""
         raise NotImplementedError
+
+    def window_metrics(self, world) -> dict[str, float]:
+        """Extra values for the training log line: means over the steps since the last line, then reset.
+
+        The loop asks on every process at every log line (an implementation may sum over the processes);
+        an objective that measures nothing but its loss returns ``{}``.
+        """
+        return {}
+
+    def validation_metrics(self) -> dict[str, float]:
+        """Extra values for the validation log line, measured by the ``loss_sum`` calls of that validation (GRPO's
+        reward); ``{}`` for an objective whose validation loss says it all."""
+        return {}
 
 
 class TokenObjective(Objective):

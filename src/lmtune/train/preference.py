@@ -1,13 +1,16 @@
-"""Preference training: DPO on (prompt, chosen, rejected) pairs.
+"""Preference training on (prompt, chosen, rejected) pairs: DPO, IPO, SimPO and ORPO.
 
-Direct Preference Optimization (Rafailov et al., 2023) raises the policy's log-probability of the
-chosen completion relative to the rejected one, measured against a frozen reference model:
+Direct Preference Optimization (Rafailov et al., 2023), the default, raises the policy's log-probability
+of the chosen completion relative to the rejected one, measured against a frozen reference model:
 
     loss = -logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))
 
 where each term is a completion's summed token log-probability. This is TRL's ``DPOTrainer`` with
 ``loss_type="sigmoid"``: completions summed (not averaged), the batch laid out as all chosen rows
-then all rejected rows, rewards ``beta * (policy - reference)``.
+then all rejected rows, rewards ``beta * (policy - reference)``. The other pair losses
+(``training.preference_loss``) are in :mod:`lmtune.train.preference_losses`; SimPO and ORPO need no
+reference, so for them neither the reference pass nor the adapter-disabled forward runs. KTO's
+unpaired records are :mod:`lmtune.train.kto`'s.
 
 The reference is never a second copy of the weights: with an adapter (peft) it is the same model
 with the adapter disabled; for full fine-tuning its log-probs are computed once before training by
@@ -27,6 +30,7 @@ from lmtune.errors import UserError
 from lmtune.train.batches import collate
 from lmtune.train.loss import CHUNK, _inputs, target_states
 from lmtune.train.objectives import Objective
+from lmtune.train.preference_losses import LossSpec, WindowMeans, completion_lengths, dpo_loss, pair_terms
 
 REFERENCE_KEY = "reference_logps"  # batch key: precomputed reference log-probs, chosen rows then rejected
 
@@ -139,18 +143,28 @@ def _eval_mode(model):
         model.train(was_training)
 
 
+#: What the training log line gets per loss, TRL's names (``rewards/accuracies``: chosen reward above rejected).
+_LOGGED = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
 class PreferenceObjective(Objective):
-    """DPO's sigmoid loss, summed over pairs; one unit per pair.
+    """A pair loss (DPO's sigmoid unless ``loss`` says otherwise), summed over pairs; one unit per pair.
 
     Args:
-        beta: strength of the pull towards the reference (TRL's default 0.1); larger values keep
-            the policy closer to it.
+        beta: DPO's strength of the pull towards the reference (TRL's default 0.1); larger values keep
+            the policy closer to it. Read when ``loss`` is not given.
+        loss: the loss and its parameters (``training.preference_loss``).
     """
 
-    def __init__(self, beta: float = 0.1):
-        if not beta > 0:
-            raise UserError(f"beta must be positive, got {beta}", source="training.dpo_beta")
-        self.beta = beta
+    def __init__(self, beta: float = 0.1, loss: LossSpec | None = None):
+        loss = loss or LossSpec(beta=beta)
+        if not loss.beta > 0:
+            raise UserError(f"beta must be positive, got {loss.beta}", source="training.dpo_beta")
+        if loss.unpaired:
+            raise UserError("kto learns from unpaired records, not pairs", source="training.preference_loss")
+        self.loss, self.beta = loss, loss.beta
+        extra = ("nll_loss", "log_odds_chosen") if loss.type == "orpo" else ()
+        self.window = WindowMeans(_LOGGED + extra)
 
     def collate(self, examples: list[Pair], pad_id: int) -> dict[str, torch.Tensor]:
         """One padded batch: the chosen rows, then the rejected rows, in the same pair order.
@@ -166,8 +180,17 @@ class PreferenceObjective(Objective):
 
     def loss_sum(self, model, batch):
         policy = sequence_logps(model, batch)
-        reference = reference_logps(model, batch).to(policy.device)
-        return dpo_losses(policy, reference, self.beta).sum()
+        reference = reference_logps(model, batch).to(policy.device) if self.loss.needs_reference else None
+        terms = pair_terms(self.loss, policy, reference, completion_lengths(batch).to(policy.device))
+        margins = terms.chosen_rewards - terms.rejected_rewards
+        for name, values in (("rewards/chosen", terms.chosen_rewards), ("rewards/rejected", terms.rejected_rewards),
+                             ("rewards/margins", margins), ("rewards/accuracies", (margins > 0).float()),
+                             *terms.extra.items()):
+            self.window.add(name, values)
+        return terms.losses.sum()
+
+    def window_metrics(self, world) -> dict[str, float]:
+        return self.window.read(world)
 
     def units(self, example: Pair) -> int:
         return 1
@@ -178,8 +201,7 @@ class PreferenceObjective(Objective):
 
 def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-pair DPO loss from (2 * pairs,) log-probs laid out chosen rows then rejected rows."""
-    chosen, rejected = (policy - reference).chunk(2)
-    return -F.logsigmoid(beta * (chosen - rejected))
+    return dpo_loss(*policy.chunk(2), *reference.chunk(2), beta)
 
 
 @torch.no_grad()
@@ -202,35 +224,43 @@ def precompute_reference(model, pairs: list[Pair], batch_size: int, pad_id: int)
 
 
 @torch.no_grad()
-def preference_metrics(model, pairs: list[Pair], beta: float, batch_size: int, pad_id: int) -> dict[str, float]:
-    """How well ``model`` ranks the pairs, with TRL's reward metrics.
+def preference_metrics(model, pairs: list[Pair], beta: float, batch_size: int, pad_id: int,
+                       loss: LossSpec | None = None) -> dict[str, float]:
+    """How well ``model`` ranks the pairs, with TRL's reward metrics for the pair loss trained with.
+
+    Rewards are the loss's own, as TRL logs them: ``beta * (policy - reference)`` for DPO (summed log-probs)
+    and IPO (per-token averages); ``beta * policy`` (per-token average) for the reference-free SimPO and
+    ORPO, whose evaluation runs no reference either.
 
     Returns:
-        ``reward_accuracy``: share of pairs whose implicit reward ``beta * (policy - reference)``
-        is higher for the chosen completion; ``reward_margin``: mean chosen minus rejected reward;
-        ``chosen_reward`` / ``rejected_reward``: their means; ``dpo_loss``: the mean loss;
-        ``logp_accuracy``: share of pairs where the policy gives the chosen completion the higher
+        ``reward_accuracy``: share of pairs whose chosen completion gets the higher reward;
+        ``reward_margin``: mean chosen minus rejected reward; ``chosen_reward`` / ``rejected_reward``:
+        their means; the mean loss as ``dpo_loss`` (DPO) or ``<type>_loss`` (``ipo_loss``, ...);
+        ``logp_accuracy``: share of pairs where the policy gives the chosen completion the higher summed
         log-probability (needs no reference, so it also scores an untrained model); ``n``.
     """
     if not pairs:
         return {"n": 0}
+    loss = loss or LossSpec(beta=beta)
     device = _device(model)
-    objective = PreferenceObjective(beta)
-    policy, reference = [], []
+    objective = PreferenceObjective(loss=loss)
+    policy, reference, lengths = [], [], []
     with _eval_mode(model):
         for i in range(0, len(pairs), batch_size):
             batch = {k: v.to(device) for k, v in objective.collate(pairs[i:i + batch_size], pad_id).items()}
             policy.append(torch.stack(sequence_logps(model, batch).chunk(2)))
-            reference.append(torch.stack(reference_logps(model, batch).to(device).chunk(2)))
-    policy, reference = torch.cat(policy, dim=1), torch.cat(reference, dim=1)  # (2, pairs)
-    rewards = beta * (policy - reference)
-    margins = rewards[0] - rewards[1]
-    losses = dpo_losses(policy.flatten(), reference.flatten(), beta)
+            lengths.append(torch.stack(completion_lengths(batch).to(device).chunk(2)))
+            if loss.needs_reference:
+                reference.append(torch.stack(reference_logps(model, batch).to(device).chunk(2)))
+    policy = torch.cat(policy, dim=1)  # (2, pairs): chosen, rejected
+    refs = torch.cat(reference, dim=1).flatten() if reference else None
+    terms = pair_terms(loss, policy.flatten(), refs, torch.cat(lengths, dim=1).flatten())
+    margins = terms.chosen_rewards - terms.rejected_rewards
     return {"reward_accuracy": (margins > 0).float().mean().item(),
             "reward_margin": margins.mean().item(),
-            "chosen_reward": rewards[0].mean().item(),
-            "rejected_reward": rewards[1].mean().item(),
-            "dpo_loss": losses.mean().item(),
+            "chosen_reward": terms.chosen_rewards.mean().item(),
+            "rejected_reward": terms.rejected_rewards.mean().item(),
+            loss.loss_key: terms.losses.mean().item(),
             "logp_accuracy": (policy[0] > policy[1]).float().mean().item(),
             "n": len(pairs)}
 

@@ -93,6 +93,14 @@ REGISTRY: tuple[MetricInfo, ...] = (
     MetricInfo("reward_margin", None, None, True, "mean chosen minus rejected implicit reward (TRL's DPO metrics)"),
     MetricInfo("logp_accuracy", None, None, True, "share of pairs whose chosen answer gets the higher log-probability"),
     MetricInfo("dpo_loss", None, None, False, "mean DPO loss (TRL's DPO metrics)"),
+    MetricInfo("ipo_loss", None, None, False, "mean IPO loss (training.preference_loss: ipo)"),
+    MetricInfo("simpo_loss", None, None, False, "mean SimPO loss (training.preference_loss: simpo)"),
+    MetricInfo("orpo_loss", None, None, False, "mean ORPO loss, SFT term included (training.preference_loss: orpo)"),
+    MetricInfo("kto_loss", None, None, False, "mean KTO loss (training.preference_loss: kto)"),
+    MetricInfo("desirable_above_reference", None, None, True,
+               "KTO: share of desirable completions the policy rates above the reference"),
+    MetricInfo("undesirable_below_reference", None, None, True,
+               "KTO: share of undesirable completions the policy rates below the reference"),
     MetricInfo("loss", None, None, False, "mean token cross-entropy"),
     MetricInfo("latency_s", None, None, False, "seconds per test example"),
 )
@@ -126,6 +134,8 @@ def higher_is_better(metric: str) -> bool:
     """
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
+    if metric.startswith("graders."):  # a grader's mean score (eval.graders): a reward, whatever its name says
+        return True
     lowered = metric.lower()
     return not any(word in lowered for word in ("loss", "perplexity", "mse", "error", "latency"))
 
