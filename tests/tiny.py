@@ -156,3 +156,24 @@ def lora_moved(model, std: float = 0.5, seed: int = 0):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     return model
+
+
+class Killed(Exception):
+    """Stands for kill -9: nothing in the loop catches it, so no checkpoint is written on the way out."""
+
+
+def fail_in_step(monkeypatch, n: int, exc: type[BaseException] = Killed):
+    """Make the ``n``-th optimizer step of ``lmtune.train.loop`` raise ``exc`` inside its backward pass; return a
+    function that undoes it."""
+    from lmtune.train import loop
+
+    real, calls = loop.accumulate_gradients, {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_gradients", failing)
+    return lambda: monkeypatch.setattr(loop, "accumulate_gradients", real)

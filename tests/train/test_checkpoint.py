@@ -4,7 +4,7 @@ what the uninterrupted run logs, whatever stopped it and whichever version of lm
 import json
 
 import pytest
-from tiny import method_model, train_examples, train_settings
+from tiny import Killed, fail_in_step, method_model, train_examples, train_settings
 
 from lmtune.train import loop
 from lmtune.train.track import read_metrics
@@ -14,27 +14,9 @@ def _losses(run_dir):
     return {m["step"]: m["loss"] for m in read_metrics(run_dir / "metrics.jsonl") if m["split"] == "train"}
 
 
-def _fail_in_step(monkeypatch, n: int, exc: type[BaseException]):
-    """Make the ``n``-th optimizer step raise ``exc`` inside its backward pass; return a function that undoes it."""
-    real, calls = loop.accumulate_gradients, {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise exc
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "accumulate_gradients", failing)
-    return lambda: monkeypatch.setattr(loop, "accumulate_gradients", real)
-
-
 def _logged(run_dir) -> bytes:
     """``metrics.jsonl`` as written: what was learned, nothing measured (that goes to ``timing.jsonl``)."""
     return (run_dir / "metrics.jsonl").read_bytes()
-
-
-class _Killed(Exception):
-    """Stands for kill -9: nothing in the loop catches it, so no checkpoint is written on the way out."""
 
 
 def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, monkeypatch):
@@ -43,7 +25,7 @@ def test_resume_after_interruption_reproduces_the_next_losses(tok, tmp_path, mon
     loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
     expected = _losses(tmp_path / "a")
 
-    restore = _fail_in_step(monkeypatch, 4, KeyboardInterrupt)
+    restore = fail_in_step(monkeypatch, 4, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     assert (tmp_path / "b" / "checkpoints" / "step-3" / "state.json").exists()
@@ -73,8 +55,8 @@ def test_a_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(tok, tmp_pat
     settings = train_settings(max_steps=8, save_every=3, log_every=2, eval_every=4, grad_accum=2, batch_size=2)
     expected = loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
 
-    restore = _fail_in_step(monkeypatch, 5, _Killed)
-    with pytest.raises(_Killed):
+    restore = fail_in_step(monkeypatch, 5, Killed)
+    with pytest.raises(Killed):
         loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
     resumed = loop.train(method_model(tok, seed=99), data, val, settings, tmp_path / "b", tok.pad_token_id, resume=True,
@@ -88,7 +70,7 @@ def test_interrupted_run_with_ctrl_c_resumes_with_the_same_logs(tok, tmp_path, m
     data = train_examples(tok, 16)
     settings = train_settings(max_steps=6, save_every=4, log_every=4)
     expected = loop.train(method_model(tok), data, [], settings, tmp_path / "a", tok.pad_token_id, quiet=True)
-    restore = _fail_in_step(monkeypatch, 3, KeyboardInterrupt)
+    restore = fail_in_step(monkeypatch, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         loop.train(method_model(tok), data, [], settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
@@ -108,8 +90,8 @@ def test_a_checkpoint_in_the_old_state_format_resumes_with_the_same_logs(tok, tm
     data, val = train_examples(tok, 16), train_examples(tok, 4)
     settings = train_settings(max_steps=6, save_every=3, log_every=2, eval_every=2)
     expected = loop.train(method_model(tok), data, val, settings, tmp_path / "a", tok.pad_token_id, quiet=True)
-    restore = _fail_in_step(monkeypatch, 5, _Killed)
-    with pytest.raises(_Killed):
+    restore = fail_in_step(monkeypatch, 5, Killed)
+    with pytest.raises(Killed):
         loop.train(method_model(tok), data, val, settings, tmp_path / "b", tok.pad_token_id, quiet=True)
     restore()
     path = tmp_path / "b" / "checkpoints" / "step-3" / "state.json"

@@ -12,7 +12,17 @@ import torch
 from conftest import refused_train, run_cli, write_jsonl
 from scipy.special import softmax
 from scipy.stats import entropy
-from tiny import SENTENCES, build_model, build_tokenizer, lora_moved, method_model, train_examples, train_settings
+from tiny import (
+    SENTENCES,
+    Killed,
+    build_model,
+    build_tokenizer,
+    fail_in_step,
+    lora_moved,
+    method_model,
+    train_examples,
+    train_settings,
+)
 
 from lmtune.data.encode import IGNORE, Encoder, pack_blocks
 from lmtune.methods import registry
@@ -133,31 +143,18 @@ def test_the_block_order_depends_only_on_the_micro_batch():
         assert shared == sorted(distill.BlockOrder(10, 6, 0).indices(cursor))
 
 
-class _Killed(Exception):
-    """Stands for kill -9: nothing in the loop catches it, so no checkpoint is written on the way out."""
-
-
 def test_a_resumed_run_draws_the_same_blocks_and_logs_what_the_uninterrupted_run_logs(tok, tmp_path, monkeypatch):
     data, val, blocks = train_examples(tok, 16), train_examples(tok, 4), _blocks(tok, n=20)
     settings = train_settings(max_steps=6, save_every=2, log_every=1, eval_every=2, grad_accum=2, batch_size=2)
     pad = tok.pad_token_id
     loop.train(method_model(tok), data, val, settings, tmp_path / "a", pad, quiet=True,
                objective=_objective(tok, blocks, grad_accum=2))
-    real, calls = loop.accumulate_gradients, {"n": 0}
-
-    def killed_in_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise _Killed
-        return real(*args, **kwargs)
-
     for name, start in (("b", None), ("c", 0)):  # c: a resume that forgot where the distill blocks were
-        monkeypatch.setattr(loop, "accumulate_gradients", killed_in_step_5)
-        calls["n"] = 0
-        with pytest.raises(_Killed):
+        restore = fail_in_step(monkeypatch, 5)
+        with pytest.raises(Killed):
             loop.train(method_model(tok), data, val, settings, tmp_path / name, pad, quiet=True,
                        objective=_objective(tok, blocks, grad_accum=2))
-        monkeypatch.setattr(loop, "accumulate_gradients", real)
+        restore()
         assert distill.resumed_step(tmp_path / name / "checkpoints") == 4
         step = distill.resumed_step(tmp_path / name / "checkpoints") if start is None else start
         loop.train(method_model(tok, seed=99), data, val, settings, tmp_path / name, pad, resume=True, quiet=True,

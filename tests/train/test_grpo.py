@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from conftest import killed_cli, refused_train, run_cli, write_jsonl
-from tiny import build_tokenizer, lora_moved, method_model, train_settings
+from tiny import Killed, build_tokenizer, fail_in_step, lora_moved, method_model, train_settings
 
 from lmtune import graders
 from lmtune.data.encode import Encoder
@@ -250,10 +250,6 @@ def test_constant_groups_and_grader_failures_are_counted_and_warned(capsys):
     assert err.count("2 of 2 groups had the same reward") == 1 and err.count("could not be graded") == 1
 
 
-class _Killed(Exception):
-    """Stands for kill -9: nothing in the loop catches it, so no checkpoint is written on the way out."""
-
-
 def test_a_resumed_run_samples_and_logs_what_the_uninterrupted_run_does(tmp_path, monkeypatch):
     tok = build_tokenizer()
     train, val = _prompts(tok, 8), _prompts(tok, 3)
@@ -264,18 +260,11 @@ def test_a_resumed_run_samples_and_logs_what_the_uninterrupted_run_does(tmp_path
                              GRPOSettings(num_generations=4, max_completion_length=8), seed=0, start_step=start_step)
     loop.train(lora_moved(method_model(tok), std=0.3), train, val, settings, tmp_path / "a", tok.pad_token_id,
                quiet=True, objective=objective())
-    real, calls = loop.accumulate_gradients, {"n": 0}
-
-    def killed_in_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise _Killed
-        return real(*args, **kwargs)
-    monkeypatch.setattr(loop, "accumulate_gradients", killed_in_step_5)
-    with pytest.raises(_Killed):
+    restore = fail_in_step(monkeypatch, 5)
+    with pytest.raises(Killed):
         loop.train(lora_moved(method_model(tok), std=0.3), train, val, settings, tmp_path / "b", tok.pad_token_id,
                    quiet=True, objective=objective())
-    monkeypatch.setattr(loop, "accumulate_gradients", real)
+    restore()
     assert resumed_step(tmp_path / "b" / "checkpoints") == 4
     loop.train(lora_moved(method_model(tok, seed=9), std=0.3), train, val, settings, tmp_path / "b", tok.pad_token_id,
                resume=True, quiet=True, objective=objective(start_step=4))
