@@ -48,8 +48,9 @@ def test_an_upload_with_a_broken_line_names_it(client):
 
 
 def test_an_upload_without_an_assistant_reply_names_the_line(client):
-    no_reply = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
-    with pytest.raises(openai.BadRequestError, match=r"mine.jsonl:1: .*assistant"):
+    # (a file whose first record ends in a user turn is OpenAI's reinforcement data: test_serve_openai_methods)
+    no_reply = chat_jsonl(1) + b'{"messages": [{"role": "user", "content": "hi"}]}\n'
+    with pytest.raises(openai.BadRequestError, match=r"mine.jsonl:2: .*assistant"):
         client.files.create(file=("mine.jsonl", no_reply), purpose="fine-tune")
 
 

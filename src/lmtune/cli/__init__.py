@@ -266,12 +266,16 @@ def serve(models: list[str] = typer.Argument(..., help="Run directories and/or m
           engine: str = typer.Option("lmtune", "--engine", help="lmtune: generate in this process (CPU, demos); "
                                      "vllm: start vLLM's OpenAI server on this CUDA machine for LoRA runs of one base "
                                      "(or one full fine-tune) and route inference to it."),
+          allow_python_graders: bool = typer.Option(False, "--allow-python-graders", help="Accept reinforcement "
+                                                    "jobs whose python grader's code runs on this machine, in a "
+                                                    "time-limited subprocess but unsandboxed: trusted clients only."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress lines or access log.")):
     """OpenAI-compatible server: chat/completions over the models, and fine-tuning jobs."""
     from lmtune.serve.http.server import serve as run_server
 
     run_server(models, host=host, port=port, api_key=api_key, state_dir=state_dir, max_batch=max_batch_size,
-               max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet, engine=engine)
+               max_queue=max_queue, default_max_tokens=max_tokens, precision=precision, quiet=quiet, engine=engine,
+               allow_python_graders=allow_python_graders)
 
 
 @app.command()

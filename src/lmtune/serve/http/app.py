@@ -39,6 +39,7 @@ class ServerState:
     api_key: str | None = None
     default_max_tokens: int = 256
     upstream: Upstream | None = None  # the server that answers inference requests, if not this one
+    allow_python_graders: bool = False  # accept jobs whose python grader's code runs on this machine
 
     def names(self) -> list[str]:
         """The names clients may ask for."""
@@ -170,7 +171,8 @@ def _model_object(served: Served) -> dict:
 
 def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, max_batch: int = 32,
                 max_queue: int = 256, default_max_tokens: int = 256, say=lambda m: None,
-                precision: str = "auto", upstream: Upstream | None = None) -> ServerState:
+                precision: str = "auto", upstream: Upstream | None = None,
+                allow_python_graders: bool = False) -> ServerState:
     """Load the models, open the state directory, and serve the models of earlier succeeded jobs.
 
     With an ``upstream`` nothing is loaded here: ``refs`` are the upstream's to serve, and so would be
@@ -204,4 +206,5 @@ def build_state(refs: list[str], state_dir: Path, api_key: str | None = None, ma
         registry.add(job["run_dir"], name=job["fine_tuned_model_name"])
 
     supervisor = Supervisor(store, state_dir, publish, say)
-    return ServerState(registry, metrics, store, supervisor, state_dir, api_key, default_max_tokens, upstream)
+    return ServerState(registry, metrics, store, supervisor, state_dir, api_key, default_max_tokens, upstream,
+                       allow_python_graders)

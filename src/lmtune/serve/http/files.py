@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 
 from lmtune.errors import UserError
 from lmtune.serve.errors import APIError
+from lmtune.serve.jobs import shapes
 from lmtune.serve.jobs.store import new_id
 
 router = APIRouter()
@@ -109,9 +110,17 @@ def _check(path: Path, filename: str) -> dict:
     """``check_file``'s summary; a problem with the data (a UserError) becomes a 400 naming ``filename:line``."""
     from lmtune.data.check import check_file
 
+    shape = shapes.detect(path)  # OpenAI's reinforcement or DPO records: checked as the records they become
+    checked = path.with_name(f"{path.name}.converted.jsonl") if shape else path
     try:
-        summary = check_file(path)
+        if shape:
+            shape.convert(path, checked, filename)
+        summary = check_file(checked, task=shape.task if shape else None)
     except UserError as exc:
-        where = (exc.source or "").replace(str(path), filename) or filename
+        where = (exc.source or "").replace(str(checked), filename) or filename
         raise APIError(400, f"{where}: {exc.message}", "file", "invalid_file") from None
-    return {k: summary[k] for k in ("records", "format", "task", "labels")}
+    finally:
+        if shape:
+            checked.unlink(missing_ok=True)
+    summary = {k: summary[k] for k in ("records", "format", "task", "labels")}
+    return {**summary, "format": shape.format} if shape else summary

@@ -9,26 +9,33 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmtune.recipe import TrainingConfig
 from lmtune.run_dir import RunDir, checkpoint_dirs, checkpoint_step
 from lmtune.serve.errors import APIError, model_not_found
+from lmtune.serve.jobs import reinforcement, shapes
 from lmtune.serve.jobs.recipe import (
     BASE_LEARNING_RATE,
+    COMMON,
+    HYPERPARAMETERS,
     build_recipe,
     format_task,
     resolve_hyperparameters,
 )
 from lmtune.serve.jobs.store import new_id
+from lmtune.serve.jobs.worker import openai_metrics
 
 router = APIRouter()
 SUFFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_SEED = 2**32 - 1  # a recipe's seed seeds numpy too, whose seeds are unsigned 32-bit integers
-METHODS = ("supervised", "dpo")
+METHODS = tuple(HYPERPARAMETERS)
 
 
 class JobRequest(BaseModel):
@@ -60,7 +67,8 @@ class JobRequest(BaseModel):
         return self
 
     def _check_method(self) -> None:
-        """``method`` is ``{"type": "supervised"|"dpo", <type>: {"hyperparameters": {...}}, "lmtune": {...}}``."""
+        """``method`` is ``{"type": "supervised"|"dpo"|"reinforcement", <type>: {"hyperparameters": {...}} (and
+        reinforcement's ``grader``), "lmtune": {...}}``."""
         kind = (self.method or {}).get("type", "supervised")
         if not isinstance(kind, str) or kind not in METHODS:
             raise APIError(400, f"method.type must be one of {', '.join(METHODS)}.", "method.type", "invalid_value")
@@ -76,6 +84,13 @@ class JobRequest(BaseModel):
         nested = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
         return {**(self.hyperparameters or {}), **nested}
 
+    def kind(self) -> str:
+        return (self.method or {}).get("type", "supervised")
+
+    def nested_hyperparameters(self) -> set[str]:
+        """The names given under ``method.<type>.hyperparameters`` (an error names them there)."""
+        return set(((self.method or {}).get(self.kind()) or {}).get("hyperparameters") or {})
+
 
 @router.post("/v1/fine_tuning/jobs")
 def create_job(body: JobRequest, request: Request):
@@ -90,26 +105,58 @@ def create_job(body: JobRequest, request: Request):
     if base_ref is None:
         raise model_not_found(body.model)
     method = dict(body.method or {"type": "supervised"})
-    hyper = resolve_hyperparameters(body.hyperparameters_given())
+    hyper = resolve_hyperparameters(body.hyperparameters_given(), body.kind(), body.nested_hyperparameters())
     job_id = new_id("ftjob")
     seed = body.seed if body.seed is not None else random.randrange(2**31)
     run_dir = state.jobs_dir / job_id / "run"
-    recipe = build_recipe(job_id, base_ref, train, validation, hyper, method, seed)
-    training = recipe["training"]  # method.lmtune may have changed them: report what runs
-    hyper = {"n_epochs": training["epochs"], "batch_size": training["batch_size"],
-             "learning_rate_multiplier": training["learning_rate"] / BASE_LEARNING_RATE}
+    try:
+        train, validation, notes = _job_data(state.jobs_dir / job_id, train, validation, hyper, method,
+                                             state.allow_python_graders)
+        recipe = build_recipe(job_id, base_ref, train, validation, hyper, method, seed)
+    except APIError:
+        shutil.rmtree(state.jobs_dir / job_id, ignore_errors=True)  # the converted data of a job never created
+        raise
     row = {"id": job_id, "created_at": int(time.time()), "model": body.model, "base_ref": base_ref,
            "training_file": body.training_file, "validation_file": body.validation_file,
-           "hyperparameters": hyper, "method": method, "suffix": body.suffix, "seed": seed,
-           "metadata": body.metadata, "recipe": recipe, "run_dir": str(run_dir),
+           "hyperparameters": _running(body.kind(), hyper, recipe["training"]), "method": method, "suffix": body.suffix,
+           "seed": seed, "metadata": body.metadata, "recipe": recipe, "run_dir": str(run_dir),
            "fine_tuned_model_name": f"ft:{body.model}:{body.suffix or ''}:{job_id}", "status": "queued"}
     state.store.add_job(row)
     state.store.add_event(job_id, f"Created fine-tuning job: {job_id}")
     state.store.add_event(job_id, f"Training file {body.training_file}: {train['summary']['records']} "
                           f"{train['summary']['format']} records; recipe: {json.dumps(recipe['method'])}, "
                           f"{json.dumps(recipe['training'])}")
+    for note in notes:
+        state.store.add_event(job_id, note)
     state.supervisor.notify()
     return job_object(state.store.job(job_id))
+
+
+def _running(kind: str, hyper: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """The job's hyperparameters as they run (``method.lmtune`` may have changed them), in OpenAI's names."""
+    out = {**hyper, "n_epochs": training["epochs"], "batch_size": training["batch_size"],
+           "learning_rate_multiplier": training["learning_rate"] / BASE_LEARNING_RATE}
+    if kind == "dpo":
+        out["beta"] = training.get("dpo_beta", TrainingConfig.model_fields["dpo_beta"].default)
+    if "grpo" in training:
+        out["compute_multiplier"] = training["grpo"]["num_generations"] / reinforcement.GENERATIONS
+        out["eval_interval"] = training.get("eval_every", TrainingConfig.model_fields["eval_every"].default)
+    return out
+
+
+def _job_data(job_dir: Path, train: dict, validation: dict | None, hyper: dict, method: dict,
+              allow_python: bool = False):
+    """The files in OpenAI's record shapes written in lmtune's formats, and a reinforcement job's grader checked.
+
+    Returns:
+        ``(train, validation, notes)``: the file rows the recipe reads, and the job events that say what was
+        accepted but has no counterpart, or left out.
+    """
+    train, validation, converted = shapes.convert_rows(job_dir, train, validation)
+    if method.get("type") == "reinforcement":
+        grader = reinforcement.grader_of(method, allow_python)
+        reinforcement.check_grader(grader, Path(train["path"]), train["filename"])
+    return train, validation, reinforcement.notes(hyper, converted)
 
 
 @router.get("/v1/fine_tuning/jobs")
@@ -151,9 +198,12 @@ def job_checkpoints(job_id: str, request: Request, after: str | None = None, lim
 
 def job_object(job: dict) -> dict:
     """A job row in OpenAI's ``fine_tuning.job`` shape."""
-    hyper = {k: job["hyperparameters"][k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    method = {"type": job["method"].get("type", "supervised")}
-    method[method["type"]] = {"hyperparameters": hyper}
+    hyper = {k: job["hyperparameters"][k] for k in COMMON}
+    kind = job["method"].get("type", "supervised")
+    names = HYPERPARAMETERS.get(kind, COMMON)
+    method = {"type": kind, kind: {"hyperparameters": {k: v for k, v in job["hyperparameters"].items() if k in names}}}
+    if kind == "reinforcement":
+        method[kind]["grader"] = job["method"][kind]["grader"]
     return {"id": job["id"], "object": "fine_tuning.job", "created_at": job["created_at"], "model": job["model"],
             "fine_tuned_model": job["fine_tuned_model"], "finished_at": job["finished_at"], "error": job["error"],
             "hyperparameters": hyper, "organization_id": "lmtune", "result_files": [], "seed": job["seed"],
@@ -163,10 +213,10 @@ def job_object(job: dict) -> dict:
 
 
 def checkpoints(job: dict) -> list[dict]:
-    """The run's saved checkpoints, newest first, with the losses logged at their step."""
+    """The run's saved checkpoints, newest first, with the losses (and a GRPO job's rewards) logged at their step."""
     run_dir = RunDir(job["run_dir"])
     found = reversed(checkpoint_dirs(run_dir.checkpoints, complete=True))
-    losses: dict[tuple[int, str], float] = {}
+    logged: dict[int, dict[str, float]] = {}
     metrics = run_dir.metrics
     for line in metrics.read_text().splitlines() if metrics.exists() else []:
         try:
@@ -174,15 +224,15 @@ def checkpoints(job: dict) -> list[dict]:
         except ValueError:
             continue
         if "loss" in record:
-            losses[(record.get("step"), record.get("split"))] = record["loss"]
+            logged.setdefault(record.get("step"), {}).update(openai_metrics(record))
     out = []
     for path in found:
         step = checkpoint_step(path)
         out.append({"id": f"ftckpt-{job['id'].removeprefix('ftjob-')}-{step}", "object": "fine_tuning.job.checkpoint",
                     "created_at": int(path.stat().st_mtime), "fine_tuning_job_id": job["id"], "step_number": step,
                     "fine_tuned_model_checkpoint": f"{job['fine_tuned_model_name']}:ckpt-step-{step}",
-                    "metrics": {"step": float(step), "train_loss": losses.get((step, "train")),
-                                "valid_loss": losses.get((step, "validation"))}})
+                    "metrics": {"step": float(step), "train_loss": None, "valid_loss": None,
+                                **logged.get(step, {})}})
     return out
 
 

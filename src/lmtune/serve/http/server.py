@@ -94,6 +94,7 @@ class Server:
         precision: autocast for generation: auto (bf16 where native), fp32, bf16, fp16.
         quiet: no progress lines or access log.
         engine: ``lmtune`` (this process batches and generates) or ``vllm`` (a vLLM child server does).
+        allow_python_graders: accept reinforcement jobs with python graders, whose code runs on this machine.
         upstream: answer inference requests with this server instead (what ``engine="vllm"`` sets up after
             starting vLLM; ``refs`` are then not loaded here).
     """
@@ -101,7 +102,7 @@ class Server:
     def __init__(self, refs: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: Path | None = None,
                  api_key: str | None = None, max_batch: int = 32, max_queue: int = 256, default_max_tokens: int = 256,
                  precision: str = "auto", quiet: bool = False, engine: str = "lmtune",
-                 upstream: Upstream | None = None):
+                 upstream: Upstream | None = None, allow_python_graders: bool = False):
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}", source="--precision")
         plan = _vllm_plan(refs, engine, max_batch, max_queue, precision)
@@ -116,7 +117,7 @@ class Server:
 
                 self.child, upstream = start_vllm(plan, self.state_dir, self.say)
             self.state = build_state(refs, self.state_dir, api_key, max_batch, max_queue, default_max_tokens, self.say,
-                                     precision, upstream)
+                                     precision, upstream, allow_python_graders)
         except BaseException:
             self._release()
             raise

@@ -69,12 +69,23 @@ class MetricsEvents:
                 continue
             self.seen.add(key)
             what = "training" if record.get("split") == "train" else "validation"
-            data = {"step": record["step"], "split": record.get("split"),
-                    f"{'train' if what == 'training' else 'valid'}_loss": record["loss"]}
+            data = {"step": record["step"], "split": record.get("split"), **openai_metrics(record)}
             if record.get("split") == "train" and speed.get(record["step"]) is not None:
                 data["tokens_per_s"] = speed[record["step"]]
-            self.store.add_event(self.job_id, f"Step {record['step']}: {what} loss={record['loss']:.4f}",
+            reward = f", reward mean={record['reward']:.4f}" if record.get("reward") is not None else ""
+            self.store.add_event(self.job_id, f"Step {record['step']}: {what} loss={record['loss']:.4f}{reward}",
                                  kind="metrics", data=data)
+
+
+def openai_metrics(record: dict) -> dict:
+    """A ``metrics.jsonl`` line in the names of OpenAI's metrics events and checkpoints: ``train_loss`` or
+    ``valid_loss``, and for a reinforcement (GRPO) job the mean reward, ``train_reward_mean`` (over the step's
+    sampled completions) or ``valid_reward_mean`` (over the greedy answers to the held-out prompts)."""
+    prefix = "train" if record.get("split") == "train" else "valid"
+    out = {f"{prefix}_loss": record["loss"]}
+    if record.get("reward") is not None:
+        out[f"{prefix}_reward_mean"] = record["reward"]
+    return out
 
 
 def _complete_lines(path: Path) -> list[dict]:
