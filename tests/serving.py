@@ -1,13 +1,32 @@
 """Helpers of the fine-tuning tests (``tests/serve``): chat records to upload, a quick job, waiting for a job."""
 
+import contextlib
 import json
 import time
 from pathlib import Path
+
+import openai
+
+from lmtune.serve.http.server import Server
 
 SENTENCES = ["the movie was great and i loved it", "the movie was terrible and boring",
              "this drug helped my pain a lot",
              "this drug gave me awful side effects", "it was fine, nothing special"]
 QUICK = {"type": "supervised", "lmtune": {"training": {"max_steps": 2, "batch_size": 4, "eval_every": 1}}}
+
+
+@contextlib.contextmanager
+def job_server(model_dir: Path, state_dir: Path, **options):
+    """``lmtune serve`` of ``model_dir`` on a free port in a thread, stopped on exit."""
+    srv = Server([str(model_dir)], port=0, state_dir=state_dir, quiet=True, **options).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def openai_client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def chat_jsonl(n: int = 24) -> bytes:

@@ -10,21 +10,18 @@ import time
 import httpx2 as httpx
 import openai
 import pytest
-from serving import QUICK, chat_jsonl, wait
-
-from lmtune.serve.http.server import Server
+from serving import QUICK, chat_jsonl, job_server, openai_client, wait
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    srv = Server([str(tiny_model_dir)], port=0, state_dir=tmp_path_factory.mktemp("jobs-state"), quiet=True).start()
-    yield srv
-    srv.stop()
+    with job_server(tiny_model_dir, tmp_path_factory.mktemp("jobs-state")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    return openai_client(server)
 
 
 @pytest.fixture(scope="module")

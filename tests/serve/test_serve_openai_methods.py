@@ -8,9 +8,7 @@ import json
 
 import openai
 import pytest
-from serving import SENTENCES, chat_jsonl, wait
-
-from lmtune.serve.http.server import Server
+from serving import SENTENCES, chat_jsonl, job_server, openai_client, wait
 
 #: The grader of the reinforcement jobs: does the sampled answer contain the record's letter?
 GRADER = {"type": "string_check", "name": "has_letter", "input": "{{sample.output_text}}",
@@ -38,14 +36,13 @@ def dpo_jsonl(n: int = 24) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    srv = Server([str(tiny_model_dir)], port=0, state_dir=tmp_path_factory.mktemp("methods-state"), quiet=True).start()
-    yield srv
-    srv.stop()
+    with job_server(tiny_model_dir, tmp_path_factory.mktemp("methods-state")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    return openai_client(server)
 
 
 @pytest.fixture(scope="module")
@@ -158,17 +155,13 @@ def test_a_python_grader_needs_the_servers_consent(client, files, tiny_model_dir
     body = refused(client, files, tiny_model_dir.name, {"type": "reinforcement", "reinforcement": {"grader": multi}})
     assert body["param"] == "method.reinforcement.grader.graders.b.source"
     assert "--allow-python-graders" in body["message"]
-    trusting = Server([str(tiny_model_dir)], port=0, state_dir=tmp_path, quiet=True, allow_python_graders=True)
-    try:
-        trusting.start()
-        other = openai.OpenAI(base_url=trusting.url + "/v1", api_key="unused", max_retries=0)
+    with job_server(tiny_model_dir, tmp_path, allow_python_graders=True) as trusting:
+        other = openai_client(trusting)
         upload = other.files.create(file=("rft.jsonl", rft_jsonl()), purpose="fine-tune").id
         method = {"type": "reinforcement", "reinforcement": {"grader": multi, "hyperparameters": {"n_epochs": 1}}}
         job = other.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=upload, method=method)
         assert job.status in ("validating_files", "queued", "running")
         assert other.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-    finally:
-        trusting.stop()
 
 
 def test_a_reinforcement_job_needs_a_grader(client, files, tiny_model_dir):
