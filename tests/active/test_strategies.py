@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmtune.active import diverse, results, strategies
+from lmtune.evaluate import metrics
 
 
 def planted(n_sure: int = 40, uncertain=None, seed: int = 0):
@@ -149,6 +150,15 @@ def test_curve_means_over_seeds_with_a_t_interval_and_one_seed_keeps_its_bootstr
     assert (points[0]["ci_low"], points[0]["ci_high"]) == pytest.approx((low, high))
     single = results.curve(arms({0: [0.5]}, "random"))
     assert (single[0]["ci_low"], single[0]["ci_high"]) == pytest.approx((0.45, 0.55))
+
+
+def test_an_interval_over_few_seeds_stays_within_the_metrics_range():
+    spread = arms({0: [0.95], 1: [0.55], 2: [0.99]}, "entropy")
+    wide = results.curve(spread)[0]
+    assert wide["ci_high"] > 1  # Student's t with 2 degrees of freedom
+    kept = results.curve(spread, metrics.value_range("f1_macro"))[0]
+    assert (kept["ci_low"], kept["ci_high"]) == (pytest.approx(wide["ci_low"]), 1.0)
+    assert metrics.value_range("bleu") == (0.0, 100.0) and metrics.value_range("mse")[1] == float("inf")
 
 
 def test_labels_to_reach_interpolates_between_rounds_and_is_none_when_never_reached():

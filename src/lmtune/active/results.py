@@ -2,10 +2,11 @@
 reach random selection's final score, and a statement a person reads (``active.json``).
 
 Across seeds, a curve point is the mean of the seeds' values at that number of labels, with a 95% Student-t
-interval over the seeds (``scipy.stats.t``) when there are two or more, else the single run's bootstrap interval
-(evaluation's). The target is random selection's final mean: the score the labels a team would otherwise label at
-random buy. ``labels_to_reach`` is the first number of labels at which a strategy's mean reaches it, interpolated
-linearly between two rounds when it is crossed between them (the statement says so).
+interval over the seeds (``scipy.stats.t``, cut to the metric's range) when there are two or more, else the
+single run's bootstrap interval (evaluation's). The target is random selection's final mean: the score the
+labels a team would otherwise label at random buy. ``labels_to_reach`` is the first number of labels at which a
+strategy's mean reaches it, interpolated linearly between two rounds when it is crossed between them (the
+statement says so).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ BASELINE = "random"
 def document(exp) -> dict[str, Any]:
     """The whole ``active.json`` of an experiment as it stands (finished rounds and pending ones)."""
     higher = metrics.higher_is_better(exp.metric)
-    curves = {s: curve([a for a in exp.arms if a["strategy"] == s]) for s in exp.strategies}
+    bounds = metrics.value_range(exp.metric)
+    curves = {s: curve([a for a in exp.arms if a["strategy"] == s], bounds) for s in exp.strategies}
     target = _target(curves, exp)
     reach = {s: labels_to_reach(points, target["value"], higher) if target else None for s, points in curves.items()}
     return {"name": exp.recipe.name, **exp.fingerprint, "metric": exp.metric, "system": "finetuned",
@@ -36,8 +38,9 @@ def document(exp) -> dict[str, Any]:
             "statement": statement(curves, reach, target, exp.metric, higher), "notes": exp.notes}
 
 
-def curve(arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One strategy's points across its arms (one per seed): each round's mean and 95% interval over seeds."""
+def curve(arms: list[dict[str, Any]], bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[dict[str, Any]]:
+    """One strategy's points across its arms (one per seed): each round's mean and 95% interval over seeds, kept
+    within ``bounds``, the metric's range (with two or three seeds a t-interval easily reaches past an F1 of 1)."""
     by_n: dict[int, list[dict[str, Any]]] = {}
     for arm in arms:
         for entry in arm["rounds"]:
@@ -51,6 +54,7 @@ def curve(arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(values) >= 2:
             sem = float(values.std(ddof=1) / math.sqrt(len(values)))
             low, high = (mean, mean) if sem == 0 else stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
+            low, high = max(low, bounds[0]), min(high, bounds[1])
         else:
             low, high = entries[0].get("ci_low"), entries[0].get("ci_high")
         points.append({"n_labelled": n, "mean": round(mean, 6), "ci_low": _round(low), "ci_high": _round(high),

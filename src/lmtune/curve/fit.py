@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from lmtune.evaluate import metrics
+
 #: Doubling adds less than this share of the metric's scale (0.01 of macro-F1): the curve has flattened.
 FLATTEN_SHARE = 0.01
 DRAWS = 300
@@ -27,7 +29,6 @@ Z95_WIDTH = 3.92  # a normal's 95% interval is 3.92 standard deviations wide
 MIN_SIZES = 3  # three parameters: fewer distinct sizes cannot pin them down
 NEVER = 1e9  # a curve that flattens beyond this many examples is said not to flatten
 # Metrics whose range is not 0..1: every other higher-is-better metric is a share or a mean F-measure.
-RANGES = {"bleu": (0.0, 100.0), "chrf": (0.0, 100.0), "pearson": (-1.0, 1.0), "perplexity": (1.0, math.inf)}
 STARTS = (0.2, 0.5, 1.0)  # starting exponents c; the best of their fits is kept
 
 
@@ -39,13 +40,6 @@ class Measured:
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
-
-
-def metric_range(metric: str, higher_is_better: bool) -> tuple[float, float]:
-    """Where ``a``, the curve's asymptote, may lie: the metric's own range."""
-    if metric in RANGES:
-        return RANGES[metric]
-    return (0.0, 1.0) if higher_is_better else (0.0, math.inf)
 
 
 def law(n, a: float, b: float, c: float, sign: float = 1.0):
@@ -74,7 +68,7 @@ def fit(points: Sequence[Measured], metric: str, higher_is_better: bool = True, 
         return None, (f"No fit yet: a saturating power law has three parameters and needs points at {MIN_SIZES} or "
                       f"more training-set sizes ({len(sizes)} finished so far).")
     sign = 1.0 if higher_is_better else -1.0
-    low, high = metric_range(metric, higher_is_better)
+    low, high = metrics.value_range(metric)  # the asymptote ``a`` lies in the metric's own range
     n = np.array([p.n for p in points], dtype=float)
     y = np.array([p.value for p in points], dtype=float)
     sd = _spreads(points, _scale(low, high, y))

@@ -31,6 +31,7 @@ from lmtune.evaluate.metrics.registry import (
     regression_metrics,
     scored,
     select_metrics,
+    value_range,
 )
 from lmtune.evaluate.metrics.scorer import Scored, Scorer
 
@@ -38,5 +39,5 @@ __all__ = [
     "HIGHER_IS_BETTER", "METRICS", "PRIMARY_METRIC", "REGISTRY", "TASK_FAMILY", "MetricInfo", "Scored", "Scorer",
     "averaged_labels", "best_systems", "classification_metrics", "compute_selected", "generation_metrics",
     "higher_is_better", "known_metrics", "meteor_tokens", "metric_keys", "perplexity", "regression_metrics",
-    "scored", "select_metrics",
+    "scored", "select_metrics", "value_range",
 ]

@@ -120,6 +120,17 @@ TASK_FAMILY: dict[str, str] = {kind.name: kind.family for kind in TASK_KINDS if 
                                {info.family for info in REGISTRY}}
 
 
+#: Metrics whose values are not in [0, 1] (higher is better) or [0, inf) (lower is better).
+RANGES = {"bleu": (0.0, 100.0), "chrf": (0.0, 100.0), "pearson": (-1.0, 1.0), "perplexity": (1.0, math.inf)}
+
+
+def value_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: what a fitted asymptote or an interval over seeds is kept within."""
+    if metric in RANGES:
+        return RANGES[metric]
+    return (0.0, 1.0) if higher_is_better(metric) else (0.0, math.inf)
+
+
 def higher_is_better(metric: str) -> bool:
     """Whether a larger value of ``metric`` is better.
 
