@@ -56,16 +56,20 @@ class MetricsEvents:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.poll()
-        self.poll()
+        self.poll(final=True)
 
-    def poll(self) -> None:
+    def poll(self, final: bool = False) -> None:
+        """Report the new lines of metrics.jsonl. Each training line's speed is in timing.jsonl, written just
+        before the line itself, but read here first: a step written between the two reads waits for the next
+        poll, so that its event has its speed (the ``final`` poll, after training, reports what is left)."""
         if not self.run.metrics.exists():
             return
-        # Each training line's speed is in timing.jsonl, written just before the line itself.
         speed = {r.get("step"): r.get("tokens_per_s") for r in _complete_lines(self.run.timing)}
         for record in _complete_lines(self.run.metrics):
             key = (record.get("step"), record.get("split"))
             if key in self.seen or "loss" not in record:
+                continue
+            if record.get("split") == "train" and record.get("step") not in speed and not final:
                 continue
             self.seen.add(key)
             what = "training" if record.get("split") == "train" else "validation"
