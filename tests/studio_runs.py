@@ -12,6 +12,14 @@ from lmtune import run_status
 from lmtune.run_dir import RunDir
 
 
+def studio_folders(root: Path) -> tuple[Path, Path]:
+    """A studio's runs folder and recipes folder, ``root/runs`` and ``root/recipes``, both made."""
+    runs, recipes = root / "runs", root / "recipes"
+    runs.mkdir()
+    recipes.mkdir()
+    return runs, recipes
+
+
 def studio_run(root: Path, directory: str = "drug-reviews", name: str = "drug-review-sentiment", seed: int = 42,
                learning_rate: float = 2e-4, steps: int = 60, state: str = "finished", nasty: bool = False) -> Path:
     """A finished classification run (seven systems, intervals, predictions, data report) with ``metrics.jsonl``,

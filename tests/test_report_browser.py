@@ -6,11 +6,10 @@ without it fails here with the command that installs it: a report nobody looked 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from browser import chromium
 from report_runs import make_realistic_run
 
 from lmtune.report.compare import compare
@@ -25,20 +24,10 @@ _OVERFLOWING_TABLES = """() => [...document.querySelectorAll('table')]
              + Math.round(t.getBoundingClientRect().width) + ' px')"""
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed: run `make chromium` (as root it runs `apt-get install -y chromium`)",
-                    pytrace=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_chromium(), headless=True)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _look(browser, page_file: Path, screenshot: Path):

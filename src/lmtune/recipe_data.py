@@ -70,6 +70,14 @@ class DataConfig(_Strict):
         "it, before cleaning and near-duplicate search (a 50 MB record took 8 GB). null: no limit.")
     subset: SubsetConfig | None = Field(
         None, description="Train on a nested, stratified subset of the train split: {size, seed}.")
+    corrections: str | None = Field(
+        None, description="JSONL of gold labels found wrong (the studio's review export): each line's "
+        "{text, label, corrected} sets the label (or generation target) of every record with that input and "
+        "label to corrected, right after the split; counted in data_report.json.")
+    add_train: list[str] = Field(
+        default_factory=list, description="Files of labelled records (a studio labelling queue's export) added to the "
+        "train split after the split, so validation and test stay as they were; read with data.fields, cleaned, "
+        "deduplicated against train and checked for leakage like it; counted in data_report.json.")
 
 
 class SubsetConfig(_Strict):

@@ -13,6 +13,7 @@
       eval.json          every system's results
       predictions/       <system>.jsonl
       report.html        the run report
+      human_eval.json    blind A/B human judgements of two systems per round (the studio's Judge page)
       status.json        running / finished / failed / interrupted, with the process and its times
       trackers.json      the tracker runs (``tracking:``) a resumed run continues: MLflow run id, W&B id, ...
       tensorboard/       TensorBoard event files (tracking: tensorboard)
@@ -39,6 +40,8 @@ from lmtune import atomic
 RUNS = Path("runs")
 RECIPE, MANIFEST, METRICS, TIMING = "recipe.yaml", "manifest.json", "metrics.jsonl", "timing.jsonl"
 EVAL, REPORT, STATUS = "eval.json", "report.html", "status.json"
+#: Human preference judgements of the run's systems (:mod:`lmtune.guidance.judging`), one entry per round.
+HUMAN_EVAL = "human_eval.json"
 #: What the trackers of ``tracking:`` keep in a run directory (:mod:`lmtune.train.trackers`).
 TRACKERS, TENSORBOARD, MLFLOW, WANDB = "trackers.json", "tensorboard", "mlflow", "wandb"
 DATA, PREDICTIONS, CHECKPOINTS, FINAL = "data", "predictions", "checkpoints", "final"
@@ -99,6 +102,7 @@ class RunDir(_Folder):
     timing = _inside(TIMING, "``timing.jsonl``: the wall-clock measurements of each training log line.")
     eval = _inside(EVAL, "``eval.json``: every system's results; its existence makes a run worth resuming.")
     report = _inside(REPORT, "``report.html``: the self-contained run report.")
+    human_eval = _inside(HUMAN_EVAL, "``human_eval.json``: blind A/B human judgements, one entry per round.")
     status = _inside(STATUS, "``status.json``: the run's state (see :mod:`lmtune.run_status`), its process and times.")
     predictions = _inside(PREDICTIONS, "``predictions/``: :meth:`prediction` names one system's file in it.")
     checkpoints = _inside(CHECKPOINTS, "``checkpoints/``: ``step-N/`` folders and :attr:`best_weights`.")
@@ -182,6 +186,17 @@ class RunDir(_Folder):
 
     def write_predictions(self, system: str, records: Iterable[dict[str, Any]]) -> None:
         atomic.write_jsonl(self.prediction(system), records)
+
+    def read_human_eval(self) -> dict[str, Any]:
+        """``human_eval.json``: ``{"rounds": [...]}``; ``{"rounds": []}`` when there is none or it cannot be read."""
+        try:
+            value = json.loads(self.human_eval.read_text())
+        except (OSError, ValueError):
+            return {"rounds": []}
+        return value if isinstance(value, dict) and isinstance(value.get("rounds"), list) else {"rounds": []}
+
+    def write_human_eval(self, body: dict[str, Any]) -> None:
+        atomic.write_json(self.human_eval, body)
 
     def read_status(self) -> dict[str, Any] | None:
         """``status.json``; None when there is none or it cannot be read (a run from before it existed)."""

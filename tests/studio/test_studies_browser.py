@@ -10,26 +10,22 @@ the test's temporary folder. Chromium missing is a failure with the command that
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import chromium, new_tab, shot, shots_folder
 from optuna.trial import TrialState
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from studio_studies import active_json, add_trial, curve_json, open_study, tune_study
 
 from lmtune.studio.server import StudioServer
 
-WIDTH = 1280
 POLL_MS = 15_000  # the pages poll every 3 s; a busy machine gets five polls
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("LMTUNE_STUDIO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return shots_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +41,12 @@ def studio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(studio):
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed: run `make chromium` (as root it runs `apt-get install -y chromium`)",
-                    pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True)
-        tab = browser.new_page(viewport={"width": WIDTH, "height": 900})
-        tab.set_default_timeout(20_000)
-        errors: list[str] = []
+    errors: list[str] = []
+    with chromium() as browser:
+        tab = new_tab(browser)
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
         yield tab
-        browser.close()
-        assert not errors, errors  # a script that threw would leave a page half drawn
-
-
-def _shot(page, shots: Path, name: str) -> None:
-    path = shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
+    assert not errors, errors  # a script that threw would leave a page half drawn
 
 
 def test_the_studies_page_lists_the_three_studies(studio, page, shots):
@@ -74,7 +57,7 @@ def test_the_studies_page_lists_the_three_studies(studio, page, shots):
     expect(rows).to_have_count(3)
     expect(page.locator('tr[data-study="lr-search"]')).to_contain_text("4 trials: 3 complete, 1 pruned")
     expect(page.locator('tr[data-study="lc"]')).to_contain_text("3 of 4 points")
-    _shot(page, shots, "6-studies")
+    shot(page, shots, "6-studies")
 
 
 def test_the_tune_page_shows_the_leaderboard_and_the_parallel_coordinates(studio, page, shots):
@@ -89,7 +72,7 @@ def test_the_tune_page_shows_the_leaderboard_and_the_parallel_coordinates(studio
     expect(page.locator("#parallel svg line[data-axis]")).to_have_count(3)  # learning_rate, r, f1_macro
     expect(page.locator("#importances svg rect[data-bar]")).to_have_count(2)
     expect(page.locator("#tune-best")).to_contain_text("trial 1")
-    _shot(page, shots, "7-tune")
+    shot(page, shots, "7-tune")
     rows.first.locator("a").click()
     expect(page).to_have_url(studio.url + "/runs/lr-search~trial-1")
     expect(page.locator("#run-status .status")).to_have_text("finished")
@@ -104,7 +87,7 @@ def test_the_tune_page_follows_the_study_while_a_trial_is_added(studio, page, sh
     expect(page.locator("#leaderboard tbody tr").first).to_have_attribute("data-trial", "4")
     expect(page.locator("#parallel svg path[data-trial]")).to_have_count(4)
     expect(page.locator("#tune-summary")).to_contain_text("Best: trial 4, f1_macro 0.91")
-    _shot(page, shots, "8-tune-updated")
+    shot(page, shots, "8-tune-updated")
 
 
 def test_the_curve_page_draws_its_points_and_picks_up_a_finished_one(studio, page, shots):
@@ -116,7 +99,7 @@ def test_the_curve_page_draws_its_points_and_picks_up_a_finished_one(studio, pag
     expect(page.locator("#curve-chart svg line[data-hline]")).to_have_count(1)  # zero-shot
     expect(page.locator("#curve-statement")).to_contain_text("Doubling the 400 training examples")
     expect(page.locator("#curve-points tbody tr")).to_have_count(5)  # zero-shot and four points
-    _shot(page, shots, "9-curve")
+    shot(page, shots, "9-curve")
     marker = studio.studio.runs / "lc" / "curve.json"
     body = json.loads(marker.read_text())
     body["points"][3].update(state="finished", value=0.82, ci_low=0.78, ci_high=0.86, seconds=50.0)
@@ -130,4 +113,4 @@ def test_the_active_page_draws_a_band_per_strategy_and_every_round(studio, page,
     expect(page.locator("#active-chart svg path[data-series]")).to_have_count(2)
     expect(page.locator("#active-arms tbody tr")).to_have_count(6)
     expect(page.locator('#active-reach li[data-strategy="entropy"]')).to_contain_text("40 labels")
-    _shot(page, shots, "10-active")
+    shot(page, shots, "10-active")

@@ -8,28 +8,24 @@ failure with the command that installs it, never a skip.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import chromium, new_tab, shot, shots_folder
 from conftest import sentiment_records, write_jsonl, write_recipe
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from lmtune.lifecycle import run_recipe
 from lmtune.recipe import load_recipe
 from lmtune.studio.server import StudioServer
 
-WIDTH = 1280
 FINISH_S = 240  # a tiny run on 2 busy cores: seconds, but the whole suite may be running beside it
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("LMTUNE_STUDIO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return shots_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +46,8 @@ def studio(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def page(studio):
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed: run `make chromium` (as root it runs `apt-get install -y chromium`)",
-                    pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True)
-        tab = browser.new_page(viewport={"width": WIDTH, "height": 900})
-        tab.set_default_timeout(20_000)
-        yield tab
-        browser.close()
-
-
-def _shot(page, shots: Path, name: str) -> None:
-    path = shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
+    with chromium() as browser:
+        yield new_tab(browser)
 
 
 def test_runs_page_lists_the_finished_run(studio, page, shots):
@@ -74,7 +56,7 @@ def test_runs_page_lists_the_finished_run(studio, page, shots):
     expect(row).to_be_visible()
     expect(row.locator(".status")).to_have_text("finished")
     expect(row).to_contain_text("lora")
-    _shot(page, shots, "1-runs")
+    shot(page, shots, "1-runs")
 
 
 def test_run_page_draws_the_curves_and_opens_a_confusion_cell(studio, page, shots):
@@ -91,19 +73,19 @@ def test_run_page_draws_the_curves_and_opens_a_confusion_cell(studio, page, shot
     assert examples.count() >= 1
     expect(page.locator("#cell-examples")).to_contain_text(gold)
     expect(page.locator("#cell-examples")).to_contain_text(predicted)
-    _shot(page, shots, "2-run")
+    shot(page, shots, "2-run")
 
 
 def test_a_run_started_from_the_new_run_page_finishes_and_compares(studio, page, shots):
     page.goto(studio.url + "/new")
     page.locator("#recipe-file").select_option("tiny-b.yaml")
     expect(page.locator("#recipe-text")).to_have_value(re.compile("name: tiny-b"))
-    _shot(page, shots, "3-new-run")
+    shot(page, shots, "3-new-run")
     page.get_by_role("button", name="Start run").click()
     expect(page).to_have_url(studio.url + "/runs/tiny-b", timeout=30_000)
     expect(page.locator("#run-status .status")).to_have_text("finished", timeout=FINISH_S * 1000)
     expect(page.locator("#curve-loss svg path[data-series]").first).to_be_attached()
-    _shot(page, shots, "4-started-run")
+    shot(page, shots, "4-started-run")
     page.goto(studio.url + "/")
     for name in ("tiny-a", "tiny-b"):
         page.locator(f'#runs input[type=checkbox][data-run="{name}"]').check()
@@ -112,4 +94,4 @@ def test_a_run_started_from_the_new_run_page_finishes_and_compares(studio, page,
     expect(page.locator("#compare-loss svg path[data-series]").first).to_be_attached()
     assert page.locator("#compare-loss svg path[data-series]").count() == 4  # two runs x train, validation
     expect(page.locator("body")).to_contain_text("training.learning_rate")
-    _shot(page, shots, "5-compare")
+    shot(page, shots, "5-compare")

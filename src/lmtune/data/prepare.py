@@ -1,8 +1,9 @@
-"""The data stage: read, clean, deduplicate, split, check leakage, augment; every step counted.
+"""The data stage: read, clean, deduplicate, split, correct gold labels, check leakage, augment; every step counted.
 
 Order matters: cleaning and deduplication come before the split so a near-copy cannot land on
-both sides; the leakage check comes after it (and covers validation/test files given as such);
-augmentation comes last and touches the training split only.
+both sides; ``data.corrections`` come right after it, so a corrected label moves no record between
+splits (:mod:`lmtune.data.corrections`); the leakage check comes after that (and covers validation/test
+files given as such); augmentation comes last and touches the training split only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune import assets, atomic
-from lmtune.data import augment, clean, io, leakage, neardup, pii
+from lmtune.data import augment, clean, corrections, io, leakage, neardup, pii
 from lmtune.data.formats import Example, load_examples
 from lmtune.data.sample import sample_examples
 from lmtune.data.split import label_counts, split_examples
@@ -47,6 +48,7 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
         model: the recipe's model, used by model-based augmentation unless ``data.augment.model`` is set.
     """
     cfg = data_cfg.clean
+    fixes = _corrections(data_cfg, task, labels)  # checked before any data file is read
     files = {name: assets.resolve_data_ref(getattr(data_cfg, name)) for name in SPLITS if getattr(data_cfg, name)}
     report: dict[str, Any] = {"sources": {k: str(v) for k, v in files.items()}, "steps": []}
     loaded = {}
@@ -68,6 +70,10 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
         loaded[name] = _clean_file(loaded[name], cfg, name, report)
 
     splits = _split(loaded, data_cfg.split, seed, report)
+    if fixes is not None:
+        _correct(fixes, splits, report)
+    for path in getattr(data_cfg, "add_train", None) or []:
+        splits["train"] = _add_train(splits["train"], path, data_cfg, task, labels, report)
     splits["train"] = _check_leakage(splits, data_cfg, report)
     if getattr(data_cfg, "subset", None) is not None:
         sub = data_cfg.subset
@@ -170,6 +176,45 @@ def _split(loaded: dict[str, list[Example]], split_cfg, seed: int, report: dict)
                                 f"{', grouped by ' + split_cfg.group_by if split_cfg.group_by else ''})",
                   len(splits[name]))
     return splits
+
+
+def _add_train(train: list[Example], path: str, data_cfg, task: str, labels: list[str] | None,
+               report: dict) -> list[Example]:
+    """``train`` with the records of one ``data.add_train`` file, cleaned like a data file, minus those whose input
+    train already has (the train split's label wins); a counted step."""
+    source = assets.resolve_data_ref(path)
+    name = f"train + {Path(path).name}"
+    dropped: list[str] = []
+    added = load_examples(io.iter_rows(source), data_cfg.fields, task, labels,
+                          dropped if data_cfg.clean.empty == "drop" else None, data_cfg.clean.label_map,
+                          getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
+    _step(report, name, "read (data.add_train)", len(added) + len(dropped))
+    added = _clean_file(added, data_cfg.clean, name, report)
+    known = {clean.input_key(ex) for ex in train}
+    fresh = [ex for ex in added if clean.input_key(ex) not in known]
+    report.setdefault("added_train", []).append({"file": str(source), "read": len(added) + len(dropped),
+                                                 "added": len(fresh), "already_in_train": len(added) - len(fresh)})
+    _step(report, "train", f"records added from {Path(path).name} (data.add_train)", len(train) + len(fresh),
+          added=len(fresh), already_in_train=len(added) - len(fresh))
+    return train + fresh
+
+
+def _corrections(data_cfg, task: str, labels: list[str] | None) -> corrections.Corrections | None:
+    """``data.corrections`` read and checked (None without it)."""
+    path = getattr(data_cfg, "corrections", None)
+    return corrections.read(path, task, labels) if path else None
+
+
+def _correct(fixes: corrections.Corrections, splits: dict[str, list[Example]], report: dict) -> None:
+    """Apply the corrections to every split: a counted step each, a summary, and a warning for unused ones."""
+    for name in SPLITS:
+        if name in splits:
+            changed = fixes.apply(splits[name], name)
+            _step(report, name, f"gold labels corrected (data.corrections: {len(fixes.items)})", len(splits[name]),
+                  changed=changed)
+    report["corrections"] = fixes.summary()
+    if (warning := fixes.warning()) is not None:
+        report.setdefault("warnings", []).append(warning)
 
 
 def _check_leakage(splits: dict[str, list[Example]], data_cfg, report: dict) -> list[Example]:

@@ -11,7 +11,7 @@ from lmtune.report import html, plots
 from lmtune.report.run import Run
 
 # Keys that have a section of their own; everything else is listed under "Other details".
-_SHOWN = ("counts", "label_distribution", "steps", "token_lengths")
+_SHOWN = ("counts", "label_distribution", "steps", "token_lengths", "corrections")
 
 
 def data(run: Run, charts: bool = True) -> str:
@@ -24,7 +24,8 @@ def data(run: Run, charts: bool = True) -> str:
     warned = ('<ul class="warnings">' + "".join(f"<li>{html.esc(w)}</li>" for w in found) + "</ul>" if found
               else "<p>None: no leakage, conflicting labels, truncation or personal data found.</p>")
     rest = html.flatten({k: v for k, v in report.items() if k not in _SHOWN})
-    return ("<section><h2>Data</h2>" + _splits(report, charts) + "<h3>Warnings</h3>" + warned
+    return ("<section><h2>Data</h2>" + _splits(report, charts) + _corrections(report.get("corrections"))
+            + "<h3>Warnings</h3>" + warned
             + _steps(report.get("steps")) + (_lengths(run, report) if charts else "")
             + ("<h3>Other details</h3>" + html.kv_table(rest) if rest else "") + "</section>")
 
@@ -84,6 +85,18 @@ def _splits(report: dict, charts: bool = True) -> str:
     chart = (html.img(plots.grouped_bars(groups, "Label distribution"), "label distribution")
              if charts and any(groups.values()) else "")
     return "<h3>Records per split</h3>" + html.table(["split", "records"] + names, rows) + chart
+
+
+def _corrections(found: Any) -> str:
+    """ "N corrections changed M records (test: a, train: b)" when the run had ``data.corrections``."""
+    if not isinstance(found, dict) or not html.is_number(found.get("read")):
+        return ""
+    per_split = found.get("per_split") if isinstance(found.get("per_split"), dict) else {}
+    where = ", ".join(f"{split}: {n}" for split, n in per_split.items())
+    changed = found.get("records_changed")
+    return (f'<p class="corrections">{html.esc(found["read"])} corrections changed {html.esc(changed)} record'
+            f'{"" if changed == 1 else "s"}{f" ({html.esc(where)})" if where else ""} '
+            f'<small>(data.corrections: {html.esc(found.get("file"))})</small></p>')
 
 
 def _steps(steps: Any) -> str:

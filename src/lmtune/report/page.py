@@ -8,7 +8,8 @@ out and a file that cannot be parsed gets a visible note instead of failing the 
 Sections live in modules named after them: :mod:`~lmtune.report.systems` (verdict, systems),
 :mod:`~lmtune.report.classes` (confusion, per-class scores, misclassified or example outputs),
 :mod:`~lmtune.report.data` (the data report), :mod:`~lmtune.report.calibration` (ECE, temperature,
-reliability diagrams), :mod:`~lmtune.report.self_training` (pseudo-labels, gain); this module has the rest
+reliability diagrams), :mod:`~lmtune.report.self_training` (pseudo-labels, gain), :mod:`~lmtune.report.human_eval`
+(blind A/B judgements, from ``human_eval.json``); this module has the rest
 and puts them together.
 """
 
@@ -20,7 +21,7 @@ from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.kinds import systems as system_kinds
 from lmtune.recipe_model import model_name
-from lmtune.report import calibration, classes, data, html, plots, self_training, systems
+from lmtune.report import calibration, classes, data, html, human_eval, plots, self_training, systems
 from lmtune.report.run import Run, load
 from lmtune.run_dir import RunDir
 
@@ -49,8 +50,9 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _render(run: Run) -> str:
-    sections = [_header(run), systems.verdict(run), systems.systems(run), calibration.section(run),
-                self_training.section(run), forgetting_section(run), bias_section(run), classes.details(run),
+    sections = [_header(run), systems.verdict(run), systems.systems(run), human_eval.section(run),
+                calibration.section(run), self_training.section(run), forgetting_section(run), bias_section(run),
+                classes.details(run),
                 _training(run), data.data(run), _environment(run)]
     return html.page(run.name, "".join(s for s in sections if s), run.notes)
 

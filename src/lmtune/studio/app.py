@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from lmtune.errors import UserError
 from lmtune.studio import (
-    layout,
+    identity,
     pages_active,
     pages_compare,
     pages_curve,
+    pages_judge,
+    pages_label,
     pages_new,
+    pages_review,
     pages_run,
     pages_runs,
     pages_studies,
@@ -30,6 +33,7 @@ from lmtune.studio import (
     security,
     studies,
 )
+from lmtune.studio.handling import error_response
 from lmtune.studio.index import Index, RunNotFound
 
 STATIC = Path(__file__).parent / "static"
@@ -70,8 +74,9 @@ def create_app(studio: Studio) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        refused = security.check(request, studio.token, studio.hosts) or studies.read_only(request)
-        response = refused or security.signed_in(request, studio.token)
+        refused = (security.check(request, studio.token, studio.hosts, lambda: identity.admits(studio, request))
+                   or studies.read_only(request))
+        response = refused or security.signed_in(request, studio.token) or identity.signed_in(request)
         if response is None:
             response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
@@ -79,26 +84,29 @@ def create_app(studio: Studio) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
+    _handle_errors(app, studio)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (pages_runs, pages_run, pages_compare, pages_new, pages_studies, pages_tune, pages_curve,
+                   pages_active, pages_judge, pages_review, pages_label):
+        app.include_router(module.router)
+    return app
+
+
+def _handle_errors(app: FastAPI, studio: Studio) -> None:
+    """A missing run or study is a 404, a missing annotator a 401, a UserError a 400: JSON under /api."""
+
     @app.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound):
-        message = f"no run called {str(exc)[:200]!r} in {studio.runs}"
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": {"message": message, "code": 404}}, status_code=404)
-        return HTMLResponse(layout.message_page("Run not found", message), status_code=404)
+        return error_response(request, 404, f"no run called {str(exc)[:200]!r} in {studio.runs}", "Run not found")
 
     @app.exception_handler(studies.StudyNotFound)
     async def study_not_found(request: Request, exc: studies.StudyNotFound):
-        message = f"{exc} in {studio.runs}"
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": {"message": message, "code": 404}}, status_code=404)
-        return HTMLResponse(layout.message_page("Study not found", message), status_code=404)
+        return error_response(request, 404, f"{exc} in {studio.runs}", "Study not found")
+
+    @app.exception_handler(identity.NotAnnotator)
+    async def not_annotator(request: Request, exc: identity.NotAnnotator):
+        return error_response(request, 401, str(exc), "Who is labelling?")
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return JSONResponse({"error": {"message": str(exc), "param": exc.source, "code": 400}}, status_code=400)
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (pages_runs, pages_run, pages_compare, pages_new, pages_studies, pages_tune, pages_curve,
-                   pages_active):
-        app.include_router(module.router)
-    return app

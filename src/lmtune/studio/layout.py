@@ -12,7 +12,8 @@ from typing import Any
 from lmtune.report.html import esc
 
 #: (path, label) of the navigation bar; a new page adds one entry.
-NAV = [("/", "Runs"), ("/compare", "Compare"), ("/new", "New run"), ("/studies", "Studies")]
+NAV = [("/", "Runs"), ("/compare", "Compare"), ("/new", "New run"), ("/studies", "Studies"),
+       ("/label", "Label"), ("/review", "Corrections"), ("/judge", "Judge")]
 VERSION = "1"  # bumps the static files' cache key
 
 

@@ -4,12 +4,15 @@ Every system's ``predictions/<system>.jsonl`` has one line per test example in t
 matched across systems by line index (files of different lengths: the shortest decides, and the answer says
 so). Parsed files are cached per (path, modification time, size), a bounded number of them, so paging
 through a folder of fifty runs reads each file once. A file being written never breaks a page: a torn last
-line is left out, and a line in the middle that is not JSON leaves that system's answer empty.
+line is left out, and a line in the middle that is not JSON leaves that system's answer empty. A label-scored
+system's lines carry ``scores`` (each label's log-likelihood): the softmax of them at the answer is its confidence,
+by which the browser can rank a system's answers (its confident errors first).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,13 @@ from typing import Any
 from lmtune.errors import UserError
 from lmtune.studio.cache import Stamped, stamp
 
-#: Parsed prediction files kept in memory (each a list of (input, reference, prediction) strings).
+#: Parsed prediction files kept in memory (each a list of (input, reference, prediction, confidence)).
 CACHED_FILES = 64
 PAGE_LIMIT = 200
 CORRECT = ("all", "correct", "incorrect")
+SORTS = ("index", "confidence")
 
-Entry = tuple[str, str, str] | None
+Entry = tuple[str, str, str, float | None] | None
 _files = Stamped(CACHED_FILES)
 
 
@@ -51,13 +55,31 @@ def _parse(path: Path) -> list[Entry]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
-                entries.append((text(row.get("input")), text(row.get("reference")), text(row.get("prediction")))
-                               if isinstance(row, dict) else None)
+                entries.append((text(row.get("input")), text(row.get("reference")), text(row.get("prediction")),
+                                confidence(row)) if isinstance(row, dict) else None)
     except OSError:
         return []
     while entries and entries[-1] is None:  # a torn last line: the writer has not finished it yet
         entries.pop()
     return entries
+
+
+def confidence(row: dict[str, Any]) -> float | None:
+    """The probability of a prediction line's answer: the softmax of its ``scores`` (label log-likelihoods) at
+    the answer, else its own ``confidence``; None when it has neither (a generation, a line without scores)."""
+    scores = row.get("scores")
+    if isinstance(scores, dict) and scores and all(_finite(v) for v in scores.values()):
+        top = max(scores.values())
+        total = sum(math.exp(v - top) for v in scores.values())
+        answer = row.get("prediction")
+        picked = scores.get(answer, top) if isinstance(answer, str) else top
+        return math.exp(picked - top) / total
+    said = row.get("confidence")
+    return float(said) if _finite(said) and 0.0 <= said <= 1.0 else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -69,6 +91,7 @@ class Table:
         inputs / references: per example; the input is the shortest any system was given (few-shot and
             RAG inputs carry more before the question).
         answers: per system, its prediction of each example (None where its line could not be read).
+        confidences: per system, the probability of each answer (None without label scores).
         uneven: the systems' files differ in length (only the first ``len(inputs)`` examples are shown).
         labelled: answers are labels, judged right or wrong against the reference.
     """
@@ -79,6 +102,7 @@ class Table:
     answers: dict[str, list[str | None]]
     uneven: bool
     labelled: bool
+    confidences: dict[str, list[float | None]]
 
     def correct(self, system: str, i: int) -> bool | None:
         """Whether ``system`` answered example ``i`` right (labelled tasks only; None otherwise)."""
@@ -88,7 +112,8 @@ class Table:
         return answer.strip() == self.references[i].strip()
 
     def row(self, i: int) -> dict[str, Any]:
-        answers = {s: {"prediction": self.answers[s][i], "correct": self.correct(s, i)}
+        answers = {s: {"prediction": self.answers[s][i], "correct": self.correct(s, i),
+                       **({"confidence": round(c, 4)} if (c := self.confidences[s][i]) is not None else {})}
                    for s in self.systems if self.answers[s][i] is not None}
         return {"index": i, "input": self.inputs[i], "reference": self.references[i], "answers": answers}
 
@@ -103,7 +128,9 @@ def table(files: dict[str, Path], labelled: bool) -> Table:
         inputs.append(min((e[0] for e in given), key=len, default=""))
         references.append(given[0][1] if given else "")
     answers = {s: [e[2] if e is not None else None for e in entries[:n]] for s, entries in read.items()}
-    return Table(list(read), inputs, references, answers, len({len(e) for e in read.values()}) > 1, labelled)
+    confidences = {s: [e[3] if e is not None else None for e in entries[:n]] for s, entries in read.items()}
+    return Table(list(read), inputs, references, answers, len({len(e) for e in read.values()}) > 1, labelled,
+                 confidences)
 
 
 @dataclass
@@ -116,6 +143,7 @@ class Query:
     q: str = ""
     gold: str | None = None
     predicted: str | None = None
+    sort: str = "index"
 
     def check(self, found: Table) -> None:
         """Refuse filters the table cannot answer.
@@ -132,15 +160,26 @@ class Query:
         if self.correct != "all" and not found.labelled:
             raise UserError("this task's answers are not judged right or wrong (no exact-match judgement), so "
                             "they cannot be filtered by correctness", source="correct")
-        if (self.correct != "all" or self.gold is not None or self.predicted is not None) and self.system is None:
+        if (self.correct != "all" or self.gold is not None or self.predicted is not None or self.sort != "index"
+                ) and self.system is None:
             raise UserError("give the system to judge", source="system")
+        if self.sort not in SORTS:
+            raise UserError(f"sort must be one of {', '.join(SORTS)}", source="sort")
+        if self.sort == "confidence" and all(c is None for c in found.confidences[self.system]):
+            raise UserError(f"{self.system}'s predictions carry no label scores, so they cannot be sorted by "
+                            "confidence", source="sort")
 
 
 def select(found: Table, query: Query) -> list[int]:
-    """The indices of the examples that pass every filter of ``query``, in order."""
+    """The indices of the examples that pass every filter of ``query``: in order, or the system's most confident
+    answers first (``sort=confidence``; answers without a confidence last)."""
     query.check(found)
     needle = query.q.strip().casefold()
-    return [i for i in range(len(found.inputs)) if _passes(found, query, i, needle)]
+    chosen = [i for i in range(len(found.inputs)) if _passes(found, query, i, needle)]
+    if query.sort == "confidence":
+        said = found.confidences[query.system]
+        chosen.sort(key=lambda i: -said[i] if said[i] is not None else math.inf)
+    return chosen
 
 
 def _passes(found: Table, query: Query, i: int, needle: str) -> bool:
@@ -171,7 +210,8 @@ def page(found: Table, query: Query, offset: int = 0, limit: int = 50) -> dict[s
     if not 1 <= limit <= PAGE_LIMIT:
         raise UserError(f"limit must be between 1 and {PAGE_LIMIT}", source="limit")
     matching = select(found, query)
-    body = {"systems": found.systems, "system": query.system, "labelled": found.labelled, "total": len(matching),
+    body = {"systems": found.systems, "system": query.system, "labelled": found.labelled, "sort": query.sort,
+            "total": len(matching),
             "offset": offset, "limit": limit, "rows": [found.row(i) for i in matching[offset:offset + limit]]}
     if found.uneven:
         body["note"] = (f"the systems' prediction files differ in length; the first {len(found.inputs)} examples "

@@ -120,6 +120,8 @@ def data_problems(recipe: dict[str, Any], cwd: Path | None = None) -> list[tuple
     data = dict(data) if isinstance(data, dict) else {}
     contamination = data.get("contamination")
     data["contamination"] = list(contamination) if isinstance(contamination, list) else []
+    added = data.get("add_train")
+    data["add_train"] = list(added) if isinstance(added, list) else []
     return _absolute_data(data, Path(cwd) if cwd is not None else Path.cwd())
 
 
@@ -140,7 +142,10 @@ def _absolute_data(data: dict[str, Any], cwd: Path) -> list[tuple[str, str]]:
 
     for key in DATA_FILES:
         data[key] = resolve(f"data.{key}", data.get(key))
-    data["contamination"] = [resolve(f"data.contamination.{i}", v) for i, v in enumerate(data["contamination"])]
+    if data.get("corrections") is not None:
+        data["corrections"] = resolve("data.corrections", data["corrections"])
+    for key in ("contamination", "add_train"):
+        data[key] = [resolve(f"data.{key}.{i}", v) for i, v in enumerate(data[key])]
     return problems
 
 

@@ -105,20 +105,33 @@ def _count(gold: str, predicted: str, n: int) -> str:
             f"{n}</button></td>")
 
 
-def predictions_section(labelled: bool) -> str:
-    """The predictions browser's filters and an empty table that run.js fills from the page data and the API."""
+def predictions_section(labelled: bool, name: str) -> str:
+    """The predictions browser's review links, filters and an empty table that run.js fills from the page data and
+    the API (with a "gold is wrong" control per row of a labelled task: ``corrections.js``)."""
     judged = "" if labelled else " disabled title=\"this task's answers are not judged right or wrong\""
-    return ('<section id="predictions"><h2>Predictions</h2>'
+    return ('<section id="predictions"><h2>Predictions</h2>' + _review_links(labelled, name) +
             '<div class="toolbar"><label>Judge <select id="pred-system"></select></label>'
             f'<select id="pred-correct"{judged}><option value="all">all</option><option value="correct">correct'
             '</option><option value="incorrect">incorrect</option></select>'
             '<label><input type="checkbox" id="pred-disagree"> systems disagree</label>'
+            f'<select id="pred-sort"{judged}><option value="index">test order</option>'
+            '<option value="confidence">most confident first</option></select>'
             '<input type="search" id="pred-q" placeholder="Search input, reference and predictions">'
             '<button type="button" id="pred-prev">Previous</button><span id="pred-count" class="meta"></span>'
             '<button type="button" id="pred-next">Next</button></div>'
             '<p class="meta" id="pred-note" hidden></p>'
             '<div class="wide"><table id="pred-table" class="predictions"><thead></thead><tbody></tbody></table></div>'
             '</section>')
+
+
+def _review_links(labelled: bool, name: str) -> str:
+    """One click to the predictions worth a second look (run.js applies ``?review=``), and to the review pages."""
+    links = ['<a id="review-disagreements" href="?review=disagreements#predictions">Review disagreements</a>']
+    if labelled:
+        links += ['<a id="review-confident" href="?review=confident-errors#predictions">Review confident errors</a>',
+                  f'<a href="/review/{esc(quote(name))}?split=train">Review training labels</a>',
+                  f'<a href="/review?run={esc(quote(name))}">Corrections</a>']
+    return f'<p class="review-links">{" · ".join(links)}</p>'
 
 
 def data_section(found: Run) -> str:

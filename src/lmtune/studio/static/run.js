@@ -125,16 +125,22 @@
     });
     return studio.el("td", attrs, shown, " ", more);
   }
-  function answerCell(answer) {
+  function answerCell(answer, sure) {
     if (!answer) return studio.el("td", {}, "—");
     const css = answer.correct === true ? "right" : answer.correct === false ? "wrong" : null;
-    return textCell(answer.correct === false ? `✗ ${answer.prediction}` : answer.prediction, { class: css });
+    const said = sure && typeof answer.confidence === "number" ? ` (p ${studio.num(answer.confidence, 2)})` : "";
+    return textCell((answer.correct === false ? `✗ ${answer.prediction}` : answer.prediction) + said, { class: css });
   }
-  function answersTable(body, systems, judged) {
+  // review: {known} adds the "gold is wrong" column (corrections.js) for a labelled task's test records.
+  function answersTable(body, systems, judged, review) {
     const head = studio.el("tr", {}, studio.el("th", {}, "#"), studio.el("th", {}, "input"),
-      studio.el("th", {}, "reference"), systems.map((s) => studio.el("th", { class: s === judged ? "judged" : null }, s)));
+      studio.el("th", {}, "reference"), systems.map((s) => studio.el("th", { class: s === judged ? "judged" : null }, s)),
+      review ? studio.el("th", {}, "gold") : null);
+    const sure = body.sort === "confidence";
     const rows = body.rows.map((r) => studio.el("tr", { "data-index": r.index }, studio.el("td", { class: "num" }, r.index),
-      textCell(r.input), textCell(r.reference), systems.map((s) => answerCell(r.answers[s]))));
+      textCell(r.input), textCell(r.reference), systems.map((s) => answerCell(r.answers[s], sure && s === judged)),
+      review ? corrections.cell({ run: data.name, split: "test", index: r.record, gold: r.reference, labels: data.labels,
+                                  known: review.known }) : null));
     return [studio.el("thead", {}, head), studio.el("tbody", {}, rows)];
   }
   const query = (params) => Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")
@@ -180,9 +186,10 @@
 
   // --- predictions browser --------------------------------------------------------------------------------
   const browse = { system: data.system, offset: 0, limit: 50, seq: 0 };
+  const review = data.labelled && data.labels ? { known: new Map() } : null;
   function renderPredictions(body) {
     const systems = body.systems;
-    $("pred-table").replaceChildren(...answersTable(body, systems, body.system));
+    $("pred-table").replaceChildren(...answersTable(body, systems, body.system, review));
     const end = body.offset + body.rows.length;
     $("pred-count").textContent = body.total ? `${body.offset + 1}–${end} of ${body.total}` : "0 of 0";
     $("pred-prev").disabled = body.offset <= 0;
@@ -193,7 +200,7 @@
   async function loadPredictions() {
     const seq = ++browse.seq;
     const params = { system: $("pred-system").value, correct: $("pred-correct").value,
-                     disagree: $("pred-disagree").checked ? 1 : 0, q: $("pred-q").value.trim(),
+                     disagree: $("pred-disagree").checked ? 1 : 0, q: $("pred-q").value.trim(), sort: $("pred-sort").value,
                      offset: browse.offset, limit: browse.limit };
     try {
       const body = await studio.get(`${base}/predictions?${query(params)}`);
@@ -205,12 +212,30 @@
   if ($("pred-table") && data.predictions) {
     $("pred-system").replaceChildren(...data.systems.map((s) => studio.el("option", { value: s, selected: s === data.system }, s)));
     const again = () => { browse.offset = 0; loadPredictions(); };
-    ["pred-system", "pred-correct", "pred-disagree"].forEach((id) => $(id).addEventListener("change", again));
+    ["pred-system", "pred-correct", "pred-disagree", "pred-sort"].forEach((id) => $(id).addEventListener("change", again));
     let typing = null;
     $("pred-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(again, 300); });
     $("pred-prev").addEventListener("click", () => { browse.offset = Math.max(0, browse.offset - browse.limit); loadPredictions(); });
     $("pred-next").addEventListener("click", () => { browse.offset += browse.limit; loadPredictions(); });
     renderPredictions(data.predictions);
+    // "Review disagreements" / "Review confident errors": the browser's filters set in one click (?review=).
+    const presets = {
+      "disagreements": () => { $("pred-disagree").checked = true; $("pred-correct").value = "all"; $("pred-sort").value = "index"; },
+      "confident-errors": () => { $("pred-system").value = data.system; $("pred-correct").value = "incorrect";
+                                  $("pred-disagree").checked = false; $("pred-sort").value = "confidence"; },
+    };
+    const preset = (kind) => { if (!presets[kind]) return; presets[kind](); again(); $("predictions").scrollIntoView(); };
+    document.querySelectorAll(".review-links a[href^='?review=']").forEach((link) => link.addEventListener("click", (event) => {
+      event.preventDefault();
+      const kind = new URLSearchParams(link.getAttribute("href").split("#")[0]).get("review");
+      history.replaceState(null, "", `?review=${encodeURIComponent(kind)}#predictions`);
+      preset(kind);
+    }));
+    preset(new URLSearchParams(location.search).get("review"));
+    if (review) {
+      corrections.load(data.name, "test", review.known, $("pred-table"))
+        .catch((e) => { $("pred-note").textContent = e.message; $("pred-note").hidden = false; });
+    }
   }
 
   // --- first paint from the page data, then live -----------------------------------------------------------
