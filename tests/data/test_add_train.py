@@ -36,7 +36,8 @@ def test_added_records_join_train_only_and_leave_the_held_out_splits_as_they_wer
     for split in ("validation", "test"):
         assert _texts(after, split) == _texts(before, split)
     assert set(_texts(after, "train")) - set(_texts(before, "train")) == {"a brand new review"}
-    assert after.report["added_train"] == [{"file": str(labels), "read": 3, "added": 2, "already_in_train": 1}]
+    assert after.report["added_train"] == [{"file": str(labels), "read": 3, "kept_after_cleaning": 3, "added": 2,
+                                            "already_in_train": 1}]
     assert any(step["step"].startswith("records added from labels.jsonl") for step in after.report["steps"])
 
 

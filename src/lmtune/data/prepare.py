@@ -188,11 +188,12 @@ def _add_train(train: list[Example], path: str, data_cfg, task: str, labels: lis
     added = load_examples(io.iter_rows(source), data_cfg.fields, task, labels,
                           dropped if data_cfg.clean.empty == "drop" else None, data_cfg.clean.label_map,
                           getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
-    _step(report, name, "read (data.add_train)", len(added) + len(dropped))
+    read = len(added) + len(dropped)
+    _step(report, name, "read (data.add_train)", read)
     added = _clean_file(added, data_cfg.clean, name, report)
     known = {clean.input_key(ex) for ex in train}
     fresh = [ex for ex in added if clean.input_key(ex) not in known]
-    report.setdefault("added_train", []).append({"file": str(source), "read": len(added) + len(dropped),
+    report.setdefault("added_train", []).append({"file": str(source), "read": read, "kept_after_cleaning": len(added),
                                                  "added": len(fresh), "already_in_train": len(added) - len(fresh)})
     _step(report, "train", f"records added from {Path(path).name} (data.add_train)", len(train) + len(fresh),
           added=len(fresh), already_in_train=len(added) - len(fresh))
