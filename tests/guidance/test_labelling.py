@@ -153,6 +153,8 @@ def test_cohen_kappa_matches_the_hand_computed_value(conn, pool):
     assert pair["ci_low"] < 0.5 < pair["ci_high"] and -1 <= pair["ci_low"] and pair["ci_high"] <= 1
     assert found["fleiss"] is None  # two annotators
     assert agreement.of_queue(conn, "q") == found  # a fixed seed: the same interval every time
+    few = agreement.cohen(["negative", "positive"], [("positive", "positive"), ("negative", "positive")])
+    assert few["raw_agreement"] == 0.5 and few["ci_low"] is None and "no interval below 10" in few["note"]
 
 
 def test_fleiss_kappa_matches_the_textbook_example_and_its_vectorised_cohen():

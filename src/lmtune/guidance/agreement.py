@@ -31,6 +31,8 @@ RESAMPLES = 1000
 SEED = 0
 _CHUNK = 100  # resamples evaluated at once (bounds memory on large queues)
 FEW = "fewer than 2 records in common: no kappa"
+MIN_INTERVAL = 10  # a bootstrap over fewer records gives degenerate intervals ([0, 0] over 2)
+NO_INTERVAL = f"no interval below {MIN_INTERVAL} records in common"
 
 
 def cohen_rows(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
@@ -58,8 +60,8 @@ def fleiss_kappa(counts: np.ndarray) -> np.ndarray:
 
 def interval(statistic: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[float | None, float | None]:
     """The 95% percentile bootstrap interval of ``statistic(indices (resamples, n))`` over ``n`` records; None
-    below two records or when most resamples are undefined."""
-    if n < 2:
+    below :data:`MIN_INTERVAL` records or when most resamples are undefined."""
+    if n < MIN_INTERVAL:
         return None, None
     draws = np.random.default_rng(SEED).integers(0, n, size=(RESAMPLES, n))
     values = np.concatenate([statistic(draws[i:i + _CHUNK]) for i in range(0, RESAMPLES, _CHUNK)])
@@ -91,6 +93,8 @@ def cohen(labels: list[str], pairs: list[tuple[str, str]]) -> dict[str, Any]:
         return row
     row["kappa"] = kappa
     row["ci_low"], row["ci_high"] = interval(lambda idx: cohen_rows(a[idx], b[idx], len(labels)), n)
+    if n < MIN_INTERVAL:
+        row["note"] = NO_INTERVAL
     return row
 
 

@@ -170,7 +170,8 @@ def _people(people: list[dict[str, Any]]) -> str:
 
 def _kappa_cells(row: dict[str, Any]) -> str:
     kappa = _num(row["kappa"]) if row["kappa"] is not None else esc(row["note"] or "—")
-    interval = (f'[{_num(row["ci_low"])}, {_num(row["ci_high"])}]' if row["ci_low"] is not None else "—")
+    interval = (f'[{_num(row["ci_low"])}, {_num(row["ci_high"])}]' if row["ci_low"] is not None
+                else esc(row["note"]) if row["kappa"] is not None and row["note"] else "—")
     return f'<td class="num kappa">{kappa}</td><td class="num">{interval}</td>'
 
 
