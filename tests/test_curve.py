@@ -11,6 +11,7 @@ from filelock import FileLock
 from lmtune.curve import fit
 from lmtune.curve.plan import parse_fractions, plan, point_recipe
 from lmtune.recipe import load_recipe
+from lmtune.run_dir import checkpoint_dirs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,10 +139,11 @@ def lines(path):
 
 def kill_in_second_point(args, out):
     """Run the curve in a process of its own; once its first point's line is printed, SIGKILL it as soon as the
-    second point has saved a checkpoint (in the middle of its training)."""
+    second point has saved a whole checkpoint (in the middle of its training; a ``step-N.tmp`` folder being written
+    has its ``state.json`` before it is renamed, and a resume does not use it)."""
     def ready(seen):
         return (any(line.startswith("n=9 repeat 0:") for line in seen)
-                and bool(list((out / "points" / "n18-r0" / "checkpoints").glob("step-*/state.json"))))
+                and bool(checkpoint_dirs(out / "points" / "n18-r0" / "checkpoints", complete=True)))
     return killed_cli(args, ready)
 
 

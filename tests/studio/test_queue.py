@@ -16,7 +16,7 @@ from conftest import write_recipe
 from fastapi.testclient import TestClient
 from studio_runs import studio_run
 
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, checkpoint_dirs
 from lmtune.studio.app import Studio, create_app
 from lmtune.studio.queue import RunQueue
 
@@ -91,7 +91,8 @@ def test_runs_go_one_at_a_time_can_be_cancelled_and_resumed_and_a_restart_loses_
         assert pending["tiny-2"] == pending["tiny-3"] == "queued"
         assert client.post("/api/runs/tiny-3/cancel").json() == {"name": "tiny-3", "status": "cancelled"}
         assert client.post("/api/runs/tiny-3/cancel").status_code == 409  # no longer queued
-        _wait(client, lambda: any(RunDir(runs / "tiny").checkpoints.glob("step-*")), "a checkpoint of the first run")
+        _wait(client, lambda: bool(checkpoint_dirs(RunDir(runs / "tiny").checkpoints, complete=True)),
+              "a whole checkpoint of the first run")  # not a step-N.tmp being written: a resume would not use it
         assert _statuses(client)["tiny-2"] == "queued"  # still waiting while the first one trains
 
         assert client.post("/api/runs/tiny/cancel").json() == {"name": "tiny", "status": "cancelled"}
