@@ -116,6 +116,16 @@ def test_a_run_scores_the_pool_with_its_fitted_temperature(files, tmp_path):
     assert code == 0, output
     assert f"pre-labels by finetuned, confidence calibrated (temperature {temperature:.3f}" in output
     assert len(read(out)) == 3
+    # Pool records the run trained on (here in other case and spacing) are labelled already: never selected.
+    trained = [r["text"] for r in read(run / "data" / "train.jsonl")][:2]
+    both = write_jsonl(tmp_path / "both.jsonl", read(pool) + [{"review": "  " + t.upper(), "rating": "positive"}
+                                                              for t in trained])
+    code, output = run_cli("active", recipe, "--pool", both, "--budget", 24, "--run", run, "--out", out, "--quiet")
+    assert code == 0, output
+    assert "warning: left out 2 pool records the run trained on" in output and "; 24 remain" in output
+    assert sorted(r["id"] for r in read(out)) == list(range(24))
+    code, output = run_cli("active", recipe, "--pool", both, "--budget", 25, "--run", run, "--out", out, "--quiet")
+    assert code == 2 and "the pool holds only 24 records" in output
     # A run of another task is refused before anything loads.
     raw["task"]["labels"] = ["bad", "good"]
     other = tmp_path / "other.yaml"

@@ -14,6 +14,7 @@ renders its prompt exactly as evaluation renders a test example's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,13 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def keep(self, indices: list[int]) -> Pool:
+        """A pool of only the records at ``indices`` (in that order)."""
+        return dataclasses.replace(
+            self, records=[self.records[i] for i in indices], lines=[self.lines[i] for i in indices],
+            examples=[self.examples[i] for i in indices],
+            gold=None if self.gold is None else [self.gold[i] for i in indices], notes=list(self.notes))
 
     def solved(self, index: int) -> Example:
         """Record ``index`` as an example with its oracle target (a few-shot example of a later round)."""

@@ -9,6 +9,7 @@ as it was (without a label it carried) plus ``prelabel``, ``confidence``, ``scor
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from lmtune.active import strategies
 from lmtune.active.pool import Pool, read_pool
 from lmtune.active.scoring import RunRef, Scorer, find_run
 from lmtune.active.selection import Choice, choose
+from lmtune.data import clean, io
 from lmtune.data.formats import Example
 from lmtune.errors import UserError
 from lmtune.kinds.tasks import task_kind
 from lmtune.progress import say
-from lmtune.run_dir import RUNS
+from lmtune.run_dir import RUNS, RunDir
 
 
 @dataclass
@@ -95,10 +97,33 @@ def plan(recipe, pool_path: Path, budget: int, strategy: str = "entropy", run: s
     outputs.check_file_target(out, "--out")
     ref = find_run(run, recipe) if run is not None else None
     pool = read_pool(pool_path, recipe)
+    if ref is not None:
+        pool = _not_trained_on(pool, ref)
     check_budget(budget, len(pool))
     check_task(recipe)  # reads the model's config (a head?): after every check of the user's files
     train = _train_split(recipe) if strategy == "committee" else []
     return Plan(recipe, pool, strategy, budget, ref, out, recipe.seed if seed is None else seed, train, quiet)
+
+
+def _not_trained_on(pool: Pool, ref: RunRef) -> Pool:
+    """The pool without the records whose input the run trained on (they are labelled already), said when any."""
+    trained = RunDir(ref.path).data.split("train")
+    if not trained.is_file() or not pool.examples:
+        return pool
+    fmt = pool.examples[0].format
+    known = {clean.input_key(Example(row, "", fmt)) for _, row in io.iter_rows(trained)}
+    kept = pool.keep([i for i, ex in enumerate(pool.examples) if clean.input_key(_normalised(ex)) not in known])
+    if len(kept) < len(pool):  # said even with --quiet, like other warnings: it changes what can be selected
+        say(f"warning: left out {len(pool) - len(kept)} pool records the run trained on (their input is in "
+            f"{trained}); {len(kept)} remain")
+    return kept
+
+
+def _normalised(example: Example) -> Example:
+    """A copy of ``example`` normalised as the data stage normalises training records."""
+    copied = copy.deepcopy(example)
+    clean.normalise_example(copied)
+    return copied
 
 
 def _train_split(recipe) -> list[Example]:
