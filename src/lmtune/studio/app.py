@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from lmtune.errors import UserError
+from lmtune.guidance import corrections, judging, labelling
 from lmtune.studio import (
     identity,
     pages_active,
@@ -92,8 +93,22 @@ def create_app(studio: Studio) -> FastAPI:
     return app
 
 
+#: Errors a handler raises, answered in one place: (exception, status, page title, message of the exception).
+ANSWERED = (
+    (identity.NotAnnotator, 401, "Who is labelling?", str),
+    (identity.OwnerOnly, 403, "For the studio's owner", str),
+    (labelling.QueueNotFound, 404, "Labelling", lambda exc: f"no labelling queue called {str(exc)[:100]!r}"),
+    (labelling.NotHanded, 409, "Labelling", str),
+    (judging.RoundNotFound, 404, "Round not found", str),
+    (corrections.NotFound, 404, "Correction not found", str),
+    (corrections.NotYours, 403, "Not your correction", str),
+)
+
+
 def _handle_errors(app: FastAPI, studio: Studio) -> None:
-    """A missing run or study is a 404, a missing annotator a 401, a UserError a 400: JSON under /api."""
+    """A missing run, study, queue, round or correction is a 404, a missing annotator a 401, an annotator on the
+    owner's route or someone else's correction a 403, an answer to a record not handed out a 409, a UserError a
+    400: JSON under /api, a page elsewhere."""
 
     @app.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound):
@@ -103,9 +118,10 @@ def _handle_errors(app: FastAPI, studio: Studio) -> None:
     async def study_not_found(request: Request, exc: studies.StudyNotFound):
         return error_response(request, 404, f"{exc} in {studio.runs}", "Study not found")
 
-    @app.exception_handler(identity.NotAnnotator)
-    async def not_annotator(request: Request, exc: identity.NotAnnotator):
-        return error_response(request, 401, str(exc), "Who is labelling?")
+    for kind, status, title, message in ANSWERED:
+        async def answer(request: Request, exc: Exception, status=status, title=title, message=message):
+            return error_response(request, status, message(exc), title)
+        app.add_exception_handler(kind, answer)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):

@@ -43,12 +43,16 @@ def _given(request: Request) -> str | None:
 
 
 def lookup(studio, request: Request) -> str | None:
-    """The annotator named by the request's token, or None (no token, or one no annotator has)."""
+    """The annotator named by the request's token, or None (no token, or one no annotator has); looked up once per
+    request (the guard asks, then the handler)."""
     token = _given(request)
     if not token:
         return None
-    with db.opened(db.path_in(studio.state_dir), annotators.SCHEMA) as conn:
-        return annotators.find(conn, token)
+    if getattr(request.state, "annotator_token", None) != token:
+        with db.opened(db.path_in(studio.state_dir), annotators.SCHEMA) as conn:
+            request.state.annotator = annotators.find(conn, token)
+        request.state.annotator_token = token
+    return request.state.annotator
 
 
 def admits(studio, request: Request) -> bool:

@@ -16,8 +16,6 @@ an unknown round is 404.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from typing import Any
 
@@ -29,35 +27,10 @@ from lmtune.errors import UserError
 from lmtune.guidance import db, judge_results, judging
 from lmtune.run_dir import RunDir
 from lmtune.studio import identity, judge_html, layout
-from lmtune.studio.handling import error_response, json_body
+from lmtune.studio.handling import json_body
 from lmtune.studio.index import run_dir
 
 router = APIRouter()
-
-
-def _guarded(handler):
-    """``handler`` with an unknown round answered 404 and an annotator on an owner's route 403."""
-    def refused(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, judging.RoundNotFound):
-            return error_response(request, 404, str(exc), "Round not found")
-        return error_response(request, 403, str(exc), "For the studio's owner")
-
-    if inspect.iscoroutinefunction(handler):
-        @functools.wraps(handler)
-        async def wrapped_async(request: Request, *args, **kwargs):
-            try:
-                return await handler(request, *args, **kwargs)
-            except (judging.RoundNotFound, identity.OwnerOnly) as exc:
-                return refused(request, exc)
-        return wrapped_async
-
-    @functools.wraps(handler)
-    def wrapped(request: Request, *args, **kwargs):
-        try:
-            return handler(request, *args, **kwargs)
-        except (judging.RoundNotFound, identity.OwnerOnly) as exc:
-            return refused(request, exc)
-    return wrapped
 
 
 def _owner(request: Request) -> None:
@@ -104,7 +77,6 @@ def judge_index(request: Request) -> str:
 
 
 @router.get("/judge/{name}", response_class=HTMLResponse)
-@_guarded
 def judge_round(request: Request, name: str) -> str:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -115,7 +87,6 @@ def judge_round(request: Request, name: str) -> str:
 
 
 @router.get("/judge/{name}/results", response_class=HTMLResponse)
-@_guarded
 def results_page(request: Request, name: str) -> str:
     _owner(request)
     with _connect(request) as conn:
@@ -130,7 +101,6 @@ def api_rounds(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/judge/rounds")
-@_guarded
 async def api_create(request: Request):
     _owner(request)
     body = await json_body(request)
@@ -147,7 +117,6 @@ async def api_create(request: Request):
 
 
 @router.get("/api/judge/{name}/next")
-@_guarded
 def api_next(request: Request, name: str) -> dict[str, Any]:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -156,7 +125,6 @@ def api_next(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.post("/api/judge/{name}/answer")
-@_guarded
 async def api_answer(request: Request, name: str) -> dict[str, Any]:
     who = identity.annotator(request)
     body = await json_body(request)
@@ -175,7 +143,6 @@ async def api_answer(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/api/judge/{name}/answers")
-@_guarded
 def api_answers(request: Request, name: str, history: str = "0") -> dict[str, Any]:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -184,7 +151,6 @@ def api_answers(request: Request, name: str, history: str = "0") -> dict[str, An
 
 
 @router.get("/api/judge/{name}/results")
-@_guarded
 def api_results(request: Request, name: str) -> dict[str, Any]:
     _owner(request)
     with _connect(request) as conn:
@@ -192,7 +158,6 @@ def api_results(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/api/judge/{name}/pairs")
-@_guarded
 def api_pairs(request: Request, name: str) -> Response:
     _owner(request)
     with _connect(request) as conn:
@@ -204,7 +169,6 @@ def api_pairs(request: Request, name: str) -> Response:
 
 
 @router.post("/api/judge/{name}/report")
-@_guarded
 async def api_report(request: Request, name: str) -> dict[str, Any]:
     _owner(request)
 

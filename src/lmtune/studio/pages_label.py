@@ -5,13 +5,12 @@
 ``GET /label/<queue>/overview`` is the owner's: progress per annotator, agreement, flagged records, the export.
 Who answers comes from :func:`lmtune.studio.identity.annotator`; every answer an annotator reads or changes is
 their own. The owner's endpoints answer an annotator 403. An unknown queue is a 404, an answer to a record the
-annotator was not handed a 409, bad input a 400 (``UserError``); each ``{"error": {"message", "code"}}``.
+annotator was not handed a 409, bad input a 400 (``UserError``); each ``{"error": {"message", "code"}}``, answered
+by :mod:`lmtune.studio.app`'s error handlers.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from lmtune.errors import UserError
 from lmtune.guidance import agreement, annotators, db, label_export, label_pool, labelling, retrain
 from lmtune.studio import identity, label_html, recipes
-from lmtune.studio.handling import error_response, json_body
+from lmtune.studio.handling import json_body
 from lmtune.studio.index import RunNotFound, run_dir
 
 router = APIRouter()
-
-
-def _error(request: Request, status: int, message: str) -> Response:
-    return error_response(request, status, message, "Labelling")
-
-
-def handled(fn):
-    """Run ``fn`` (a sync one in the thread pool) and answer its queue errors: 404, 409, 403."""
-    @functools.wraps(fn)
-    async def wrapper(request: Request, *args, **kwargs):
-        try:
-            if inspect.iscoroutinefunction(fn):
-                return await fn(request, *args, **kwargs)
-            return await run_in_threadpool(fn, request, *args, **kwargs)
-        except labelling.QueueNotFound as exc:
-            return _error(request, 404, f"no labelling queue called {str(exc)[:100]!r}")
-        except labelling.NotHanded as exc:
-            return _error(request, 409, str(exc))
-        except identity.OwnerOnly as exc:
-            return _error(request, 403, str(exc))
-    return wrapper
 
 
 def _owner(request: Request, what: str) -> None:
@@ -99,13 +77,11 @@ def queue_rows(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/api/label/queues")
-@handled
 def api_queues(request: Request) -> dict[str, Any]:
     return {"queues": queue_rows(request)}
 
 
 @router.post("/api/label/queues")
-@handled
 async def api_create(request: Request):
     _owner(request, "create a labelling queue")
     body, studio = await json_body(request), request.app.state.studio
@@ -123,7 +99,6 @@ async def api_create(request: Request):
 
 
 @router.get("/api/label/{queue}/next")
-@handled
 def api_next(request: Request, queue: str) -> dict[str, Any]:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -131,7 +106,6 @@ def api_next(request: Request, queue: str) -> dict[str, Any]:
 
 
 @router.post("/api/label/{queue}/answer")
-@handled
 async def api_answer(request: Request, queue: str):
     who, body = identity.annotator(request), await json_body(request)
     label = body.get("text") if "text" in body else body.get("label")
@@ -146,7 +120,6 @@ async def api_answer(request: Request, queue: str):
 
 
 @router.post("/api/label/{queue}/undo")
-@handled
 def api_undo(request: Request, queue: str) -> dict[str, Any]:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -154,7 +127,6 @@ def api_undo(request: Request, queue: str) -> dict[str, Any]:
 
 
 @router.get("/api/label/{queue}/mine")
-@handled
 def api_mine(request: Request, queue: str) -> dict[str, Any]:
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -164,7 +136,6 @@ def api_mine(request: Request, queue: str) -> dict[str, Any]:
 
 
 @router.get("/api/label/{queue}/agreement")
-@handled
 def api_agreement(request: Request, queue: str) -> dict[str, Any]:
     _owner(request, "see agreement between annotators")
     with _connect(request) as conn:
@@ -172,7 +143,6 @@ def api_agreement(request: Request, queue: str) -> dict[str, Any]:
 
 
 @router.get("/api/label/{queue}/export")
-@handled
 def api_export(request: Request, queue: str) -> Response:
     _owner(request, "export a queue's labels")
     with _connect(request) as conn:
@@ -182,7 +152,6 @@ def api_export(request: Request, queue: str) -> Response:
 
 
 @router.post("/api/label/{queue}/retrain")
-@handled
 async def api_retrain(request: Request, queue: str):
     """A run of the queue's recipe with its labels added to the train split (``data.add_train``), through the
     studio's run queue; the answer names it and the Compare page of the recipe's own run against it."""
@@ -229,7 +198,6 @@ def _base_run(studio, given: Any, recipe_name: str) -> str | None:
 
 
 @router.get("/api/annotators")
-@handled
 def api_annotators(request: Request) -> dict[str, Any]:
     _owner(request, "list annotators")
     with _connect(request, annotators.SCHEMA) as conn:
@@ -237,7 +205,6 @@ def api_annotators(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/annotators")
-@handled
 async def api_add_annotator(request: Request):
     _owner(request, "add annotators")
     body = await json_body(request)
@@ -252,7 +219,6 @@ async def api_add_annotator(request: Request):
 
 
 @router.get("/label", response_class=HTMLResponse)
-@handled
 def label_page(request: Request):
     studio, owner = request.app.state.studio, identity.owner(request)
     rows = queue_rows(request)
@@ -264,7 +230,6 @@ def label_page(request: Request):
 
 
 @router.get("/label/{queue}", response_class=HTMLResponse)
-@handled
 def queue_page(request: Request, queue: str):
     who = identity.annotator(request)
     with _connect(request) as conn:
@@ -273,7 +238,6 @@ def queue_page(request: Request, queue: str):
 
 
 @router.get("/label/{queue}/overview", response_class=HTMLResponse)
-@handled
 def overview_page(request: Request, queue: str):
     _owner(request, "see a queue's overview")
     with _connect(request, labelling.SCHEMA + retrain.SCHEMA) as conn:

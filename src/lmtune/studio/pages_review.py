@@ -28,7 +28,7 @@ from lmtune.errors import UserError
 from lmtune.guidance import corrections, db
 from lmtune.report import html
 from lmtune.studio import identity, layout, run_records, run_view
-from lmtune.studio.handling import error_response, json_body
+from lmtune.studio.handling import json_body
 from lmtune.studio.index import run_dir
 
 router = APIRouter()
@@ -102,12 +102,7 @@ def api_corrections(request: Request, run: str | None = None) -> dict[str, Any]:
 def api_withdraw(request: Request, correction: int):
     who, owner = _who(request), identity.owner(request)
     with db.opened(identity.database(request), corrections.SCHEMA) as conn:
-        try:
-            return _public(corrections.withdraw(conn, correction, who, owner))
-        except corrections.NotFound as exc:
-            return error_response(request, 404, str(exc), "Correction not found")
-        except corrections.NotYours as exc:
-            return error_response(request, 403, str(exc), "Not your correction")
+        return _public(corrections.withdraw(conn, correction, who, owner))  # NotFound 404, NotYours 403 (app)
 
 
 @router.get("/api/review/export")
