@@ -30,6 +30,11 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """JSON Lines text: one JSON object per line (what :func:`write_jsonl` writes; a download's body)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """One JSON object per line, atomically."""
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text(path, jsonl(records))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, sentiment_records, write_jsonl
 
+from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.guidance import agreement, db, label_export, label_pool, labelling
 
@@ -209,7 +210,7 @@ def test_export_takes_the_majority_marks_disagreement_and_flags_and_data_check_a
                                   ("2", "neutral", None, None, True)]
     assert records[2]["annotator"] == "a" and records[2]["labelled_at"].endswith("+00:00")
     out = tmp_path / "labels.jsonl"
-    out.write_text(label_export.jsonl(records))
+    out.write_text(atomic.jsonl(records))
     code, output = run_cli("data", "check", str(out), "--task", "classification", "--labels", ",".join(LABELS),
                            "--field", "text=review", "--field", "label=rating")
     assert code == 0, output

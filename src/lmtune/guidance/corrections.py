@@ -8,7 +8,6 @@ the live ones as the JSONL that ``data.corrections`` reads (:mod:`lmtune.data.co
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -128,8 +127,3 @@ def export(conn: sqlite3.Connection, run: str | None = None) -> list[dict[str, A
              "run": r["run"], "record": r["record"], "annotator": r["annotator"], "reason": r["reason"],
              "at": datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")}
             for r in latest.values()]
-
-
-def jsonl(rows: list[dict[str, Any]]) -> str:
-    """Rows as JSON lines."""
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -69,8 +69,3 @@ def _record(record: dict[str, Any], settings, answers: list[sqlite3.Row],
     if any(a["kind"] == "flag" for a in answers):
         out["flagged"] = True
     return out
-
-
-def jsonl(records: list[dict[str, Any]]) -> str:
-    """The records as JSON Lines."""
-    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

@@ -58,7 +58,7 @@ def labels_file(conn: sqlite3.Connection, queue: str, folder: Path, min_new: int
                         f"{len(records)} now); label at least {min_new} new ones first", source="min_new")
     path = Path(folder) / f"{queue}-labels-{len(previous(conn, queue)) + 1}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, label_export.jsonl(records))
+    atomic.write_jsonl(path, records)
     return path, len(records)
 
 

@@ -16,13 +16,13 @@ an unknown round is 404.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.guidance import db, judge_results, judging
 from lmtune.run_dir import RunDir
@@ -162,7 +162,7 @@ def api_pairs(request: Request, name: str) -> Response:
     _owner(request)
     with _connect(request) as conn:
         pairs, left_out = judge_results.pairs(conn, name)
-    text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+    text = atomic.jsonl(pairs)
     headers = {"Content-Disposition": f'attachment; filename="{name}-pairs.jsonl"',
                "X-Lmtune-Left-Out": f"ties={left_out['ties']}; empty={left_out['empty']}"}
     return Response(text, media_type="application/x-ndjson", headers=headers)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lmtune import atomic
 from lmtune.errors import UserError
 from lmtune.guidance import agreement, annotators, db, label_export, label_pool, labelling, retrain
 from lmtune.studio import identity, label_html, recipes
@@ -146,7 +147,7 @@ def api_agreement(request: Request, queue: str) -> dict[str, Any]:
 def api_export(request: Request, queue: str) -> Response:
     _owner(request, "export a queue's labels")
     with _connect(request) as conn:
-        text = label_export.jsonl(label_export.export(conn, queue))
+        text = atomic.jsonl(label_export.export(conn, queue))
     return Response(text, media_type="application/x-ndjson",
                     headers={"Content-Disposition": f'attachment; filename="{queue}-labels.jsonl"'})
 

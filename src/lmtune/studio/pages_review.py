@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lmtune import atomic
 from lmtune.data import corrections as data_corrections
 from lmtune.errors import UserError
 from lmtune.guidance import corrections, db
@@ -109,7 +110,7 @@ def api_withdraw(request: Request, correction: int):
 def api_export(request: Request, run: str | None = None) -> Response:
     with db.opened(identity.database(request), corrections.SCHEMA) as conn:
         rows = corrections.export(conn, run or None)
-    return Response(corrections.jsonl(rows), media_type="application/jsonl",
+    return Response(atomic.jsonl(rows), media_type="application/jsonl",
                     headers={"Content-Disposition": 'attachment; filename="corrections.jsonl"'})
 
 
