@@ -65,13 +65,21 @@ def _allocate(sizes: dict[Hashable, int], n: int, rng: random.Random) -> dict[Ha
     return quotas
 
 
+def label_keys(records: Sequence[dict[str, Any] | None]) -> list[Any] | None:
+    """The strata of a stratified sample: each record's ``label`` when the first record has one (None for a record
+    that is missing), else None (a plain random sample)."""
+    if not records or not records[0] or "label" not in records[0]:
+        return None
+    return [r.get("label") if r else None for r in records]
+
+
 def sample_examples(examples: Sequence, n: int | None, seed: int, how: str) -> tuple[list[int], str]:
     """Indices of the ``n`` examples to keep (stratified by their ``label`` where they have one) and what was done.
 
     Returns:
         ``(indices, description)``; the description is :func:`describe`'s line.
     """
-    keys = [ex.record.get("label") for ex in examples] if examples and "label" in examples[0].record else None
+    keys = label_keys([ex.record for ex in examples])
     kept = sample_indices(len(examples), n, seed, how, keys)
     return kept, describe(len(kept), len(examples), how, seed, "label" if keys else None)
 

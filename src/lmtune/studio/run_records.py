@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data import corrections as data_corrections
-from lmtune.data.sample import sample_indices
+from lmtune.data.sample import label_keys, sample_indices
 from lmtune.errors import UserError
 from lmtune.report import html
 from lmtune.run_dir import RunDir
@@ -73,9 +73,8 @@ def evaluated_lines(run: RunDir, recipe: dict[str, Any]) -> list[int]:
     key = ("lines", str(run.data.split("test")), n, how, seed)
 
     def draw() -> list[int]:
-        keys = [r.get("label") if r else None for r in test] if test and test[0] and "label" in test[0] else None
         return sample_indices(len(test), n if isinstance(n, int) else None, seed if isinstance(seed, int) else 0,
-                              how, keys)
+                              how, label_keys(test))  # the lifecycle's draw (data.sample.sample_examples)
     return _files.get(key, [run.data.split("test")], draw)
 
 
