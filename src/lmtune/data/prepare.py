@@ -53,15 +53,13 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
     report: dict[str, Any] = {"sources": {k: str(v) for k, v in files.items()}, "steps": []}
     loaded = {}
     for name, path in files.items():
-        dropped: list[str] = []
         how = getattr(data_cfg, "sample", "stratified")
         # Streamed: raw records are not all held besides the examples made from them. A sample other
         # than the first N needs every record read first.
         rows = io.iter_rows(path)
         if how == "first":
             rows = itertools.islice(rows, data_cfg.max_records)
-        loaded[name] = load_examples(rows, data_cfg.fields, task, labels, dropped if cfg.empty == "drop" else None,
-                                     cfg.label_map, getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
+        loaded[name], dropped = _load(rows, data_cfg, task, labels)
         _step(report, name, "read", len(loaded[name]) + len(dropped))
         if how != "first" and data_cfg.max_records is not None:
             loaded[name] = _sample(loaded[name], data_cfg.max_records, seed, how, name, report)
@@ -88,6 +86,14 @@ def prepare(data_cfg, task: str, labels: list[str] | None, seed: int, model: str
     report["counts"] = {name: len(splits.get(name, [])) for name in SPLITS}
     report["label_distribution"] = {n: label_counts(e) for n, e in splits.items() if label_counts(e) is not None}
     return PreparedData(splits, report, files)
+
+
+def _load(rows, data_cfg, task: str, labels: list[str] | None) -> tuple[list[Example], list[str]]:
+    """A data file's rows as examples, and the records dropped for empty fields (with ``data.clean.empty: drop``)."""
+    dropped: list[str] = []
+    examples = load_examples(rows, data_cfg.fields, task, labels, dropped if data_cfg.clean.empty == "drop" else None,
+                             data_cfg.clean.label_map, getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
+    return examples, dropped
 
 
 def _sample(examples: list[Example], n: int, seed: int, how: str, name: str, report: dict) -> list[Example]:
@@ -184,10 +190,7 @@ def _add_train(train: list[Example], path: str, data_cfg, task: str, labels: lis
     train already has (the train split's label wins); a counted step."""
     source = assets.resolve_data_ref(path)
     name = f"train + {Path(path).name}"
-    dropped: list[str] = []
-    added = load_examples(io.iter_rows(source), data_cfg.fields, task, labels,
-                          dropped if data_cfg.clean.empty == "drop" else None, data_cfg.clean.label_map,
-                          getattr(data_cfg, "max_record_chars", MAX_RECORD_CHARS))
+    added, dropped = _load(io.iter_rows(source), data_cfg, task, labels)
     read = len(added) + len(dropped)
     _step(report, name, "read (data.add_train)", read)
     added = _clean_file(added, data_cfg.clean, name, report)
