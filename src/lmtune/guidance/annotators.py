@@ -8,13 +8,12 @@ database never holds one that could be replayed.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import sqlite3
 import time
 
 from lmtune.errors import UserError
-from lmtune.guidance import db
+from lmtune.guidance import db, naming
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotators (
@@ -23,7 +22,6 @@ CREATE TABLE IF NOT EXISTS annotators (
     created_at REAL NOT NULL
 );
 """
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 LOCAL = "local"  # who answers on a studio without a token when no annotator token is given
 
 
@@ -37,10 +35,7 @@ def check_name(name: str) -> str:
     Raises:
         UserError: not 1-40 letters, digits, ``_``, ``.`` or ``-`` (starting with a letter or digit).
     """
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise UserError("an annotator name is 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit",
-                        source="name")
-    return name
+    return naming.check_name(name, "an annotator")
 
 
 def create(conn: sqlite3.Connection, name: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmtune.errors import UserError
-from lmtune.guidance import db
+from lmtune.guidance import db, naming
 from lmtune.kinds.tasks import find as find_task
 from lmtune.run_dir import RunDir
 
@@ -63,7 +63,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS judge_answers_live ON judge_answers(round, idx
 """
 CHOICES = ("A", "B", "tie")
 MAX_REASON = 2000
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
 
 class RoundNotFound(LookupError):
@@ -185,9 +184,7 @@ def _text(value: Any) -> str:
 
 
 def _check_name(conn: sqlite3.Connection, name: Any) -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise UserError("a round name is 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit",
-                        source="name")
+    naming.check_name(name, "a round", longest=80)
     if conn.execute("SELECT 1 FROM judge_rounds WHERE name = ?", (name,)).fetchone():
         raise UserError(f"there is already a round called {name!r}; pick another name", source="name")
     return name

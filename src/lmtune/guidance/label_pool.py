@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmtune.data.io import iter_rows
 from lmtune.errors import UserError
+from lmtune.guidance import naming
 from lmtune.kinds.tasks import find as find_task
 from lmtune.recipe import load_recipe
 
 #: A queue name: what an annotator name may be (it appears in URLs and file names).
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 #: The keys ``lmtune active`` adds to each pool record of its queue file; they are not part of the data.
 BOOKKEEPING = ("prelabel", "confidence", "score", "strategy", "rank", "pool_line")
 MAX_RECORDS = 200_000
@@ -69,9 +68,7 @@ def settings(name: Any, recipe: Path | None = None, labels: Any = None, task: An
         UserError: a bad name, an unreadable recipe, a task that is neither classification nor generation,
             fewer than two distinct labels for classification, guidelines too long, overlap outside 0..1.
     """
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise UserError("a queue name is 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit",
-                        source="name")
+    naming.check_name(name, "a queue")
     fields: dict[str, str] = {}
     if recipe is not None:
         loaded = load_recipe(recipe)
