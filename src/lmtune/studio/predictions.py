@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import UserError
+from lmtune.evaluate import calibration
 from lmtune.studio.cache import Stamped, stamp
 
 #: Parsed prediction files kept in memory (each a list of (input, reference, prediction, confidence)).
@@ -69,11 +70,9 @@ def confidence(row: dict[str, Any]) -> float | None:
     the answer, else its own ``confidence``; None when it has neither (a generation, a line without scores)."""
     scores = row.get("scores")
     if isinstance(scores, dict) and scores and all(_finite(v) for v in scores.values()):
-        top = max(scores.values())
-        total = sum(math.exp(v - top) for v in scores.values())
-        answer = row.get("prediction")
-        picked = scores.get(answer, top) if isinstance(answer, str) else top
-        return math.exp(picked - top) / total
+        labels, answer = list(scores), row.get("prediction")
+        probs = calibration.probabilities(list(scores.values()))
+        return float(probs[labels.index(answer)] if isinstance(answer, str) and answer in scores else probs.max())
     said = row.get("confidence")
     return float(said) if _finite(said) and 0.0 <= said <= 1.0 else None
 
