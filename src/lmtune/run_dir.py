@@ -268,3 +268,11 @@ def run_of(final: Path) -> RunDir:
     """The run a model folder belongs to: the parent of a ``final/``, else the folder itself (an export)."""
     final = Path(final)
     return RunDir(final.parent if final.name == FINAL else final)
+
+
+def shown_text(value: Any) -> str:
+    """A predictions-file value (input, reference or prediction) as display text: a chat input is a list of
+    messages and is shown as JSON, not as a Python repr; a missing value is empty."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -54,6 +54,19 @@ def test_each_shown_side_maps_back_to_the_system_that_wrote_it(conn, run):
         bool(row["flipped"]) for row in conn.execute("SELECT flipped FROM judge_items ORDER BY idx")]
 
 
+def test_a_chat_input_is_shown_as_json_not_as_a_python_repr(conn, run):
+    chat = copy_run(run.path, "chat")
+    for system in ("zero_shot", "finetuned"):
+        rows = chat.read_predictions(system)
+        for row in rows:
+            row["input"] = [{"role": "user", "content": f"café {row['input']}"}]
+        chat.prediction(system).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    created = judging.create(conn, chat, "chat", "zero_shot", "finetuned", seed=1)
+    item = judging.next_item(conn, created.name, "ann")
+    assert json.loads(item["input"])[0]["role"] == "user"
+    assert item["input"].startswith('[{"role": "user", "content": "café ')
+
+
 def test_a_round_without_a_seed_draws_one_and_keeps_it(conn, run):
     first, second = _round(conn, run), _round(conn, run)
     assert first.name == "gen-1" and second.name == "gen-2"

@@ -211,6 +211,21 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each w
     print(f"comparison: {run_compare(runs, out)}")
 
 
+@app.command()
+@user_errors
+def report(runs: list[Path] = typer.Argument(..., help="Run directories written by `lmtune train` or `lmtune eval`.")):
+    """Re-render each run's report.html from the files it holds (after a judging round, a calibration or an
+    upgrade of lmtune); nothing is trained or evaluated."""
+    from lmtune.report.page import write_report
+
+    for run in runs:
+        if not run.is_dir():
+            raise UserError("no such run directory; pass a folder written by `lmtune train` or `lmtune eval`",
+                            source=str(run))
+    for run in runs:
+        print(f"report: {write_report(run)}")
+
+
 @data_app.command("check")
 @user_errors
 def data_check(file: Path = typer.Argument(..., help="JSONL, CSV, TSV or Parquet file."),

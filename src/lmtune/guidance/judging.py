@@ -23,7 +23,7 @@ from typing import Any
 from lmtune.errors import UserError
 from lmtune.guidance import db, naming
 from lmtune.kinds.tasks import find as find_task
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, shown_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS judge_rounds (
@@ -167,20 +167,17 @@ def _items(run: RunDir, run_name: str, system_a: str, system_b: str) -> tuple[li
                         "order, so they cannot be compared side by side", source="system_b")
     items, identical = [], 0
     for line, (a, b) in enumerate(zip(rows_a, rows_b), start=1):
-        out_a, out_b = _text(a.get("prediction")), _text(b.get("prediction"))
+        out_a, out_b = shown_text(a.get("prediction")), shown_text(b.get("prediction"))
         if " ".join(out_a.split()) == " ".join(out_b.split()):
             identical += 1
             continue
         reference = a.get("reference")
-        items.append((line, _text(a.get("input")), None if reference is None else _text(reference), out_a, out_b))
+        reference = None if reference is None else shown_text(reference)
+        items.append((line, shown_text(a.get("input")), reference, out_a, out_b))
     if not items:
         raise UserError(f"{system_a!r} and {system_b!r} give the same output on all {identical} examples; there is "
                         "nothing to judge", source="system_b")
     return items, identical
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else value if isinstance(value, str) else str(value)
 
 
 def _check_name(conn: sqlite3.Connection, name: Any) -> str:

@@ -5,12 +5,12 @@ the first test examples with every system's output.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lmtune.evaluate import metrics
 from lmtune.report import html, plots
 from lmtune.report.run import Run
+from lmtune.run_dir import shown_text
 
 EXAMPLES = 8
 MISCLASSIFIED = 20
@@ -105,7 +105,7 @@ def misclassified(run: Run, predictions: dict[str, list[dict]]) -> str:
     for i in wrong[:MISCLASSIFIED]:
         answers = [system_rows[i] for system_rows in predictions.values()]
         # The shortest input is the question itself; few-shot and RAG inputs may carry more before it.
-        question = min((a.get("input") for a in answers), key=lambda x: len(_text(x)))
+        question = min((a.get("input") for a in answers), key=lambda x: len(shown_text(x)))
         reference = html.breakable(html.fmt(answers[0].get("reference"), 200))
         rows.append([_text_cell(question, INPUT_CHARS), f"<td>{reference}</td>"] + [_answer_cell(a) for a in answers])
     order = f"; those {best} gets wrong first" if best else ""
@@ -147,10 +147,5 @@ def examples(run: Run) -> str:
             f"{html.table(['input', 'reference'] + list(systems), rows, 'examples')}</section>")
 
 
-def _text(value: Any) -> str:
-    # Chat inputs may be message lists; show them as JSON rather than Python reprs.
-    return value if isinstance(value, str) else "" if value is None else json.dumps(value, ensure_ascii=False)
-
-
 def _text_cell(value: Any, limit: int = html.TEXT_CHARS) -> str:
-    return f"<td>{html.esc(html.fmt(_text(value) if value is not None else None, limit))}</td>"
+    return f"<td>{html.esc(html.fmt(shown_text(value) if value is not None else None, limit))}</td>"

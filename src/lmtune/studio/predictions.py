@@ -19,6 +19,7 @@ from typing import Any
 
 from lmtune.errors import UserError
 from lmtune.evaluate import calibration
+from lmtune.run_dir import shown_text
 from lmtune.studio.cache import Stamped, stamp
 
 #: Parsed prediction files kept in memory (each a list of (input, reference, prediction, confidence)).
@@ -29,13 +30,6 @@ SORTS = ("index", "confidence")
 
 Entry = tuple[str, str, str, float | None] | None
 _files = Stamped(CACHED_FILES)
-
-
-def text(value: Any) -> str:
-    """A prediction file's value as display text (chat inputs are message lists: shown as JSON)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def read_file(path: Path) -> list[Entry]:
@@ -56,7 +50,8 @@ def _parse(path: Path) -> list[Entry]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
-                entries.append((text(row.get("input")), text(row.get("reference")), text(row.get("prediction")),
+                entries.append((shown_text(row.get("input")), shown_text(row.get("reference")),
+                                shown_text(row.get("prediction")),
                                 confidence(row)) if isinstance(row, dict) else None)
     except OSError:
         return []
