@@ -4,6 +4,7 @@ the run's human_eval.json and report, the preference pairs, and bad input."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -107,6 +108,45 @@ def test_judging_again_replaces_the_live_answer_and_keeps_the_old_one(conn, run)
     assert found["answers"] == 2 and found["ties"] == 1 and found["items_judged"] == 1
 
 
+def test_a_skipped_item_leaves_the_queue_and_counts_in_no_win_rate(conn, run):
+    created = _round(conn, run, seed=5)
+    judging.answer(conn, created.name, "ann", 0, "skip")
+    assert judging.next_item(conn, created.name, "ann")["index"] == 1
+    assert judging.next_item(conn, created.name, "other")["index"] == 0  # still there for everyone else
+    assert judging.progress(conn, created.name, "ann")["done"] == 1
+    judging.answer(conn, created.name, "ann", 1, "B")
+    judging.answer(conn, created.name, "other", 0, "tie")
+    found = judge_results.results(conn, created.name)
+    assert (found["answers"], found["skipped"], found["items_judged"], found["ties"]) == (2, 1, 2, 1)
+    assert found["annotators"]["ann"]["answers"] == 1 and found["annotators"]["ann"]["skipped"] == 1
+    b_wins = not judging.flipped(5, 1)
+    assert found["win_rate_b"] == (int(b_wins) + 0.5) / 2
+    judging.answer(conn, created.name, "ann", 0, "A", "saw it after all")  # a skip can be answered later
+    assert judge_results.results(conn, created.name)["skipped"] == 0
+
+
+def test_a_database_from_before_skip_is_upgraded_keeping_every_answer(tmp_path, run):
+    path = tmp_path / "guidance.sqlite"
+    old = judging.SCHEMA.replace("'tie', 'skip'", "'tie'")
+    with db.opened(path, old) as conn:
+        created = _round(conn, run, seed=2)
+        judging.answer(conn, created.name, "ann", 0, "A", "first")
+        judging.answer(conn, created.name, "ann", 0, "B", "second")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("INSERT INTO judge_answers (round, idx, annotator, choice, created_at) "
+                         "VALUES (?, 1, 'ann', 'skip', 0)", (created.name,))
+    with judging.opened(path) as conn:
+        history = judging.own_answers(conn, created.name, "ann", history=True)
+        assert [(a["choice"], a["reason"], a["live"]) for a in history] == [("A", "first", False),
+                                                                             ("B", "second", True)]
+        judging.answer(conn, created.name, "ann", 1, "skip")
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # still one live answer per annotator and item
+            conn.execute("INSERT INTO judge_answers (round, idx, annotator, choice, created_at) "
+                         "VALUES (?, 1, 'ann', 'A', 0)", (created.name,))
+    with judging.opened(path) as conn:  # a second open finds it current
+        assert judge_results.results(conn, created.name)["skipped"] == 1
+
+
 def test_outputs_that_read_the_same_are_left_out_and_counted(conn, run):
     copy = copy_run(run.path, "gen-same")
     zero = [r["prediction"] for r in copy.read_predictions("zero_shot")]
@@ -146,11 +186,11 @@ def test_results_go_into_the_run_and_its_report(conn, run, tmp_path):
 
 def test_pairs_are_preference_records_that_data_check_accepts(conn, run, tmp_path):
     created = _round(conn, run, seed=11)
-    choices = ["A", "B", "tie", "B", "A"]
+    choices = ["A", "B", "tie", "B", "A", "skip"]
     for i, choice in enumerate(choices):
         judging.answer(conn, created.name, "ann", i, choice, "reason <b>" if i == 1 else "")
     pairs, left_out = judge_results.pairs(conn, created.name)
-    assert left_out == {"ties": 1, "empty": 0} and len(pairs) == 4
+    assert left_out == {"ties": 1, "skipped": 1, "empty": 0} and len(pairs) == 4
     items = {r["idx"]: r for r in conn.execute("SELECT * FROM judge_items")}
     for pair, i in zip(pairs, [0, 1, 3, 4]):
         shown = judging.shown(items[i])
@@ -176,7 +216,7 @@ def test_bad_input_is_refused_with_one_clear_message(conn, run):
         _round(conn, run, name="mine")
     with pytest.raises(judging.RoundNotFound, match="no judging round called 'nope'"):
         judging.answer(conn, "nope", "ann", 0, "A")
-    for index, choice, reason, message in [(0, "C", "", "choice must be one of A, B, tie"),
+    for index, choice, reason, message in [(0, "C", "", "choice must be A, B or tie .the side as shown. or skip"),
                                            (99, "A", "", "round 'mine' has no item 99"),
                                            ("0", "A", "", "index must be a whole number"),
                                            (0, "A", "x" * 2001, "reason must be text of at most 2000")]:

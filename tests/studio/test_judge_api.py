@@ -150,7 +150,7 @@ def test_bad_requests_get_one_clear_message(studio):
     alice = _as(studio, "alice")
     bad = studio.client.post(f"/api/judge/{name}/answer", content=b"{not json", headers=alice)
     assert bad.status_code == 400 and bad.json()["error"]["message"] == "body: the request body is not JSON"
-    for body, message in [({"index": 0, "choice": "C"}, "choice must be one of A, B, tie"),
+    for body, message in [({"index": 0, "choice": "C"}, "choice must be A, B or tie (the side as shown) or skip"),
                           ({"index": 999, "choice": "A"}, f"round '{name}' has no item 999"),
                           ({"choice": "A"}, "index must be a whole number")]:
         reply = studio.client.post(f"/api/judge/{name}/answer", json=body, headers=alice)

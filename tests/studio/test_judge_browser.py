@@ -20,8 +20,8 @@ from lmtune.studio.server import StudioServer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-KEYS = {"a": "A", "1": "A", "b": "B", "2": "B", "t": "tie", "0": "tie"}
-PRESSED = ["a", "2", "t", "1", "b", "0"]  # in turn, item after item
+KEYS = {"a": "A", "1": "A", "b": "B", "2": "B", "t": "tie", "0": "tie", "s": "skip"}
+PRESSED = ["a", "2", "t", "s", "1", "b", "0"]  # in turn, item after item (at least 4 items: one skipped)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def test_results_show_the_win_rate_and_export_preference_pairs(studio, page, sho
     with db.opened(db.path_in(studio.studio.state_dir), judging.SCHEMA) as conn:
         items = {r["idx"]: r for r in conn.execute("SELECT * FROM judge_items")}
     winners = [judging.unblind(choice, bool(items[index]["flipped"])) for index, choice in judged.items()]
-    # ties are no pair, nor is an empty output (a preference record needs both texts)
-    expected_pairs = sum(judging.unblind(choice, bool(items[index]["flipped"])) != "tie"
+    # ties and skips are no pair, nor is an empty output (a preference record needs both texts)
+    expected_pairs = sum(judging.unblind(choice, bool(items[index]["flipped"])) not in ("tie", "skip")
                          and bool(items[index]["output_a"].strip() and items[index]["output_b"].strip())
                          for index, choice in judged.items())
     assert expected_pairs >= 3
@@ -103,10 +103,11 @@ def test_results_show_the_win_rate_and_export_preference_pairs(studio, page, sho
     expect(page).to_have_url(studio.url + "/judge/gen-1/results")
     table = page.locator("table.results")
     for label, winner in (("zero_shot (system A) preferred", "a"), ("finetuned (system B) preferred", "b"),
-                          ("ties", "tie")):
+                          ("ties", "tie"), ("skipped (cannot tell; in no count)", "skip")):
         cell = table.locator("th", has_text=re.compile(f"^{re.escape(label)}$")).locator("xpath=following-sibling::td")
         expect(cell).to_have_text(str(winners.count(winner)))
-    rate = (winners.count("b") + 0.5 * winners.count("tie")) / len(winners)
+    assert winners.count("skip") == 1
+    rate = (winners.count("b") + 0.5 * winners.count("tie")) / (len(winners) - 1)  # the skip counts in none
     expect(table.locator("tr", has_text="win rate of finetuned").locator("td")).to_contain_text(f"{rate:.4g}")
     expect(table.locator("tr", has_text="win rate of finetuned").locator("td small")).to_be_visible()  # interval
     expect(page.locator("table.annotators")).to_contain_text("local")

@@ -64,14 +64,14 @@ def pairs(conn: sqlite3.Connection, name: str) -> tuple[list[dict[str, Any]], di
     live answer that prefers one side (the ``preference`` data format, ready for ``lmtune data check``).
 
     Returns:
-        The pairs, and how many answers were left out: ``ties``, and ``empty`` (an output with no text, which a
-        preference record cannot hold).
+        The pairs, and how many answers were left out: ``ties``, ``skipped``, and ``empty`` (an output with no
+        text, which a preference record cannot hold).
     """
     judging.get(conn, name)
-    out, left_out = [], {"ties": 0, "empty": 0}
+    out, left_out = [], {"ties": 0, "skipped": 0, "empty": 0}
     for a in judging.live_answers(conn, name):
-        if a["winner"] == "tie":
-            left_out["ties"] += 1
+        if a["winner"] in ("tie", "skip"):
+            left_out["ties" if a["winner"] == "tie" else "skipped"] += 1
             continue
         chosen, rejected = (a["output_a"], a["output_b"]) if a["winner"] == "a" else (a["output_b"], a["output_a"])
         if not (chosen.strip() and rejected.strip() and a["input"].strip()):

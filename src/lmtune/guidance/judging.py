@@ -5,8 +5,9 @@ A *round* is made from a finished run of a free-text task and two of its systems
 every system) becomes an *item*, except where the two outputs read the same (equal once whitespace is collapsed:
 there is nothing to prefer, and the pair could not train anything). Each item draws, from a RNG seeded by the
 round's seed and the item's index, whether system B is shown on the left (``flipped``); the page only ever shows
-"A" and "B". An *answer* is the side chosen as SHOWN (``A``, ``B`` or ``tie``), with an optional reason; an
-annotator has one live answer per item, and judging it again keeps the old one as history (``live = 0``).
+"A" and "B". An *answer* is the side chosen as SHOWN (``A``, ``B`` or ``tie``), or ``skip`` (the annotator cannot
+tell: the item leaves their queue and counts in no win rate), with an optional reason; an annotator has one live
+answer per item, and judging it again keeps the old one as history (``live = 0``).
 Results (:mod:`lmtune.guidance.judge_results`) are the only place the sides are mapped back to systems.
 """
 
@@ -17,7 +18,10 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmtune.errors import UserError
@@ -48,21 +52,53 @@ CREATE TABLE IF NOT EXISTS judge_items (
     flipped INTEGER NOT NULL,       -- 1: system_b is shown as "A" (and system_a as "B")
     PRIMARY KEY (round, idx)
 );
+"""
+_ANSWERS = """
 CREATE TABLE IF NOT EXISTS judge_answers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     round TEXT NOT NULL,
     idx INTEGER NOT NULL,
     annotator TEXT NOT NULL,
-    choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie')),   -- as SHOWN
+    choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie', 'skip')),   -- as SHOWN
     reason TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     live INTEGER NOT NULL DEFAULT 1,                             -- 0: replaced by a later answer
     FOREIGN KEY (round, idx) REFERENCES judge_items(round, idx)
 );
+"""
+_LIVE_INDEX = """
 CREATE UNIQUE INDEX IF NOT EXISTS judge_answers_live ON judge_answers(round, idx, annotator) WHERE live = 1;
 """
-CHOICES = ("A", "B", "tie")
+SCHEMA += _ANSWERS + _LIVE_INDEX
+CHOICES = ("A", "B", "tie", "skip")
 MAX_REASON = 2000
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[sqlite3.Connection]:
+    """The guidance database at ``path`` with the judging tables, upgraded first if it predates ``skip``."""
+    with db.opened(path, SCHEMA) as conn:
+        upgrade(conn)
+        yield conn
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Rebuild ``judge_answers`` of a database written before ``skip`` was a choice (its CHECK refuses it), keeping
+    every row, in one transaction (SQLite cannot alter a CHECK in place)."""
+    def current() -> bool:
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'judge_answers'").fetchone()
+        return row is None or "'skip'" in row["sql"]
+
+    if current():
+        return
+    with db.transaction(conn):
+        if current():  # another connection upgraded it meanwhile
+            return
+        conn.execute(_ANSWERS.replace("IF NOT EXISTS judge_answers (", "judge_answers_new ("))
+        conn.execute("INSERT INTO judge_answers_new SELECT * FROM judge_answers")
+        conn.execute("DROP TABLE judge_answers")
+        conn.execute("ALTER TABLE judge_answers_new RENAME TO judge_answers")
+        conn.execute(_LIVE_INDEX)
 
 
 class RoundNotFound(LookupError):
@@ -238,12 +274,12 @@ def answer(conn: sqlite3.Connection, name: str, annotator: str, index: Any, choi
 
     Raises:
         RoundNotFound: no such round.
-        UserError: an index the round does not have, a choice other than ``A``, ``B`` or ``tie``, a reason that is
-            not text or is longer than :data:`MAX_REASON` characters.
+        UserError: an index the round does not have, a choice other than ``A``, ``B``, ``tie`` or ``skip``, a
+            reason that is not text or is longer than :data:`MAX_REASON` characters.
     """
     get(conn, name)
     if choice not in CHOICES:
-        raise UserError(f"choice must be one of {', '.join(CHOICES)} (the side as shown), not {str(choice)[:50]!r}",
+        raise UserError(f"choice must be A, B or tie (the side as shown) or skip, not {str(choice)[:50]!r}",
                         source="choice")
     reason = "" if reason is None else reason
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
@@ -275,7 +311,7 @@ def own_answers(conn: sqlite3.Connection, name: str, annotator: str, history: bo
 
 def live_answers(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
     """Every annotator's live answer in round ``name`` with its item, un-blinded: ``winner`` is ``"a"`` (system_a),
-    ``"b"`` (system_b) or ``"tie"``. For results and exports only, never for an annotator's page."""
+    ``"b"`` (system_b), ``"tie"`` or ``"skip"``. For results and exports only, never for an annotator's page."""
     rows = conn.execute("SELECT a.idx, a.annotator, a.choice, a.reason, a.created_at, i.flipped, i.input, "
                         "i.output_a, i.output_b FROM judge_answers a JOIN judge_items i ON a.round = i.round AND "
                         "a.idx = i.idx WHERE a.round = ? AND a.live = 1 ORDER BY a.idx, a.id", (name,))
@@ -285,8 +321,8 @@ def live_answers(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
 
 
 def unblind(choice: str, flipped_item: bool) -> str:
-    """The system a shown choice picks: ``"a"``, ``"b"`` or ``"tie"``."""
-    if choice == "tie":
-        return "tie"
+    """The system a shown choice picks: ``"a"``, ``"b"``, or ``"tie"`` / ``"skip"`` as they are."""
+    if choice in ("tie", "skip"):
+        return choice
     left = "b" if flipped_item else "a"
     return left if choice == "A" else ("a" if left == "b" else "b")

@@ -2,7 +2,8 @@
 (written by :mod:`lmtune.guidance.judge_results`), beside the metrics table.
 
 Each round is one row: who was compared, how many answers, each side's wins and the ties, and B's win rate over A
-(ties counted half) with its 95% interval and p-value against 0.5; each annotator's counts sit below it.
+(ties counted half, skips in no count) with its 95% interval and p-value against 0.5; each annotator's counts sit
+below it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from lmtune.report import html
 from lmtune.report.run import Run, read_json
 
-HEADERS = ["round", "system A", "system B", "answers", "items judged", "A wins", "B wins", "ties",
+HEADERS = ["round", "system A", "system B", "answers", "items judged", "A wins", "B wins", "ties", "skipped",
            "B's win rate over A (ties half)", "p (vs 0.5)"]
 
 
@@ -47,4 +48,5 @@ def _row(r: dict[str, Any]) -> list[str]:
     return [f"<th>{html.breakable(str(r.get('round')))}</th>", f"<td>{html.breakable(str(r.get('system_a')))}</td>",
             f"<td>{html.breakable(str(r.get('system_b')))}</td>", html.cell(r.get("answers")),
             html.cell(r.get("items_judged")), html.cell(r.get("wins_a")), html.cell(r.get("wins_b")),
-            html.cell(r.get("ties")), html.with_interval(r.get("win_rate_b"), interval), html.cell(r.get("p_value"))]
+            html.cell(r.get("ties")), html.cell(r.get("skipped")), html.with_interval(r.get("win_rate_b"), interval),
+            html.cell(r.get("p_value"))]

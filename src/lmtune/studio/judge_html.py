@@ -13,7 +13,8 @@ from urllib.parse import quote
 from lmtune.report import html
 from lmtune.studio.layout import esc
 
-KEYS = "keys: <kbd>A</kbd> or <kbd>1</kbd> · <kbd>B</kbd> or <kbd>2</kbd> · <kbd>T</kbd> or <kbd>0</kbd> (tie)"
+KEYS = ("keys: <kbd>A</kbd> or <kbd>1</kbd> · <kbd>B</kbd> or <kbd>2</kbd> · <kbd>T</kbd> or <kbd>0</kbd> (tie) · "
+        "<kbd>S</kbd> (skip: cannot tell)")
 
 
 def link(name: str, suffix: str = "") -> str:
@@ -68,7 +69,8 @@ def judging_view(name: str) -> str:
             'placeholder="why; typing here does not answer"></label>'
             '<div class="toolbar"><button type="button" data-choice="A">A is better</button>'
             '<button type="button" data-choice="tie">Tie</button>'
-            '<button type="button" data-choice="B">B is better</button></div></section>'
+            '<button type="button" data-choice="B">B is better</button>'
+            '<button type="button" data-choice="skip">Skip</button></div></section>'
             '<p id="judge-done" class="summary" hidden>You have judged every item of this round. Thank you!</p>')
 
 
@@ -79,11 +81,13 @@ def results_view(found: dict[str, Any]) -> str:
     rows = [[f"<th>{esc(a)} (system A) preferred</th>", html.cell(found["wins_a"])],
             [f"<th>{esc(b)} (system B) preferred</th>", html.cell(found["wins_b"])],
             ["<th>ties</th>", html.cell(found["ties"])],
+            ["<th>skipped (cannot tell; in no count)</th>", html.cell(found.get("skipped", 0))],
             [f"<th>win rate of {esc(b)} over {esc(a)} (ties half)</th>", html.with_interval(found["win_rate_b"],
                                                                                              interval)],
             ["<th>p (win rate 0.5)</th>", html.cell(found.get("p_value"))]]
     people = [[f"<th>{esc(who)}</th>", html.cell(c["answers"]), html.cell(c["wins_a"]), html.cell(c["wins_b"]),
-               html.cell(c["ties"]), html.cell(c["win_rate_b"])] for who, c in found["annotators"].items()]
+               html.cell(c["ties"]), html.cell(c.get("skipped", 0)), html.cell(c["win_rate_b"])]
+              for who, c in found["annotators"].items()]
     name = found["round"]
     facts = (f"run {esc(found['run'])} · {found['n_items']} items ({found['n_identical']} left out: both outputs "
              f"the same) · {found['items_judged']} judged · {found['answers']} answers")
@@ -92,11 +96,12 @@ def results_view(found: dict[str, Any]) -> str:
             + html.table(["", "value"], rows, "results")
             + f'<p class="meta">95% interval: {esc(found["interval"])}.</p></section>'
             '<section id="annotators"><h2>Annotators</h2>'
-            + html.table(["annotator", "answers", f"{a} preferred", f"{b} preferred", "ties", f"{b}'s win rate"],
+            + html.table(["annotator", "answers", f"{a} preferred", f"{b} preferred", "ties", "skipped",
+                          f"{b}'s win rate"],
                          people, "annotators")
             + '</section><section id="exports"><h2>Exports</h2><div class="toolbar">'
             f'<a id="pairs-link" href="{esc("/api/judge/" + quote(name, safe="") + "/pairs")}" download>'
-            "Preference pairs (JSONL: prompt, chosen, rejected; ties left out)</a>"
+            "Preference pairs (JSONL: prompt, chosen, rejected; ties and skips left out)</a>"
             '<button type="button" id="update-report">Update the run\'s report.html</button>'
             '<span id="report-message" class="meta" hidden></span></div>'
             f'<p class="meta">The run\'s <code>human_eval.json</code> is updated after every answer: the '

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from lmtune import atomic
 from lmtune.errors import UserError
-from lmtune.guidance import db, judge_results, judging
+from lmtune.guidance import judge_results, judging
 from lmtune.run_dir import RunDir
 from lmtune.studio import identity, judge_html, layout
 from lmtune.studio.handling import json_body
@@ -39,7 +39,7 @@ def _owner(request: Request) -> None:
 
 
 def _connect(request: Request):
-    return db.opened(identity.database(request), judging.SCHEMA)
+    return judging.opened(identity.database(request))
 
 
 def _rounds(request: Request) -> tuple[list[dict[str, Any]], bool]:
@@ -164,7 +164,7 @@ def api_pairs(request: Request, name: str) -> Response:
         pairs, left_out = judge_results.pairs(conn, name)
     text = atomic.jsonl(pairs)
     headers = {"Content-Disposition": f'attachment; filename="{name}-pairs.jsonl"',
-               "X-Lmtune-Left-Out": f"ties={left_out['ties']}; empty={left_out['empty']}"}
+               "X-Lmtune-Left-Out": "; ".join(f"{k}={v}" for k, v in left_out.items())}
     return Response(text, media_type="application/x-ndjson", headers=headers)
 
 

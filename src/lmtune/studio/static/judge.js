@@ -36,7 +36,7 @@
     const reason = document.getElementById("judge-reason"), error = document.getElementById("judge-error");
     const buttons = [...document.querySelectorAll("#judge-item button[data-choice]")];
     let item = data.item, progress = data.progress, busy = false;
-    const KEYS = { a: "A", 1: "A", b: "B", 2: "B", t: "tie", 0: "tie" };
+    const KEYS = { a: "A", 1: "A", b: "B", 2: "B", t: "tie", 0: "tie", s: "skip" };
 
     function render() {
       const box = document.getElementById("judge-item");
