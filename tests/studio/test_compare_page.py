@@ -55,6 +55,8 @@ def test_metrics_table_has_both_runs_with_intervals_and_the_best_in_bold(tmp_pat
     best = "a" if evaluations[0] >= evaluations[1] else "b"
     cells = re.findall(r'<td class="num">(.*?)</td>', tuned_f1, re.S)
     assert "<strong>" in cells["ab".index(best)]
+    paired = _section(page, "Against a: paired differences")  # the same examples, other predictions
+    assert "<th>b</th><td>finetuned</td><td>f1_macro</td>" in paired and "not paired" not in paired
     verdicts = _section(page, "Verdicts")
     assert "wins on f1_macro" in verdicts and 'href="/runs/a/report"' in verdicts and 'href="/runs/b"' in verdicts
 

@@ -1,9 +1,10 @@
 """``lmtune compare RUN_DIR...``: several runs side by side in one self-contained HTML page.
 
-Each run's ``eval.json`` gives its systems' task metric, confidence interval, cost and latency. The page
-names each run by its recipe name, and by its directory too where names repeat; warns when the runs were
-evaluated on different test sets; puts every (run, system) pair in one table and, per task metric, one
-chart with the 95% intervals; lists the recipe keys that differ between the runs; and repeats each
+Each run's ``eval.json`` gives its systems' task metric, confidence interval, cost and latency. The page names each
+run by its recipe name, and by its directory too where names repeat; warns when the runs were evaluated on different
+test sets; puts every (run, system) pair in one table and, per task metric, one chart with the 95% intervals; each
+run's fine-tuned system against the first run's on the same examples (a paired bootstrap) and every run's forgetting
+probes (:mod:`lmtune.report.compare_stats`); lists the recipe keys that differ between the runs; and repeats each
 run's verdict.
 """
 
@@ -16,7 +17,7 @@ from lmtune import atomic, manifest
 from lmtune.errors import UserError
 from lmtune.kinds import systems as system_kinds
 from lmtune.recipe_model import model_name
-from lmtune.report import html, plots
+from lmtune.report import compare_stats, html, plots
 from lmtune.report.run import Run, load
 from lmtune.report.systems import load_text
 from lmtune.report.verdict import verdict_sentences
@@ -28,7 +29,8 @@ def compare(run_dirs: list[Path], out: Path) -> Path:
     runs = [_load(Path(d)) for d in run_dirs]
     labels = run_labels(runs)
     body = [f"<h1>Comparison of {len(runs)} runs</h1>", test_set_warning(runs, labels), _runs(runs, labels),
-            _systems(runs, labels), _charts(runs, labels), _differences(runs, labels), _verdicts(runs, labels)]
+            _systems(runs, labels), _charts(runs, labels), compare_stats.paired_section(runs, labels),
+            compare_stats.forgetting_section(runs, labels), _differences(runs, labels), _verdicts(runs, labels)]
     notes = [f"{label}: {note}" for run, label in zip(runs, labels) for note in run.notes]
     atomic.write_text(Path(out), html.page("lmtune comparison", "".join(body), notes))
     return Path(out)

@@ -83,6 +83,13 @@ def with_interval(value: Any, interval: Any, bold: bool = False) -> str:
     return f'<td class="num">{text}</td>'
 
 
+def interval_text(c: dict) -> str | None:
+    """``low to high`` of a result's ``ci_low`` and ``ci_high`` (a paired change's interval), None without one."""
+    if not (is_number(c.get("ci_low")) and is_number(c.get("ci_high"))):
+        return None
+    return f"{c['ci_low']:.4g} to {c['ci_high']:.4g}"
+
+
 def breakable(name: str) -> str:
     """Escaped ``name`` that may break after ``_ / : +`` (``completion_tokens_mean``, ``model:org/name``),
     so a narrow column wraps it between its parts rather than inside a word."""

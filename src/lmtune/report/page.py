@@ -91,7 +91,7 @@ def forgetting_section(run: Run, charts: bool = True) -> str:
     if not change:
         return ""
     rows = [[f"<th>{html.esc(probe)}</th>", html.cell(c.get("metric")), html.cell(c.get("before")),
-             html.cell(c.get("after")), html.cell(c.get("change")), html.cell(_interval_text(c)),
+             html.cell(c.get("after")), html.cell(c.get("change")), html.cell(html.interval_text(c)),
              html.cell(c.get("p_value")), html.cell("yes" if c.get("forgot") else "no")]
             for probe, c in change.items()]
     charts = []
@@ -105,13 +105,6 @@ def forgetting_section(run: Run, charts: bool = True) -> str:
     return ("<section><h2>Forgetting: general ability before and after</h2>"
             + html.table(["probe", "metric", "base", "fine-tuned", "change", "95% CI of change", "p", "forgot"], rows)
             + '<div class="row">' + "".join(charts) + "</div></section>")
-
-
-def _interval_text(c: dict) -> str | None:
-    """``low to high`` of a paired interval, None when the result has none."""
-    if not (html.is_number(c.get("ci_low")) and html.is_number(c.get("ci_high"))):
-        return None
-    return f"{c['ci_low']:.4g} to {c['ci_high']:.4g}"
 
 
 def bias_section(run: Run) -> str:

@@ -1,12 +1,12 @@
 """The Compare page: two to eight runs side by side, and a picker to choose them.
 
-``GET /compare?run=a&run=b`` shows the runs (task, model, method, status), every system's task metrics
-with their 95% intervals (the best run per row in bold; a warning when the runs were evaluated on
-different test sets), the loss curves of every run overlaid, the recipe keys that differ and each run's
-verdict. With fewer than two runs named it shows a picker of every run in the folder instead.
-``GET /api/compare?run=a&run=b`` holds the curves; ``compare.js`` draws them and polls every two seconds
-while one of the runs trains. Runs are named by their directory (always unique in the folder) and looked
-up only through :func:`lmtune.studio.index.run_dir`.
+``GET /compare?run=a&run=b`` shows the runs (task, model, method, status), every system's task metrics with their
+95% intervals (the best run per row in bold; a warning when the runs were evaluated on different test sets), each
+run's fine-tuned system and forgetting probes against the first run's (paired) and every run's forgetting, the loss
+curves of every run overlaid, the recipe keys that differ and each run's verdict. With fewer than two runs named it
+shows a picker of every run in the folder instead. ``GET /api/compare?run=a&run=b`` holds the curves; ``compare.js``
+draws them and polls every two seconds while one of the runs trains. Runs are named by their directory (always
+unique in the folder) and looked up only through :func:`lmtune.studio.index.run_dir`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lmtune.errors import UserError
 from lmtune.evaluate.metrics import best_systems
 from lmtune.recipe_model import model_name
 from lmtune.report import compare as static_compare
-from lmtune.report import html
+from lmtune.report import compare_stats, html
 from lmtune.report.run import Run, load, read_jsonl
 from lmtune.report.systems import load_text, quality_columns
 from lmtune.report.verdict import verdict_sentences
@@ -103,6 +103,8 @@ def compare_page(request: Request) -> HTMLResponse:
     body = (f"<h1>Comparison of {len(runs)} runs</h1>{notes}"
             + static_compare.test_set_warning([r.run for r in runs], labels)
             + runs_section(runs) + metrics_section(runs)
+            + compare_stats.paired_section([r.run for r in runs], labels)
+            + compare_stats.forgetting_section([r.run for r in runs], labels)
             + '<h2>Loss curves</h2><p class="meta">train (solid) and validation (dashed) loss per step'
             + (", updated every 2 s while a run trains" if any(r.state in LIVE for r in runs) else "")
             + '</p><div id="compare-loss"></div>'
