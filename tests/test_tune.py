@@ -141,11 +141,15 @@ def test_a_search_killed_mid_trial_resumes_and_reaches_its_trials(tune_recipe, t
 
     code, output = run_cli(*args)
     assert code == 0, output
-    assert "trial 1: left running by a search that was stopped; marked failed" in output
+    assert "trial 1: left running by a search that was stopped; marked failed, its values queued" in output
     assert "resuming the study" in output and "1 of 3 trials done" in output
     study = load(out)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL,
                                                TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[2].params == study.trials[1].params and study.trials[2].user_attrs["retry_of"] == 1
+    # the resumed sampler proposes new values: it does not replay the killed search's proposals
+    assert "not trained again" not in output and study.trials[3].params != study.trials[0].params
+    assert not (out / "trial-1" / "checkpoints").exists()
     assert study.trials[0].value == first  # the completed trial is kept, not run again
     assert json.loads((out / "trial-1" / "status.json").read_text())["state"] == "running"  # as the kill left it
     assert "left running by a search that was stopped" in (out / "tune.html").read_text()

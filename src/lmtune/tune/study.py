@@ -12,7 +12,8 @@ A trial is ``lifecycle.run_recipe`` with ``evaluate_on="validation"``: its fine-
 the validation split (never test) and the objective is the task's primary metric there. Each validation
 loss during training is reported to the trial; when the pruner says so the run stops at once (its
 ``status.json`` says ``failed``, with the error ``TrialPruned: pruned at step ...``) and the trial is
-pruned. A trial's checkpoints are removed when it ends (a trial is never resumed; ``final/`` keeps the model).
+pruned. A trial's checkpoints are removed when it ends (a trial is never resumed; ``final/`` keeps the model); the
+values of a trial a killed search left running are the next search's first trial.
 ``--trials N`` counts complete and pruned trials, an earlier interrupted search's included.
 """
 
@@ -127,7 +128,7 @@ def tune(search: Search) -> Path:
                         source=str(search.directory)) from None
     try:
         search.study = open_study(search)
-        fail_stale(search.study)
+        fail_stale(search.study, search.directory)
         run_trials(search)
         best = write_outputs(search)
     finally:
@@ -164,6 +165,9 @@ def open_study(search: Search):
                                     direction="maximize" if search.view.maximize else "minimize")
     except ValueError:  # an existing study of the other direction
         raise differs from None
+    # A resumed study's sampler gets a seed of its own: the recipe's seed again would replay the proposals the
+    # earlier search already tried (Optuna keeps the history, not the random state).
+    study.sampler = optuna.samplers.TPESampler(seed=search.recipe.seed + len(study.trials))
     saved = study.user_attrs.get("recipe_sha256")
     if saved is None:
         study.set_user_attr("recipe_sha256", fingerprint)
@@ -173,11 +177,16 @@ def open_study(search: Search):
     return study
 
 
-def fail_stale(study) -> None:
-    """Mark failed the trials a killed search left running (this process holds the study's lock)."""
+def fail_stale(study, directory: Path) -> None:
+    """Mark failed the trials a killed search left running (this process holds the study's lock), queue their values
+    to be tried first, and remove their checkpoints (a trial is never resumed; its run directory stays as left)."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
-        say(f"trial {t.number}: left running by a search that was stopped; marked failed")
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if t.user_attrs.get("run_dir"):
+            shutil.rmtree(RunDir(directory / t.user_attrs["run_dir"]).checkpoints, ignore_errors=True)
+        say(f"trial {t.number}: left running by a search that was stopped; marked failed, its values queued to "
+            "run again")
 
 
 def counted(study) -> int:
