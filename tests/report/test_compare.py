@@ -134,6 +134,14 @@ def test_compare_pairs_each_run_with_the_first_on_the_same_examples(tmp_path):
                            f"{expected['value']:.4g}", f"{expected['ci_low']:.4g} to {expected['ci_high']:.4g}",
                            f"{expected['p_value']:.4g}"]
     assert rows[1][1:] == ["finetuned", "f1_macro", "not paired: the runs' test examples differ"]
+    code, output = run_cli("compare", first, other, fewer, "--out", tmp_path / "cli.html")
+    assert code == 0, output
+    assert output.splitlines()[1:] == [
+        f"drug-review-sentiment (other): finetuned f1_macro {f1[other]:.4g} vs {f1[first]:.4g} "
+        f"(drug-review-sentiment (first)): {expected['value']:+.4g} [{expected['ci_low']:.4g}, "
+        f"{expected['ci_high']:.4g}], p = {expected['p_value']:.4g}",
+        "drug-review-sentiment (fewer): finetuned f1_macro: not paired with drug-review-sentiment (first) "
+        "(the runs' test examples differ)"]
     assert "paired differences" not in _compare_page(tmp_path, first)
 
 

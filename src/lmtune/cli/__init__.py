@@ -204,11 +204,11 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each w
             out: Path = typer.Option(Path("compare.html"), "--out", help="HTML page to write.")):
     """Put several runs side by side in one HTML page: metrics with intervals, cost, latency, verdicts."""
     from lmtune.outputs import check_file_target
-    from lmtune.report.compare import compare as run_compare
+    from lmtune.report.compare import compare_runs
 
     check_file_target(out, "--out")
-
-    print(f"comparison: {run_compare(runs, out)}")
+    page, paired = compare_runs(runs, out)
+    print("\n".join([f"comparison: {page}", *paired]))
 
 
 @app.command()

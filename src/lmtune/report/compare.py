@@ -26,14 +26,21 @@ from lmtune.run_dir import RunDir
 
 def compare(run_dirs: list[Path], out: Path) -> Path:
     """Write the comparison page of ``run_dirs`` to ``out`` and return it."""
+    return compare_runs(run_dirs, out)[0]
+
+
+def compare_runs(run_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
+    """Write the comparison page of ``run_dirs`` to ``out``; return it and the paired differences against the
+    first run as terminal lines (:func:`lmtune.report.compare_stats.paired_lines`)."""
     runs = [_load(Path(d)) for d in run_dirs]
     labels = run_labels(runs)
+    paired = compare_stats.paired(runs, labels)
     body = [f"<h1>Comparison of {len(runs)} runs</h1>", test_set_warning(runs, labels), _runs(runs, labels),
-            _systems(runs, labels), _charts(runs, labels), compare_stats.paired_section(runs, labels),
+            _systems(runs, labels), _charts(runs, labels), compare_stats.paired_section(runs, labels, paired),
             compare_stats.forgetting_section(runs, labels), _differences(runs, labels), _verdicts(runs, labels)]
     notes = [f"{label}: {note}" for run, label in zip(runs, labels) for note in run.notes]
     atomic.write_text(Path(out), html.page("lmtune comparison", "".join(body), notes))
-    return Path(out)
+    return Path(out), compare_stats.paired_lines(paired, labels[0])
 
 
 def _load(directory: Path) -> Run:

@@ -9,6 +9,9 @@ inputs and references in the same order; otherwise the row says why not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from lmtune.evaluate import bootstrap, forgetting
 from lmtune.kinds import systems as system_kinds
 from lmtune.report import html
@@ -17,21 +20,66 @@ from lmtune.report.run import Run
 N_RESAMPLES, SEED = 1000, 0
 
 
-def paired_section(runs: list[Run], labels: list[str]) -> str:
-    """Each later run's main fine-tuned system against the first run's; "" for one run or none fine-tuned."""
-    first = runs[0]
-    base_system = _system(first)
+@dataclass(frozen=True)
+class Paired:
+    """One run against the first: a system (or ``probe <name>``), its value and the first run's, the difference
+    with its interval and p-value (``found``), or why the two could not be paired (``why``)."""
+
+    label: str
+    what: str | None
+    metric: str | None
+    value: Any = None
+    first: Any = None
+    found: dict | None = None
+    why: str = ""
+
+
+def paired(runs: list[Run], labels: list[str]) -> list[Paired]:
+    """Each later run's main fine-tuned system, and each of its forgetting probes, against the first run's; []
+    for one run or a first run with no fine-tuned system."""
+    first, base_system = runs[0], _system(runs[0])
     if len(runs) < 2 or base_system is None:
+        return []
+    return [row for run, label in zip(runs[1:], labels[1:])
+            for row in [_paired_system(first, base_system, run, label), *_paired_probes(first, run, label)]]
+
+
+def paired_section(runs: list[Run], labels: list[str], rows: list[Paired] | None = None) -> str:
+    """:func:`paired` as the comparison page's table; "" without rows."""
+    rows = paired(runs, labels) if rows is None else rows
+    if not rows:
         return ""
-    rows = [row for run, label in zip(runs[1:], labels[1:])
-            for row in [_paired_row(first, base_system, run, label), *_probe_rows(first, run, label)]]
+    cells = [[f"<th>{html.esc(r.label)}</th>", html.cell(r.what), html.cell(r.metric)]
+             + ([html.cell(r.value), html.cell(r.first), html.cell(r.found["value"]),
+                 html.cell(html.interval_text(r.found)), html.cell(r.found["p_value"])] if r.found
+                else [f'<td colspan="5">not paired: {html.esc(r.why)}</td>']) for r in rows]
     return (f"<h2>Against {html.esc(labels[0])}: paired differences</h2>"
-            f'<p class="meta">Each run\'s {html.esc(base_system)} system minus the first run\'s, on the same test '
-            f"examples, and its fine-tuned model on each forgetting probe minus the first run's, on the same "
+            f'<p class="meta">Each run\'s {html.esc(_system(runs[0]))} system minus the first run\'s, on the same '
+            "test examples, and its fine-tuned model on each forgetting probe minus the first run's, on the same "
             f"questions and text blocks: paired bootstrap ({N_RESAMPLES} resamples, seed {SEED}), 95% percentile "
             "interval, two-sided p against no difference.</p>"
-            + html.table(["run", "system or probe", "metric", "value", "first run", "difference", "95% CI", "p"], rows,
-                         "paired"))
+            + html.table(["run", "system or probe", "metric", "value", "first run", "difference", "95% CI", "p"],
+                         cells, "paired"))
+
+
+def paired_lines(rows: list[Paired], first_label: str) -> list[str]:
+    """:func:`paired` as terminal lines: ``label: what metric value vs first (first_label): difference [low, high],
+    p = ...``."""
+    lines = []
+    for r in rows:
+        head = f"{r.label}: {r.what} {r.metric or ''}".rstrip()
+        if not r.found:
+            lines.append(f"{head}: not paired with {first_label} ({r.why})")
+            continue
+        interval = html.interval_text(r.found)
+        shown = f" [{interval.replace(' to ', ', ')}]" if interval else ""
+        lines.append(f"{head} {_num(r.value)} vs {_num(r.first)} ({first_label}): {_num(r.found['value'], True)}"
+                     f"{shown}, p = {_num(r.found['p_value'])}")
+    return lines
+
+
+def _num(value: Any, signed: bool = False) -> str:
+    return f"{value:+.4g}" if signed and html.is_number(value) else f"{value:.4g}" if html.is_number(value) else "-"
 
 
 def _system(run: Run) -> str | None:
@@ -39,18 +87,13 @@ def _system(run: Run) -> str | None:
     return system_kinds.main_trained(trained) if trained else None
 
 
-def _paired_row(first: Run, base_system: str, run: Run, label: str) -> list[str]:
+def _paired_system(first: Run, base_system: str, run: Run, label: str) -> Paired:
     system, metric = _system(run), first.primary
-    head = [f"<th>{html.esc(label)}</th>", html.cell(system), html.cell(metric)]
     if system is None or metric is None or run.primary != metric:
-        return head + [f'<td colspan="5">not paired: {"no fine-tuned system" if system is None else "another metric"}'
-                       "</td>"]
+        return Paired(label, system, metric, why="no fine-tuned system" if system is None else "another metric")
     found, why = _difference(first, base_system, run, system, metric)
-    if found is None:
-        return head + [f'<td colspan="5">not paired: {html.esc(why)}</td>']
-    value, before = run.results[system].get(metric), first.results[base_system].get(metric)
-    return head + [html.cell(value), html.cell(before), html.cell(found["value"]), html.cell(html.interval_text(found)),
-                   html.cell(found["p_value"])]
+    return Paired(label, system, metric, run.results[system].get(metric), first.results[base_system].get(metric),
+                  found, why)
 
 
 def _difference(first: Run, base_system: str, run: Run, system: str, metric: str) -> tuple[dict | None, str]:
@@ -70,21 +113,17 @@ def _difference(first: Run, base_system: str, run: Run, system: str, metric: str
     return found, ""
 
 
-def _probe_rows(first: Run, run: Run, label: str) -> list[list[str]]:
+def _paired_probes(first: Run, run: Run, label: str) -> list[Paired]:
     """One row per forgetting probe both runs measured: the run's fine-tuned value minus the first run's."""
     a, b = (((r.evaluation or {}).get("forgetting") or {}).get("finetuned") or {} for r in (first, run))
     if not (a and b):
         return []
     same = all(html.lookup(first.recipe, key) == html.lookup(run.recipe, key) for key in ("eval.forgetting", "seed"))
     if not same:
-        return [[f"<th>{html.esc(label)}</th>", html.cell("probes"), html.cell(None),
-                 '<td colspan="5">not paired: the runs\' forgetting probes or seeds differ</td>']]
-    rows = []
-    for probe, c in sorted(forgetting.compare(a, b, N_RESAMPLES, SEED).items()):
-        rows.append([f"<th>{html.esc(label)}</th>", html.cell(f"probe {probe}"), html.cell(c["metric"]),
-                     html.cell(c["after"]), html.cell(c["before"]), html.cell(c["change"]),
-                     html.cell(html.interval_text(c)), html.cell(c.get("p_value"))])
-    return rows
+        return [Paired(label, "probes", None, why="the runs' forgetting probes or seeds differ")]
+    return [Paired(label, f"probe {probe}", c["metric"], c["after"], c["before"],
+                   {"value": c["change"], **{k: c.get(k) for k in ("ci_low", "ci_high", "p_value")}})
+            for probe, c in sorted(forgetting.compare(a, b, N_RESAMPLES, SEED).items())]
 
 
 def forgetting_section(runs: list[Run], labels: list[str]) -> str:
