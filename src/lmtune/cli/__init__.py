@@ -202,7 +202,7 @@ def export(run: Path = typer.Argument(..., help="Run directory of a finished `lm
 @user_errors
 def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each with an eval.json)."),
             out: Path = typer.Option(Path("compare.html"), "--out", help="HTML page to write.")):
-    """Put several runs side by side in one HTML page: metrics with intervals, cost, latency, verdicts."""
+    """Put several runs side by side in one HTML page: metrics with intervals, paired differences, verdicts."""
     from lmtune.outputs import check_file_target
     from lmtune.report.compare import compare_runs
 
@@ -214,8 +214,7 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories (each w
 @app.command()
 @user_errors
 def report(runs: list[Path] = typer.Argument(..., help="Run directories written by `lmtune train` or `lmtune eval`.")):
-    """Re-render each run's report.html from the files it holds (after a judging round, a calibration or an
-    upgrade of lmtune); nothing is trained or evaluated."""
+    """Re-render each run's report.html from its files (after a judging round or an upgrade); nothing is trained."""
     from lmtune.report.page import write_report
 
     for run in runs:
