@@ -22,7 +22,7 @@ def test_report_refuses_a_folder_that_is_no_run_before_writing_any(tmp_path):
     run = make_run(tmp_path)
     code, out = run_cli("report", run, tmp_path / "missing")
     assert code == 2
-    assert out.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such run directory; pass a folder "
+    assert out.strip().splitlines() == [f"error: {tmp_path / 'missing'}: not a run directory; pass a folder "
                                          "written by `lmtune train` or `lmtune eval`"]
     assert not (run / "report.html").exists()
     empty = tmp_path / "empty"

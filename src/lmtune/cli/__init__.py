@@ -219,7 +219,7 @@ def report(runs: list[Path] = typer.Argument(..., help="Run directories written 
 
     for run in runs:
         if not run.is_dir():
-            raise UserError("no such run directory; pass a folder written by `lmtune train` or `lmtune eval`",
+            raise UserError("not a run directory; pass a folder written by `lmtune train` or `lmtune eval`",
                             source=str(run))
     for run in runs:
         print(f"report: {write_report(run)}")
