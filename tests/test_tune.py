@@ -137,6 +137,7 @@ def test_a_search_killed_mid_trial_resumes_and_reaches_its_trials(tune_recipe, t
     assert any(line.startswith("trial 0:") and "f1_macro" in line for line in seen), "".join(seen)
     killed = load(out)
     assert [t.state for t in killed.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert "1 running" in (out / "tune.html").read_text()  # the page was written as trial 1 started
     first = killed.trials[0].value
 
     code, output = run_cli(*args)

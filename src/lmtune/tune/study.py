@@ -238,6 +238,7 @@ def run_trial(search: Search, trial) -> None:
     run_dir = search.directory / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", run_dir.name)
     say(f"trial {trial.number}: {shown}: training in {run_dir}")
+    write_outputs(search)  # tune.html lists the trial as running while it trains
     try:
         run_recipe(recipe, out=run_dir, overwrite=True, quiet=not search.options.verbose, evaluate_on="validation",
                    on_validation=_pruning(trial, search.view.maximize))
