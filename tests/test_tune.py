@@ -231,3 +231,35 @@ def test_lmtune_train_says_it_leaves_search_to_lmtune_tune(tune_recipe, tmp_path
     code, output = run_cli("train", recipe, "--out", tmp_path / "run", "--quiet")
     assert code == 0, output
     assert "warning: " in output and "search: is read by `lmtune tune` only" in output
+
+
+def test_the_median_pruner_waits_for_startup_trials_that_trained(tune_recipe, tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    from lmtune.recipe import load_recipe
+    from lmtune.tune.study import Options, open_study, prepare
+
+    recipe = load_recipe(tune_recipe({"training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}))
+    search = prepare(recipe, Options(trials=4, startup_trials=2, out=tmp_path / "study"))
+    search.directory.mkdir()
+    study = open_study(search)
+    rate = FloatDistribution(1e-4, 1e-2, log=True)
+
+    def finished(value, losses):  # a complete trial with validation losses (as -loss) at steps 5 and 10
+        study.add_trial(optuna.trial.create_trial(params={"training.learning_rate": value}, value=0.8,
+                                                  distributions={"training.learning_rate": rate},
+                                                  intermediate_values=dict(zip((5, 10), losses))))
+
+    def pruned_at_5(loss) -> bool:
+        trial = study.ask({"training.learning_rate": rate})
+        trial.report(-loss, 5)
+        verdict = trial.should_prune()
+        study.tell(trial, state=TrialState.FAIL)
+        return verdict
+
+    finished(1e-3, [-0.5, -0.4])
+    study.add_trial(optuna.trial.create_trial(params={"training.learning_rate": 1e-3}, value=0.8,  # a repeat
+                                              distributions={"training.learning_rate": rate}))
+    assert not pruned_at_5(9.0)  # two complete trials, but only one trained: no median yet
+    finished(2e-3, [-0.6, -0.5])
+    assert pruned_at_5(9.0) and not pruned_at_5(0.1)

@@ -56,8 +56,8 @@ def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file with a search
                                          "best.yaml (default runs/<name>-tune; an existing one is resumed)."),
          pruner: str = typer.Option("median", "--pruner", help="median: stop a trial whose validation loss is worse "
                                     "than the median of the earlier trials at the same step; none: never stop one."),
-         startup_trials: int = typer.Option(3, "--startup-trials", min=0, help="Median pruner: trials that finish "
-                                            "before any is pruned."),
+         startup_trials: int = typer.Option(5, "--startup-trials", min=0, help="Median pruner: trials that train to "
+                                            "the end (and report at a step) before any is pruned there."),
          warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Median pruner: training steps of a trial "
                                           "before it may be pruned."),
          final: bool = typer.Option(False, "--final", help="Then train best.yaml as a normal run (every system, "

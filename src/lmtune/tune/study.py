@@ -54,7 +54,7 @@ class Options:
     trials: int = 20
     timeout: float | None = None
     pruner: str = "median"
-    startup_trials: int = 3
+    startup_trials: int = 5
     warmup_steps: int = 0
     out: Path | None = None
     final: bool = False
@@ -153,7 +153,10 @@ def open_study(search: Search):
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     o = search.options
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=o.startup_trials, n_warmup_steps=o.warmup_steps)
+    # n_min_trials: a step's median needs startup_trials trials that reported at that step, so a repeat of earlier
+    # values (complete, but never trained, so with no validation losses) does not count as a reference.
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=o.startup_trials, n_warmup_steps=o.warmup_steps,
+                                          n_min_trials=max(1, o.startup_trials))
               if o.pruner == "median" else optuna.pruners.NopPruner())
     storage = optuna.storages.RDBStorage(f"sqlite:///{(search.directory / STUDY_DB).resolve()}")
     fingerprint = hashlib.sha256(json.dumps(search.base, sort_keys=True).encode()).hexdigest()
