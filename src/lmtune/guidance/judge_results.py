@@ -69,9 +69,10 @@ def pairs(conn: sqlite3.Connection, name: str) -> tuple[list[dict[str, Any]], di
     """
     judging.get(conn, name)
     out, left_out = [], {"ties": 0, "skipped": 0, "empty": 0}
+    no_pair = {"tie": "ties", "skip": "skipped"}  # answers that prefer neither side
     for a in judging.live_answers(conn, name):
-        if a["winner"] in ("tie", "skip"):
-            left_out["ties" if a["winner"] == "tie" else "skipped"] += 1
+        if a["winner"] in no_pair:
+            left_out[no_pair[a["winner"]]] += 1
             continue
         chosen, rejected = (a["output_a"], a["output_b"]) if a["winner"] == "a" else (a["output_b"], a["output_a"])
         if not (chosen.strip() and rejected.strip() and a["input"].strip()):

@@ -21,7 +21,6 @@ from lmtune.guidance import naming
 from lmtune.kinds.tasks import find as find_task
 from lmtune.recipe import load_recipe
 
-#: A queue name: what an annotator name may be (it appears in URLs and file names).
 #: The keys ``lmtune active`` adds to each pool record of its queue file; they are not part of the data.
 BOOKKEEPING = ("prelabel", "confidence", "score", "strategy", "rank", "pool_line")
 MAX_RECORDS = 200_000

@@ -163,13 +163,13 @@ def open_study(search: Search):
     differs = UserError("holds a study of another recipe (its search space or other keys differ); give another "
                         "--out, or delete this directory to start over", source=str(search.directory))
     try:
-        study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=search.recipe.seed),
-                                    pruner=pruner, study_name=STUDY_NAME, load_if_exists=True,
+        study = optuna.create_study(storage=storage, pruner=pruner, study_name=STUDY_NAME, load_if_exists=True,
                                     direction="maximize" if search.view.maximize else "minimize")
     except ValueError:  # an existing study of the other direction
         raise differs from None
-    # A resumed study's sampler gets a seed of its own: the recipe's seed again would replay the proposals the
-    # earlier search already tried (Optuna keeps the history, not the random state).
+    # TPE seeded with the recipe's seed plus the trials so far: a new study starts from the recipe's seed, a resumed
+    # one gets a seed of its own (the recipe's again would replay the proposals the earlier search already tried;
+    # Optuna keeps the history, not the random state).
     study.sampler = optuna.samplers.TPESampler(seed=search.recipe.seed + len(study.trials))
     saved = study.user_attrs.get("recipe_sha256")
     if saved is None:
