@@ -3,7 +3,7 @@
 
 ``ddp`` copies the model into every process (accelerate's DistributedDataParallel), ``fsdp`` shards
 parameters, gradients and optimizer state across them (torch's FSDP2, ``fully_shard``), ``deepspeed``
-hands the model to DeepSpeed ZeRO through accelerate's plugin (CUDA only).
+hands the model to DeepSpeed ZeRO through accelerate's plugin (on CUDA, or on CPU processes over gloo).
 """
 
 from __future__ import annotations
@@ -48,6 +48,6 @@ class DistributedConfig(_Strict):
     """How the processes of a multi-process run (``--processes``, torchrun, accelerate launch) share it."""
 
     strategy: Strategy = Field("ddp", description="ddp: a full copy per process; fsdp: parameters, gradients and "
-                                                  "optimizer state sharded (FSDP2); deepspeed: ZeRO (CUDA only).")
+                                                  "optimizer state sharded (FSDP2); deepspeed: DeepSpeed ZeRO.")
     fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)

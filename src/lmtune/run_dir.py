@@ -44,6 +44,7 @@ EVAL, REPORT, STATUS = "eval.json", "report.html", "status.json"
 HUMAN_EVAL = "human_eval.json"
 #: What the trackers of ``tracking:`` keep in a run directory (:mod:`lmtune.train.trackers`).
 TRACKERS, TENSORBOARD, MLFLOW, WANDB = "trackers.json", "tensorboard", "mlflow", "wandb"
+DEEPSPEED = "deepspeed.json"
 DATA, PREDICTIONS, CHECKPOINTS, FINAL = "data", "predictions", "checkpoints", "final"
 #: Files that make a directory an lmtune run (written first when a run claims its directory).
 MARKERS = (RECIPE, MANIFEST)
@@ -111,6 +112,7 @@ class RunDir(_Folder):
     tensorboard = _inside(TENSORBOARD, "``tensorboard/``: TensorBoard event files (``tracking: [tensorboard]``).")
     mlflow = _inside(MLFLOW, "``mlflow/``: MLflow's local store, ``mlflow.db`` and ``artifacts/``.")
     wandb = _inside(WANDB, "``wandb/``: W&B's offline runs (``offline-run-*/``), for ``wandb sync``.")
+    deepspeed = _inside(DEEPSPEED, "``deepspeed.json``: the config DeepSpeed was given (``strategy: deepspeed``).")
 
     @property
     def data(self) -> DataDir:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lmtune import precision
+from lmtune import distributed, precision
 from lmtune.methods import registry
 from lmtune.recipe import Recipe
-from lmtune.train import loop
+from lmtune.train import deepspeed_config, loop
 
 
 def loop_settings(recipe: Recipe, on_validation: Callable[[int, float], None] | None = None) -> loop.Settings:
@@ -27,4 +27,14 @@ def loop_settings(recipe: Recipe, on_validation: Callable[[int, float], None] | 
                          gradient_checkpointing=t.gradient_checkpointing, compile=t.compile,
                          strategy=t.distributed.strategy, fsdp_cpu_offload=t.distributed.fsdp.cpu_offload,
                          fsdp_reshard_after_forward=t.distributed.fsdp.reshard_after_forward,
-                         on_validation=on_validation)
+                         deepspeed=_deepspeed(recipe, compute), on_validation=on_validation)
+
+
+def _deepspeed(recipe: Recipe, compute: str) -> dict | None:
+    """The DeepSpeed config of a ``strategy: deepspeed`` run for this number of processes, else None."""
+    t = recipe.training
+    if t.distributed.strategy != "deepspeed":
+        return None
+    return deepspeed_config.resolve(t.distributed.deepspeed, batch_size=t.batch_size, grad_accum=t.grad_accum,
+                                    world_size=distributed.world().size, precision=compute,
+                                    max_grad_norm=t.max_grad_norm)

@@ -253,26 +253,34 @@ def test_directory_instead_of_file(tmp_path):
 # --- check_runnable, write ---------------------------------------------------------------------------------------
 
 
-def test_no_cuda_refused():
+def test_offload_without_cuda_refused_and_runnable_without_it():
+    offloading = ds.build(DeepSpeedConfig(stage=3, offload_optimizer=True, offload_params=True), **RUN)
     with pytest.raises(UserError) as err:
-        ds.check_runnable(cuda_available=False)
-    assert err.value.source == "training.distributed.strategy"
-    assert err.value.message == ("DeepSpeed runs on CUDA GPUs and this machine has none; use strategy: fsdp "
-                                 "(shards on CPU too) or ddp")
+        ds.check_runnable(offloading, cuda_available=False)
+    assert err.value.source == "training.distributed.deepspeed.offload_optimizer"
+    assert err.value.message.startswith("there is no GPU here: ZeRO's state is in CPU memory already")
+    ds.check_runnable(offloading, cuda_available=True)
+    ds.check_runnable(ds.build(DeepSpeedConfig(stage=3), **RUN), cuda_available=False)  # CPU accelerator, gloo
+    params_only = {"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}}
+    with pytest.raises(UserError) as err:
+        ds.check_runnable(params_only, cuda_available=False)
+    assert err.value.source == "training.distributed.deepspeed.offload_params"
+    ds.check_runnable({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}},
+                      cuda_available=False)
 
 
 def test_missing_package_refused_with_install_hint(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
     with pytest.raises(UserError) as err:
-        ds.check_runnable(cuda_available=True)
+        ds.check_runnable({}, cuda_available=True)
     assert err.value.source == "training.distributed.strategy" and "pip install deepspeed" in err.value.message
 
 
-def test_runnable_with_cuda_and_package(monkeypatch):
+def test_runnable_with_the_package_only_looked_up(monkeypatch):
     looked_up = []
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: looked_up.append(name) or object())
-    ds.check_runnable(cuda_available=True)  # no error, and deepspeed only looked up, never imported
+    ds.check_runnable({}, cuda_available=True)  # no error, and deepspeed only looked up, never imported
     assert looked_up == ["deepspeed"]
 
 

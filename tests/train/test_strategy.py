@@ -30,12 +30,30 @@ def test_fsdp_cpu_offload_without_a_gpu_is_refused_naming_the_key(monkeypatch):
     assert caught.value.source == "training.distributed.fsdp.cpu_offload"
 
 
-def test_deepspeed_without_cuda_is_refused_naming_the_strategy(monkeypatch):
+def test_deepspeed_offload_without_a_gpu_is_refused_naming_the_key(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for options, key in (({"offload_optimizer": True}, "offload_optimizer"),
+                         ({"stage": 3, "offload_params": True}, "offload_params")):
+        with pytest.raises(UserError) as caught:
+            strategy.check(DistributedConfig(strategy="deepspeed", deepspeed=options), "bf16", **SIZES)
+        assert caught.value.source == f"training.distributed.deepspeed.{key}"
+        assert caught.value.message.startswith("there is no GPU here")
+    config = tmp_path / "ds.json"  # a user's own config offloading, likewise
+    config.write_text('{"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}')
+    with pytest.raises(UserError) as caught:
+        strategy.check(DistributedConfig(strategy="deepspeed", deepspeed={"config": str(config)}), "bf16", **SIZES)
+    assert caught.value.source == "training.distributed.deepspeed.offload_optimizer"
+    strategy.check(DistributedConfig(strategy="deepspeed", deepspeed={"stage": 3}), "bf16", **SIZES)  # runs here
+
+
+def test_deepspeed_without_its_package_is_refused_naming_the_strategy(monkeypatch):
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed"
+                        else found(name, *a))
     with pytest.raises(UserError) as caught:
         strategy.check(DistributedConfig(strategy="deepspeed"), "bf16", **SIZES)
     assert caught.value.source == "training.distributed.strategy"
-    assert caught.value.message.startswith("DeepSpeed runs on CUDA GPUs and this machine has none")
+    assert "pip install deepspeed" in caught.value.message
 
 
 def test_a_deepspeed_json_that_contradicts_the_recipe_is_reported_before_the_machine_check(tmp_path):
@@ -48,17 +66,6 @@ def test_a_deepspeed_json_that_contradicts_the_recipe_is_reported_before_the_mac
     assert "16" in caught.value.message and "training.batch_size" in caught.value.message
 
 
-def test_deepspeed_where_it_could_run_is_still_refused_until_the_loop_drives_it(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "deepspeed"
-                        else found(name, *a))
-    with pytest.raises(UserError) as caught:
-        strategy.check(DistributedConfig(strategy="deepspeed"), "bf16", **SIZES)
-    assert caught.value.source == "training.distributed.strategy"
-    assert "not available in this version" in caught.value.message and "fsdp" in caught.value.message
-
-
 def test_fsdp_shards_only_with_more_than_one_process():
     one, two = distributed.World(), distributed.World(rank=1, size=2, local_rank=1)
     assert type(strategy.for_run("fsdp", one)) is strategy.Replicated
@@ -66,9 +73,16 @@ def test_fsdp_shards_only_with_more_than_one_process():
     assert type(strategy.for_run("ddp", two)) is strategy.Replicated
 
 
-def test_lmtune_train_with_deepspeed_here_says_one_line_and_writes_nothing(recipe_file, tmp_path):
+def test_deepspeed_runs_its_engine_with_one_process_too():
+    config = {"zero_optimization": {"stage": 3}}
+    held = strategy.for_run("deepspeed", distributed.World(), deepspeed=config)
+    assert isinstance(held, strategy.ZeRO) and held.config is config and held.name == "deepspeed"
+
+
+def test_lmtune_train_offloading_deepspeed_here_says_one_line_and_writes_nothing(recipe_file, tmp_path):
     code, out = run_cli("train", recipe_file(), "--out", tmp_path / "runs",
-                        "--set", "training.distributed.strategy=deepspeed")
+                        "--set", "training.distributed.strategy=deepspeed",
+                        "--set", "training.distributed.deepspeed.offload_optimizer=true")
     assert code == 2
-    assert out.strip().splitlines()[-1].startswith("error: training.distributed.strategy: ")
+    assert out.strip().splitlines()[-1].startswith("error: training.distributed.deepspeed.offload_optimizer: ")
     assert "Traceback" not in out and not (tmp_path / "runs").exists()

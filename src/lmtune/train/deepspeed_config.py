@@ -4,7 +4,7 @@ Either written from the recipe (:func:`build`: ``training.distributed.deepspeed`
 precision and clipping of ``training``) or a user's own JSON (:func:`read_user`), whose ``"auto"`` values
 are filled in from the recipe and whose explicit values must agree with it: DeepSpeed, not lmtune, then
 decides batch sizes, mixed precision and clipping, so a disagreement would silently train another run
-than the recipe describes. :func:`check_runnable` refuses the strategy where DeepSpeed cannot run.
+than the recipe describes. :func:`check_runnable` refuses what DeepSpeed cannot run here.
 
 Keys as documented in DeepSpeed's configuration reference (deepspeed.ai/docs/config-json) and filled the
 way accelerate fills ``"auto"`` (``DeepSpeedPlugin.fill_match``, ``Accelerator._prepare_deepspeed``).
@@ -113,23 +113,31 @@ def resolve(options: DeepSpeedConfig, *, batch_size: int, grad_accum: int, world
     return build(options, **settings)
 
 
-def check_runnable(cuda_available: bool | None = None) -> None:
-    """Refuse ``strategy: deepspeed`` where DeepSpeed cannot run: no CUDA GPU, or no ``deepspeed`` package.
+def check_runnable(config: dict[str, Any], cuda_available: bool | None = None) -> None:
+    """Refuse ``strategy: deepspeed`` where DeepSpeed cannot run ``config``: no ``deepspeed`` package, or
+    offloading on a machine without a GPU (the state is in CPU memory already, and ZeRO-Offload's CPU Adam
+    expects a device to offload from). Without CUDA, DeepSpeed's CPU accelerator trains on gloo.
 
-    Only looks the package up: importing deepspeed on a machine without CUDA can fail loudly.
+    Only looks the package up: importing deepspeed is slow.
 
     Args:
+        config: the resolved config (:func:`resolve`).
         cuda_available: whether CUDA is there; None asks torch.
     """
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if not cuda_available:
-        raise UserError("DeepSpeed runs on CUDA GPUs and this machine has none; use strategy: fsdp "
-                        "(shards on CPU too) or ddp", source=STRATEGY_KEY)
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError("strategy deepspeed needs the deepspeed package, which is not installed; "
-                        "pip install deepspeed (on the machine with the GPUs), or use strategy: fsdp or ddp",
+                        "pip install deepspeed (or pip install 'lmtune[deepspeed]'), or use strategy: fsdp or ddp",
                         source=STRATEGY_KEY)
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    zero = config.get("zero_optimization", {})
+    offloaded = [k for k in ("offload_optimizer", "offload_param")
+                 if isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"]
+    if offloaded and not cuda_available:
+        key = "offload_optimizer" if offloaded[0] == "offload_optimizer" else "offload_params"
+        raise UserError(f"there is no GPU here: ZeRO's state is in CPU memory already, so {offloaded[0]} has "
+                        f"nothing to offload; set {key}: false (or remove it from the DeepSpeed config)",
+                        source=f"training.distributed.deepspeed.{key}")
 
 
 def write(config: dict[str, Any], path: Path) -> None:

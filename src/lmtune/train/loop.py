@@ -22,7 +22,7 @@ from lmtune import distributed, progress
 from lmtune.progress import say
 from lmtune.run_dir import BEST_WEIGHTS, RunDir, checkpoint_path
 from lmtune.seeding import seed_everything
-from lmtune.train import checkpoint, fsdp, parallel, speedups, strategy
+from lmtune.train import checkpoint, deepspeed_config, parallel, speedups, strategy
 from lmtune.train.batches import MicroBatches, total_steps
 from lmtune.train.objectives import Objective, TokenObjective, evaluate_loss
 from lmtune.train.parallel import accumulate_gradients, make_accelerator
@@ -204,10 +204,12 @@ def setup(model, train_set: list, val_set: list, settings: Settings, run_dir: Pa
     # The run seeded everything before the model was built; seeding again here makes the loop's own draws
     # (dropout) independent of how much randomness the stages before it used (a resumed run skips some).
     seed_everything(settings.seed)
-    accelerator = make_accelerator(settings.precision)
     world = distributed.world()
     holder = strategy.for_run(settings.strategy, world, settings.fsdp_reshard_after_forward,
-                              settings.fsdp_cpu_offload)
+                              settings.fsdp_cpu_offload, settings.deepspeed)
+    accelerator = make_accelerator(settings.precision, settings.deepspeed if holder.name == "deepspeed" else None)
+    if settings.deepspeed is not None and world.main:
+        deepspeed_config.write(settings.deepspeed, RunDir(run_dir).deepspeed)
     global_batch = settings.batch_size * world.size  # each process takes batch_size examples of it
     model, optimizer, scheduler, params, steps = _optimization(model, len(train_set), settings, accelerator,
                                                                global_batch, holder)
@@ -239,8 +241,10 @@ def _optimization(model, n_train: int, settings: Settings, accelerator, global_b
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.learning_rate)
     steps = total_steps(n_train, global_batch, settings.grad_accum, settings.epochs, settings.max_steps)
-    scheduler = get_scheduler(settings.scheduler, optimizer, math.ceil(settings.warmup_ratio * steps), steps)
     model, optimizer = holder.prepare(model, optimizer, accelerator)
+    # On the torch optimizer under the wrappers, with the groups it has now (DeepSpeed drops empty ones).
+    scheduler = get_scheduler(settings.scheduler, strategy.torch_optimizer(optimizer),
+                              math.ceil(settings.warmup_ratio * steps), steps)
     return model, optimizer, scheduler, params, steps
 
 
@@ -357,6 +361,7 @@ def cleanup(run: Training) -> None:
     """Close the progress bar and logs; switch the speed-ups off (evaluation runs the plain model)."""
     run.bar.close()
     run.tracker.close()
+    run.holder.close()
     speedups.disable(run.holder.unwrap(run.model, run.accelerator))
 
 
@@ -371,7 +376,7 @@ def finish(run: Training) -> Result:
     return Result(state.step, state.best_val_loss, state.best_step, run.stopped_early,
                   state.tokens, seconds, state.tokens / seconds if seconds else 0.0,
                   parallel.peak_memory_mb(run.world), parallel.memory_kind(), run.holder.name,
-                  fsdp.full_weights(model) if run.holder.sharded else None)
+                  run.holder.all_weights(model))
 
 
 def _param_groups(model, weight_decay: float):

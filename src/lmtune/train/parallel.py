@@ -11,6 +11,7 @@ over the processes once per log line.
 from __future__ import annotations
 
 import json
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from lmtune import distributed, precision
 from lmtune.errors import UserError
-from lmtune.train import checkpoint
+from lmtune.train import checkpoint, zero
 from lmtune.train.objectives import Objective, TokenObjective
 from lmtune.train.strategy import Replicated
 
@@ -51,9 +52,9 @@ def check_strategy(saved: dict, world: distributed.World, strategy: str) -> None
     Raises:
         UserError: (``training.distributed.strategy``) sharding a run whose checkpoint was written by ddp.
     """
-    if saved.get("strategy", "ddp") == "ddp" and strategy == "fsdp" and world.distributed:
-        raise UserError("the checkpoint was written by ddp training, whose optimizer state cannot be loaded into "
-                        "fsdp shards; continue it with strategy: ddp (or start again with --overwrite)",
+    if saved.get("strategy", "ddp") == "ddp" and (strategy == "deepspeed" or strategy == "fsdp" and world.distributed):
+        raise UserError(f"the checkpoint was written by ddp training, whose optimizer state cannot be loaded into "
+                        f"{strategy} shards; continue it with strategy: ddp (or start again with --overwrite)",
                         source="training.distributed.strategy")
 
 
@@ -86,20 +87,28 @@ def read_world(directory: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def make_accelerator(choice: str = "auto"):
+def make_accelerator(choice: str = "auto", deepspeed: dict | None = None):
     """A fresh Accelerator for one run (accelerate keeps global state; a second run may differ).
 
     On a machine without CUDA it is told so (``cpu=True``): processes started by torchrun then join one
-    gloo group instead of each believing it is alone.
+    gloo group instead of each believing it is alone. With a DeepSpeed config it starts DeepSpeed's engine
+    instead (on gloo without CUDA: accelerate's ``cpu=True`` would turn DeepSpeed off).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import InitProcessGroupKwargs
 
     AcceleratorState._reset_state(reset_partial_state=True)
+    mixed = precision.accelerate_name(precision.resolve(choice))
+    if deepspeed is not None:
+        plugin = zero.plugin(deepspeed)
+        group = InitProcessGroupKwargs(backend=zero.process_group_backend(), timeout=distributed.timeout())
+        try:
+            return Accelerator(mixed_precision=mixed, deepspeed_plugin=plugin, kwargs_handlers=[group])
+        finally:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)  # a later Accelerator (evaluation) is a plain one
     handlers = [InitProcessGroupKwargs(timeout=distributed.timeout())] if distributed.world().distributed else []
-    return Accelerator(mixed_precision=precision.accelerate_name(precision.resolve(choice)),
-                       cpu=distributed.uses_cpu(), kwargs_handlers=handlers)
+    return Accelerator(mixed_precision=mixed, cpu=distributed.uses_cpu(), kwargs_handlers=handlers)
 
 
 def shard(examples: list, world: distributed.World) -> tuple[list, float]:
@@ -135,7 +144,7 @@ def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
             loss = loss_sum / n_targets
             if world.distributed:
                 loss = loss * (world.size * weight)
-            accelerator.backward(loss)
+            holder.backward(accelerator, loss)
         total += loss_sum.detach().float() * weight
     return total
 

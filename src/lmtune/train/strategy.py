@@ -1,9 +1,10 @@
 """How the processes of a run hold the model (``training.distributed.strategy``): what the loop asks of it.
 
 ``Replicated`` is DDP through accelerate (a whole model per process; one process is the same without the
-all-reduce); ``Sharded`` is FSDP2 (:mod:`lmtune.train.fsdp`). The loop calls the same methods for both:
-wrap the model, build the optimizer on what that leaves, skip the gradient sync between micro-batches,
-clip, and read or write full weights and optimizer state for checkpoints (collectives where sharded).
+all-reduce); ``Sharded`` is FSDP2 (:mod:`lmtune.train.fsdp`); ``ZeRO`` is DeepSpeed's engine through
+accelerate's plugin (:mod:`lmtune.train.zero`). The loop calls the same methods for all three: wrap the model,
+build the optimizer on what that leaves, run backward, skip the gradient sync between micro-batches, clip, and
+read or write full weights and optimizer state for checkpoints (collectives where sharded).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 
 from lmtune import distributed
 from lmtune.errors import UserError
-from lmtune.train import fsdp
+from lmtune.train import fsdp, zero
+from lmtune.train.zero import torch_optimizer  # noqa: F401  (the loop's scheduler is built on it)
 
 #: A checkpoint's optimizer state saved by a sharded run: keyed by parameter name, not position.
 BY_NAME = "by_name"
@@ -43,12 +45,23 @@ class Replicated:
     def no_sync(self, model, accelerator):
         return accelerator.no_sync(model)
 
+    def backward(self, accelerator, loss: torch.Tensor) -> None:
+        accelerator.backward(loss)
+
     def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
         accelerator.clip_grad_norm_(params, max_norm)
 
     def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
         """Trainable parameters as CPU tensors on the main process (None elsewhere)."""
         return trainable(model) if world.main else None
+
+    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
+        """After training, the trained weights whole on every process where the model is left sharded (the
+        caller then evaluates and saves an unsharded copy); None where the model itself is whole."""
+        return None
+
+    def close(self) -> None:
+        """Training is over: undo what the strategy set for the whole process."""
 
     def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
         return optimizer.state_dict() if world.main else None
@@ -103,10 +116,68 @@ class Sharded(Replicated):
         fsdp.load_weights(model, tensors)
 
     def load_optimizer_state(self, model, optimizer, state: dict) -> None:
-        if not state.get(BY_NAME):
-            raise UserError("this checkpoint was written by a ddp run (optimizer state by position); continue it "
-                            "with strategy: ddp", source="training.distributed.strategy")
+        _refuse_by_position(state)
         fsdp.load_optimizer_state(model, optimizer, state["state"])
+
+    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
+        return fsdp.full_weights(model)
+
+
+class ZeRO(Sharded):
+    """DeepSpeed ZeRO (stage 1, 2 or 3, optional CPU offload): the engine accelerate builds from ``config``
+    partitions optimizer state, gradients and parameters, steps, clips and reduces the gradients itself."""
+
+    name = "deepspeed"
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.groups: list[tuple[dict, list[str]]] = []  # the optimizer's groups before DeepSpeed drops empty ones
+
+    def shard(self, model, accelerator):
+        return model  # deepspeed.initialize (in prepare) partitions it
+
+    def prepare(self, model, optimizer, accelerator):
+        self.groups = zero.named_groups(model, optimizer)
+        return accelerator.prepare(model, optimizer)  # the engine, and the optimizer under ZeRO's
+
+    def unwrap(self, model, accelerator):
+        return accelerator.unwrap_model(model)
+
+    def no_sync(self, model, accelerator):
+        return zero.within_step(accelerator)
+
+    def backward(self, accelerator, loss: torch.Tensor) -> None:
+        zero.backward(accelerator, loss)
+
+    def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
+        """Nothing: the engine clipped in its step (``gradient_clipping`` of its config)."""
+
+    def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
+        gathered = zero.full_weights(model)  # every process takes part in gathering
+        return gathered if world.main else None
+
+    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
+        return zero.full_weights(model)
+
+    def close(self) -> None:
+        zero.close()
+
+    def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
+        state = zero.optimizer_state(model, optimizer, world, self.groups)
+        return {BY_NAME: True, "state": state} if state is not None else None
+
+    def load_weights(self, model, tensors: dict[str, torch.Tensor]) -> None:
+        zero.load_weights(model, tensors)
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        _refuse_by_position(state)
+        zero.load_optimizer_state(model, optimizer, state["state"])
+
+
+def _refuse_by_position(state: dict) -> None:
+    if not state.get(BY_NAME):
+        raise UserError("this checkpoint was written by a ddp run (optimizer state by position); continue it "
+                        "with strategy: ddp", source="training.distributed.strategy")
 
 
 def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
@@ -121,8 +192,7 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
         UserError: fp16 with fsdp (its loss scaler would have to work on shards; bf16 needs none); fsdp's CPU
             offload without a GPU (nothing to offload from; torch's policy pins memory for a device); deepspeed
             with a config (built from the recipe, or the user's JSON) that contradicts the recipe's batch sizes or
-            precision, where it cannot run (no CUDA, package missing), or at all: lmtune's training loop does not
-            drive DeepSpeed's engine yet.
+            precision, without its package, or offloading on a machine without a GPU.
     """
     name = distributed_config.strategy
     if name == "fsdp" and compute == "fp16":
@@ -135,18 +205,20 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
         return
     from lmtune.train import deepspeed_config
 
-    deepspeed_config.resolve(distributed_config.deepspeed, batch_size=batch_size, grad_accum=grad_accum,
+    config = deepspeed_config.resolve(distributed_config.deepspeed, batch_size=batch_size, grad_accum=grad_accum,
                                       world_size=distributed.world().size, precision=compute,
                                       max_grad_norm=max_grad_norm)
-    deepspeed_config.check_runnable()
-    raise UserError("training with DeepSpeed is not available in this version (its config above is checked, but "
-                    "the training loop does not drive DeepSpeed's engine yet); use strategy: fsdp, which shards "
-                    "parameters, gradients and optimizer state like ZeRO-3", source=deepspeed_config.STRATEGY_KEY)
+    deepspeed_config.check_runnable(config)
 
 
 def for_run(name: str, world: distributed.World, reshard_after_forward: bool = True,
-            cpu_offload: bool = False) -> Replicated:
-    """The strategy a run uses: fsdp shards only with more than one process (one holds everything anyway)."""
+            cpu_offload: bool = False, deepspeed: dict | None = None) -> Replicated:
+    """The strategy a run uses: fsdp shards only with more than one process (one holds everything anyway);
+    deepspeed runs its engine (its config: ``deepspeed``) with one process too, for ZeRO's offload."""
+    if name == "deepspeed":
+        if deepspeed is None:
+            raise ValueError("strategy deepspeed needs its resolved config (Settings.deepspeed)")
+        return ZeRO(deepspeed)
     if name == "fsdp" and world.distributed:
         return Sharded(reshard_after_forward, cpu_offload)
     return Replicated()

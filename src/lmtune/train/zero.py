@@ -1,0 +1,208 @@
+"""DeepSpeed ZeRO for the training loop (``training.distributed.strategy: deepspeed``), through accelerate's plugin.
+
+accelerate hands the model and lmtune's AdamW to ``deepspeed.initialize`` (the config of
+:mod:`lmtune.train.deepspeed_config`); the engine then owns the optimizer step, clipping and the gradient
+reduction (ZeRO 1: optimizer state partitioned, 2: gradients too, 3: parameters too). The loop keeps its own
+accumulation: it tells the engine which micro-batch ends a step and turns off DeepSpeed's division by the
+accumulation steps (the loop already divides by the step's global target count). On a machine without CUDA,
+DeepSpeed's CPU accelerator runs the same engine on gloo, so the tests here run the code a GPU machine runs.
+
+Checkpoints hold *full* fp32 tensors keyed by parameter name, the same form a sharded FSDP run writes
+(DeepSpeed's ``safe_get_full_*`` collectives gather them): a ZeRO run resumes with any number of processes
+and under any strategy, and its weights load into a plain model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+
+import torch
+
+from lmtune import distributed
+
+#: Adam's moment estimates, as DeepSpeed names them in its partitioned optimizer state.
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def plugin(config: dict):
+    """accelerate's DeepSpeed plugin for ``config``; sets what accelerate reads to start DeepSpeed (its
+    environment switch and, for a single process, the rendezvous torchrun would have set)."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    if not distributed.world().distributed:
+        _single_process_rendezvous()
+    return DeepSpeedPlugin(hf_ds_config=config)
+
+
+def _single_process_rendezvous() -> None:
+    """accelerate starts DeepSpeed only in a launched process: give a lone one a group of its own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
+        os.environ.setdefault(key, value)
+
+
+def process_group_backend() -> str | None:
+    """gloo on a machine without CUDA (accelerate would pick none and run each process alone), else
+    accelerate's choice (NCCL)."""
+    return "gloo" if distributed.uses_cpu() else None
+
+
+def close() -> None:
+    """After training: models loaded from now on are whole again (under ZeRO-3, accelerate's plugin told
+    transformers to create every model partitioned)."""
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
+@contextmanager
+def within_step(accelerator):
+    """A micro-batch before the last of a step: DeepSpeed accumulates its gradients and does not step."""
+    state = accelerator.gradient_state
+    state._set_sync_gradients(False)
+    try:
+        yield
+    finally:
+        state._set_sync_gradients(True)
+
+
+def backward(accelerator, loss: torch.Tensor) -> None:
+    """The engine's backward (and, on a step's last micro-batch, its step), without its division of the loss
+    by the accumulation steps: the loop's loss is already the step's share.
+
+    lmtune's loss calls the model's body and output layer itself (no full logits), past the engine's forward,
+    which is where DeepSpeed counts a finished micro-batch: without that count ZeRO-3 would overwrite the
+    step's gradients with each micro-batch's instead of adding them up.
+    """
+    accelerator.backward(loss, scale_wrt_gas=False)
+    count_micro_batch = getattr(accelerator.deepspeed_engine_wrapped.engine.optimizer, "clear_backward_seen_flag",
+                                None)
+    if count_micro_batch is not None:
+        count_micro_batch()
+
+
+def _trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def full_weights(model) -> dict[str, torch.Tensor]:
+    """The trainable parameters whole, from DeepSpeed's fp32 master copies (a collective: every process calls
+    it), as CPU tensors shaped like the model's."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    return {name: safe_get_full_fp32_param(p).detach().to("cpu").reshape(_shape(p)).contiguous()
+            for name, p in _trainable(model)}
+
+
+def _shape(param) -> torch.Size:
+    return getattr(param, "ds_shape", param.shape)  # ZeRO-3 leaves an empty placeholder in the module
+
+
+def load_weights(model, tensors: dict[str, torch.Tensor]) -> None:
+    """Full tensors (every process has them) into the engine's master copies and the model's own weights."""
+    from deepspeed import zero
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    for name, p in _trainable(model):
+        if name not in tensors:
+            continue
+        value = tensors[name].to(torch.float32)
+        with zero.GatheredParameters([p], modifier_rank=0), torch.no_grad():  # nothing to gather below ZeRO-3
+            p.data.copy_(value.reshape(p.shape).to(p.device, p.dtype))
+        safe_set_full_fp32_param(p, value.to(_device(p)))
+
+
+def named_groups(model, optimizer) -> list[tuple[dict, list[str]]]:
+    """The torch optimizer's parameter groups, before DeepSpeed takes it: (settings, parameter names) each."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [({k: v for k, v in g.items() if k != "params"}, [names[id(p)] for p in g["params"]])
+            for g in optimizer.param_groups]
+
+
+def optimizer_state(model, optimizer, world: distributed.World, groups: list[tuple[dict, list[str]]]) -> dict | None:
+    """The optimizer's state gathered whole and keyed by parameter name, in the form torch's
+    ``get_optimizer_state_dict(full_state_dict=True)`` gives: on the main process, None elsewhere.
+
+    ``groups`` are :func:`named_groups` (empty ones included, as another strategy's optimizer has them); each
+    non-empty one takes its current settings (the learning rate) from DeepSpeed's optimizer, in order.
+    """
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    _link_state(optimizer)
+    step = _step(optimizer)
+    state = {}
+    for name, p in _trainable(model):
+        moments = {k: safe_get_full_optimizer_state(p, k).detach().to("cpu").reshape(_shape(p)) for k in MOMENTS}
+        state[name] = {"step": torch.tensor(float(step)), **moments}
+    if not world.main:
+        return None
+    kept = torch_optimizer(optimizer).param_groups
+    live = iter(kept)
+    param_groups = []
+    for settings, names in groups:
+        current = next(live) if names or len(kept) == len(groups) else settings
+        param_groups.append({**{k: v for k, v in current.items() if k != "params"}, "params": names})
+    return {"state": state, "param_groups": param_groups}
+
+
+def load_optimizer_state(model, optimizer, state: dict) -> None:
+    """A whole optimizer state keyed by parameter name (a ZeRO or FSDP checkpoint) into this process's
+    partitions; the step count into every partition's state."""
+    from deepspeed.utils import safe_set_full_optimizer_state
+
+    by_name = state["state"]
+    _link_state(optimizer, create=True)
+    for name, p in _trainable(model):
+        saved = by_name.get(name)
+        if saved is None:
+            continue
+        for key in MOMENTS:
+            safe_set_full_optimizer_state(p, saved[key].to(torch.float32).to(_device(p)), key)
+    steps = {float(s["step"]) for s in by_name.values() if "step" in s}
+    for partition in torch_optimizer(optimizer).state.values():
+        if "step" in partition and steps:
+            partition["step"] = torch.tensor(max(steps)) if torch.is_tensor(partition["step"]) else int(max(steps))
+
+
+def _device(param) -> torch.device:
+    return param.device if param.device.type != "meta" else torch.device("cpu")
+
+
+def _link_state(optimizer, create: bool = False) -> None:
+    """Point every parameter's view of ZeRO-1/2's partitioned optimizer state at that state, as it is now.
+
+    DeepSpeed links the views once, after the first optimizer step of the first parameter group, when the
+    other groups' state does not exist yet (``exp_avg not found in optimizer state fragment`` on reading
+    them); a run being resumed has taken no step at all. ``create`` first gives every partition the zero
+    state torch's AdamW would create at its first step. ZeRO-3 keeps its state apart and needs none of this.
+    """
+    zero_optimizer, base = optimizer.optimizer, torch_optimizer(optimizer)
+    if not hasattr(zero_optimizer, "_hp_optimizer_states_linked"):
+        return
+    if create:
+        for group in base.param_groups:
+            for flat in group["params"]:
+                if not base.state.get(flat):
+                    base.state[flat] = {"step": torch.tensor(0.0), **{k: torch.zeros_like(flat) for k in MOMENTS}}
+    zero_optimizer._hp_optimizer_states_linked = False
+    zero_optimizer._lazy_init_hp_params_optimizer_state()
+
+
+def torch_optimizer(optimizer):
+    """The torch optimizer under accelerate's wrapper (and DeepSpeed's ZeRO optimizer, if any)."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _step(optimizer) -> int:
+    for partition in torch_optimizer(optimizer).state.values():
+        if "step" in partition:
+            return int(partition["step"])
+    return 0

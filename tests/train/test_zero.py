@@ -1,0 +1,87 @@
+"""DeepSpeed ZeRO (``training.distributed.strategy: deepspeed``, ``lmtune.train.zero``): real torchrun processes
+on gloo, DeepSpeed's own engine on its CPU accelerator, the tiny model. Two ZeRO processes x batch 4 must train as
+one process x batch 8, write their config and a ``final/`` that is a normal model, and resume after a kill with
+two processes or one. The ZeRO checkpoint's form (whole tensors by name) is FSDP's, whose resume under ddp
+``test_fsdp`` checks."""
+
+import json
+import os
+import signal
+
+import pytest
+from multiproc import LMTUNE, losses, recipe_maker, start_killable, train, wait_for
+from safetensors.torch import load_file
+
+ZERO = "training.distributed.strategy=deepspeed"
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory, tiny_model_dir):
+    return recipe_maker(tmp_path_factory.mktemp("zero"), tiny_model_dir)
+
+
+def _final_tensors(out):
+    found = sorted((out / "final").glob("*.safetensors"))
+    assert found, f"no safetensors in {out / 'final'}"
+    return {k: v for f in found for k, v in load_file(str(f)).items()}
+
+
+def _same_losses(out, reference, tolerance=1e-4):
+    got, want = losses(out), losses(reference)
+    assert sorted(got) == sorted(want)
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=tolerance), (out.name, step)
+
+
+def _same_final(out, reference):
+    whole, zeroed = _final_tensors(reference), _final_tensors(out)
+    assert sorted(zeroed) == sorted(whole)
+    for name, tensor in whole.items():
+        assert zeroed[name].shape == tensor.shape, name
+        assert (zeroed[name].float() - tensor.float()).abs().max().item() < 1e-3, name
+
+
+def _predictions(out):
+    return [json.loads(r)["prediction"] for r in (out / "predictions" / "finetuned.jsonl").read_text().splitlines()]
+
+
+def test_two_zero3_processes_of_batch_4_train_full_weights_as_one_process_of_batch_8(recipes, tmp_path):
+    """ZeRO-3 partitions the parameters too; two micro-batches a step (DeepSpeed must add their gradients up)."""
+    recipe = recipes("zero3-full", method={"name": "full", "peft": {}},
+                     training={"learning_rate": 1e-3, "grad_accum": 2, "precision": "fp32"})
+    train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2", "--set", ZERO,
+          "--set", "training.distributed.deepspeed.stage=3")
+    _same_losses(tmp_path / "two", tmp_path / "one")
+    assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
+    _same_final(tmp_path / "two", tmp_path / "one")  # final/ is a normal model, gathered from the partitions
+    summary = json.loads((tmp_path / "two" / "eval.json").read_text())["training"]
+    assert summary["strategy"] == "deepspeed" and summary["processes"] == 2
+    config = json.loads((tmp_path / "two" / "deepspeed.json").read_text())
+    assert config["zero_optimization"]["stage"] == 3
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
+            config["train_batch_size"]) == (4, 2, 16)
+    assert _predictions(tmp_path / "two") == _predictions(tmp_path / "one")
+
+
+def test_a_killed_zero2_lora_run_resumes_with_two_processes_or_one(recipes, tmp_path):
+    """LoRA under ZeRO-2 trains as one process of the same global batch; killed after a checkpoint, it resumes to
+    the uninterrupted losses with two processes, and with one (the checkpoint holds whole tensors by name)."""
+    recipe = recipes("zero2-lora", training={"max_steps": 12, "save_every": 2, "eval_every": 100,
+                                             "keep_checkpoints": 100, "precision": "fp32"},
+                     method={"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}})
+    train(LMTUNE, recipe, tmp_path / "plain", "--set", "training.batch_size=8")
+    train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", ZERO)
+    _same_losses(tmp_path / "whole", tmp_path / "plain")
+    _same_final(tmp_path / "whole", tmp_path / "plain")
+    for name, extra in (("two", ["--processes", "2", "--set", ZERO]),
+                        ("one", ["--set", ZERO, "--set", "training.batch_size=8"])):
+        run = start_killable(recipe, tmp_path / name, "--set", ZERO)
+        wait_for(tmp_path / name / "checkpoints" / "step-6", run)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        assert max(losses(tmp_path / name)) < 12  # it was stopped before the end
+        train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
+        # one process sums the batch in another order than two: float noise only
+        _same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
+    assert json.loads((tmp_path / "one" / "deepspeed.json").read_text())["train_batch_size"] == 8
