@@ -3,6 +3,7 @@ their environment, and what a run logged."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,15 @@ def losses(out: Path, split="train"):
     return {r["step"]: r["loss"] for r in lines if r["split"] == split}
 
 
+def final_tensors(out: Path) -> dict:
+    """Every tensor of a run's ``final/`` safetensors files, by name."""
+    from safetensors.torch import load_file
+
+    found = sorted((out / "final").glob("*.safetensors"))
+    assert found, f"no safetensors in {out / 'final'}"
+    return {k: v for f in found for k, v in load_file(str(f)).items()}
+
+
 def recipe_maker(root: Path, model_dir: Path):
     """``make(name, **sections)``: a quick recipe (QUICK, sections merged in) on the tiny model and reviews."""
     data = write_jsonl(root / "reviews.jsonl", sentiment_records())
@@ -47,6 +57,22 @@ def start_killable(recipe, out, *extra):
     return subprocess.Popen([*LMTUNE, "train", str(recipe), "--out", str(out), "--quiet", "--processes", "2",
                              *extra], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def killed_after_checkpoint(recipe, out: Path, step: int, *extra) -> None:
+    """A 2-process ``lmtune train`` SIGKILLed (its whole process group) once checkpoint ``step`` is written."""
+    run = start_killable(recipe, out, *extra)
+    wait_for(out / "checkpoints" / f"step-{step}", run)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+
+def assert_same_losses(out: Path, reference: Path, tolerance: float = 1e-4) -> None:
+    """Both runs logged a training loss at the same steps, equal within ``tolerance``."""
+    got, want = losses(out), losses(reference)
+    assert sorted(got) == sorted(want), out.name
+    for step in want:
+        assert abs(got[step] - want[step]) <= tolerance, (out.name, step, got[step], want[step])
 
 
 def wait_for(path: Path, process, seconds=300):

@@ -3,12 +3,9 @@ on gloo, torch's FSDP2 on CPU, the tiny model. Two sharded processes x batch 4 m
 batch 8, save a ``final/`` that is a normal model, and resume after a kill, with two processes or one."""
 
 import json
-import os
-import signal
 
 import pytest
-from multiproc import LMTUNE, losses, recipe_maker, start_killable, train, wait_for
-from safetensors.torch import load_file
+from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
 
 FSDP = "training.distributed.strategy=fsdp"
 
@@ -16,12 +13,6 @@ FSDP = "training.distributed.strategy=fsdp"
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory, tiny_model_dir):
     return recipe_maker(tmp_path_factory.mktemp("fsdp"), tiny_model_dir)
-
-
-def _final_tensors(out):
-    found = sorted((out / "final").glob("*.safetensors"))
-    assert found, f"no safetensors in {out / 'final'}"
-    return {k: v for f in found for k, v in load_file(str(f)).items()}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -37,7 +28,7 @@ def test_two_sharded_processes_of_batch_4_train_as_one_process_of_batch_8(recipe
         assert two[step] == pytest.approx(one[step], abs=1e-4), step
     assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
     # final/ is a normal (unsharded) model: the same tensors, whole, as the one-process run saved.
-    whole, sharded = _final_tensors(tmp_path / "one"), _final_tensors(tmp_path / "two")
+    whole, sharded = final_tensors(tmp_path / "one"), final_tensors(tmp_path / "two")
     assert sorted(sharded) == sorted(whole)
     for name, tensor in whole.items():
         assert sharded[name].shape == tensor.shape, name
@@ -54,19 +45,13 @@ def test_a_killed_sharded_run_resumes_with_two_processes_or_one(recipes, tmp_pat
     recipe = recipes("fsdp-resume", training={"max_steps": 24, "save_every": 2, "eval_every": 100,
                                               "keep_checkpoints": 100})
     train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", FSDP)
-    whole = losses(tmp_path / "whole")
     for name, extra in (("two", ["--processes", "2", "--set", FSDP]),
                         ("one", ["--set", FSDP, "--set", "training.batch_size=8"])):
-        run = start_killable(recipe, tmp_path / name, "--set", FSDP)
-        wait_for(tmp_path / name / "checkpoints" / "step-6", run)
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+        killed_after_checkpoint(recipe, tmp_path / name, 6, "--set", FSDP)
         assert max(losses(tmp_path / name)) < 24  # it was stopped before the end
         train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
-        resumed = losses(tmp_path / name)
-        assert sorted(resumed) == sorted(whole), name
-        for step in whole:  # one process sums the batch in another order than two: float noise only
-            assert resumed[step] == pytest.approx(whole[step], abs=1e-5 if name == "two" else 1e-4), (name, step)
+        # one process sums the batch in another order than two: float noise only
+        assert_same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
 
 
 def test_a_ddp_checkpoint_is_not_continued_sharded(recipes, tmp_path):

@@ -5,12 +5,9 @@ two processes or one. The ZeRO checkpoint's form (whole tensors by name) is FSDP
 ``test_fsdp`` checks."""
 
 import json
-import os
-import signal
 
 import pytest
-from multiproc import LMTUNE, losses, recipe_maker, start_killable, train, wait_for
-from safetensors.torch import load_file
+from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
 
 ZERO = "training.distributed.strategy=deepspeed"
 
@@ -20,21 +17,8 @@ def recipes(tmp_path_factory, tiny_model_dir):
     return recipe_maker(tmp_path_factory.mktemp("zero"), tiny_model_dir)
 
 
-def _final_tensors(out):
-    found = sorted((out / "final").glob("*.safetensors"))
-    assert found, f"no safetensors in {out / 'final'}"
-    return {k: v for f in found for k, v in load_file(str(f)).items()}
-
-
-def _same_losses(out, reference, tolerance=1e-4):
-    got, want = losses(out), losses(reference)
-    assert sorted(got) == sorted(want)
-    for step in want:
-        assert got[step] == pytest.approx(want[step], abs=tolerance), (out.name, step)
-
-
 def _same_final(out, reference):
-    whole, zeroed = _final_tensors(reference), _final_tensors(out)
+    whole, zeroed = final_tensors(reference), final_tensors(out)
     assert sorted(zeroed) == sorted(whole)
     for name, tensor in whole.items():
         assert zeroed[name].shape == tensor.shape, name
@@ -52,7 +36,7 @@ def test_two_zero3_processes_of_batch_4_train_full_weights_as_one_process_of_bat
     train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
     train(LMTUNE, recipe, tmp_path / "two", "--processes", "2", "--set", ZERO,
           "--set", "training.distributed.deepspeed.stage=3")
-    _same_losses(tmp_path / "two", tmp_path / "one")
+    assert_same_losses(tmp_path / "two", tmp_path / "one")
     assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
     _same_final(tmp_path / "two", tmp_path / "one")  # final/ is a normal model, gathered from the partitions
     summary = json.loads((tmp_path / "two" / "eval.json").read_text())["training"]
@@ -72,16 +56,13 @@ def test_a_killed_zero2_lora_run_resumes_with_two_processes_or_one(recipes, tmp_
                      method={"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}})
     train(LMTUNE, recipe, tmp_path / "plain", "--set", "training.batch_size=8")
     train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", ZERO)
-    _same_losses(tmp_path / "whole", tmp_path / "plain")
+    assert_same_losses(tmp_path / "whole", tmp_path / "plain")
     _same_final(tmp_path / "whole", tmp_path / "plain")
     for name, extra in (("two", ["--processes", "2", "--set", ZERO]),
                         ("one", ["--set", ZERO, "--set", "training.batch_size=8"])):
-        run = start_killable(recipe, tmp_path / name, "--set", ZERO)
-        wait_for(tmp_path / name / "checkpoints" / "step-6", run)
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+        killed_after_checkpoint(recipe, tmp_path / name, 6, "--set", ZERO)
         assert max(losses(tmp_path / name)) < 12  # it was stopped before the end
         train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
         # one process sums the batch in another order than two: float noise only
-        _same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
+        assert_same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
     assert json.loads((tmp_path / "one" / "deepspeed.json").read_text())["train_batch_size"] == 8

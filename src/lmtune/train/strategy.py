@@ -84,6 +84,7 @@ class Sharded(Replicated):
 
     name = "fsdp"
     sharded = True
+    backend = fsdp  # the module that gathers and scatters whole tensors
 
     def __init__(self, reshard_after_forward: bool = True, cpu_offload: bool = False):
         self.reshard_after_forward, self.cpu_offload = reshard_after_forward, cpu_offload
@@ -105,22 +106,27 @@ class Sharded(Replicated):
         torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm of the whole gradient, from its shards
 
     def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
-        gathered = fsdp.full_weights(model)  # every process takes part in gathering
+        gathered = self.backend.full_weights(model)  # every process takes part in gathering
         return gathered if world.main else None
 
+    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
+        return self.backend.full_weights(model)
+
     def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
-        state = fsdp.optimizer_state(model, optimizer, world)
+        state = self._gathered_state(model, optimizer, world)
         return {BY_NAME: True, "state": state} if state is not None else None
 
+    def _gathered_state(self, model, optimizer, world: distributed.World) -> dict | None:
+        return fsdp.optimizer_state(model, optimizer, world)
+
     def load_weights(self, model, tensors: dict[str, torch.Tensor]) -> None:
-        fsdp.load_weights(model, tensors)
+        self.backend.load_weights(model, tensors)
 
     def load_optimizer_state(self, model, optimizer, state: dict) -> None:
-        _refuse_by_position(state)
-        fsdp.load_optimizer_state(model, optimizer, state["state"])
-
-    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
-        return fsdp.full_weights(model)
+        if not state.get(BY_NAME):
+            raise UserError("this checkpoint was written by a ddp run (optimizer state by position); continue it "
+                            "with strategy: ddp", source="training.distributed.strategy")
+        self.backend.load_optimizer_state(model, optimizer, state["state"])
 
 
 class ZeRO(Sharded):
@@ -128,6 +134,7 @@ class ZeRO(Sharded):
     partitions optimizer state, gradients and parameters, steps, clips and reduces the gradients itself."""
 
     name = "deepspeed"
+    backend = zero
 
     def __init__(self, config: dict):
         self.config = config
@@ -152,32 +159,11 @@ class ZeRO(Sharded):
     def clip(self, accelerator, params: list[torch.Tensor], max_norm: float) -> None:
         """Nothing: the engine clipped in its step (``gradient_clipping`` of its config)."""
 
-    def weights(self, model, world: distributed.World) -> dict[str, torch.Tensor] | None:
-        gathered = zero.full_weights(model)  # every process takes part in gathering
-        return gathered if world.main else None
-
-    def all_weights(self, model) -> dict[str, torch.Tensor] | None:
-        return zero.full_weights(model)
-
     def close(self) -> None:
         zero.close()
 
-    def optimizer_state(self, model, optimizer, world: distributed.World) -> dict | None:
-        state = zero.optimizer_state(model, optimizer, world, self.groups)
-        return {BY_NAME: True, "state": state} if state is not None else None
-
-    def load_weights(self, model, tensors: dict[str, torch.Tensor]) -> None:
-        zero.load_weights(model, tensors)
-
-    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
-        _refuse_by_position(state)
-        zero.load_optimizer_state(model, optimizer, state["state"])
-
-
-def _refuse_by_position(state: dict) -> None:
-    if not state.get(BY_NAME):
-        raise UserError("this checkpoint was written by a ddp run (optimizer state by position); continue it "
-                        "with strategy: ddp", source="training.distributed.strategy")
+    def _gathered_state(self, model, optimizer, world: distributed.World) -> dict | None:
+        return zero.optimizer_state(model, optimizer, world, self.groups)
 
 
 def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
