@@ -86,3 +86,24 @@ def test_lmtune_train_offloading_deepspeed_here_says_one_line_and_writes_nothing
     assert code == 2
     assert out.strip().splitlines()[-1].startswith("error: training.distributed.deepspeed.offload_optimizer: ")
     assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_a_run_without_deepspeed_never_imports_it(tmp_path):
+    """DeepSpeed is installed (``requirements.txt``), and importing it takes about two seconds: a ddp run, the
+    loop's steps and checkpoints included, must not pay for it (accelerate's ``unwrap_model`` would)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import sys\n"
+              "from tiny import build_tokenizer, method_model, train_examples, train_settings\n"
+              "from lmtune.train import loop\n"
+              "tok = build_tokenizer()\n"
+              "loop.train(method_model(tok), train_examples(tok), [], train_settings(save_every=2),\n"
+              f"           {str(tmp_path)!r}, tok.pad_token_id, quiet=True)\n"
+              "assert 'deepspeed' not in sys.modules, 'deepspeed was imported'\n")
+    tests = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tests,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tests)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "checkpoints").is_dir()  # the checkpoint path unwrapped the model too

@@ -39,8 +39,14 @@ class Replicated:
         return accelerator.prepare(model, optimizer)
 
     def unwrap(self, model, accelerator):
-        """The model under the wrapper (DDP's ``.module``), with the parameter names of a plain one."""
-        return accelerator.unwrap_model(model)
+        """The model under the wrapper (DDP's ``.module``), with the parameter names of a plain one.
+
+        What accelerate's ``unwrap_model`` does for DDP, without it: that imports DeepSpeed whenever DeepSpeed is
+        installed (about two seconds in every process of every run) to test for its engine, which only
+        :class:`ZeRO` has."""
+        while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        return model
 
     def no_sync(self, model, accelerator):
         return accelerator.no_sync(model)
