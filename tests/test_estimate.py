@@ -8,33 +8,23 @@ import math
 
 import pytest
 from conftest import run_cli
+from estimate_cases import LORA, MICRO, counts_of, meta_params
 from typer.testing import CliRunner
 
 from lmtune.cli import app
-from lmtune.data import prepare as data_stage
 from lmtune.data.encode import Encoder
 from lmtune.data.templates import render
-from lmtune.data.templates import resolve as resolve_template
-from lmtune.estimate import advice, memory, tokens
+from lmtune.estimate import advice, memory
 from lmtune.estimate.run import estimate
 from lmtune.methods import registry
-from lmtune.models import load_tokenizer
 from lmtune.recipe import load_recipe
-from lmtune.tasks import task_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _counts(recipe):
-    prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
-    template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
-    tokenizer = load_tokenizer(recipe.model.name)
-    return prepared, template, tokenizer, tokens.count(recipe, task_for(recipe), prepared, tokenizer, template)
-
-
 def test_token_counts_equal_an_independent_count_of_the_prepared_splits(recipe_file):
     recipe = load_recipe(recipe_file(training={"max_length": 24}))
-    prepared, template, tokenizer, counts = _counts(recipe)
+    prepared, template, tokenizer, counts = counts_of(recipe)
     encoder = Encoder(tokenizer, 24, recipe.task.chat_template)
     encoded = {name: [encoder.encode(*_rendered(template, ex, recipe)) for ex in prepared.splits[name]]
                for name in ("train", "validation")}
@@ -62,7 +52,7 @@ def _rendered(template, example, recipe):
     ({"max_steps": None, "epochs": 1, "batch_size": 5, "grad_accum": 1}, math.ceil(36 / 5)),
 ])
 def test_steps_follow_batch_size_accumulation_and_max_steps(recipe_file, training, steps):
-    _, _, _, counts = _counts(load_recipe(recipe_file(training=training)))
+    _, _, _, counts = counts_of(load_recipe(recipe_file(training=training)))
     s = counts.summary
     assert counts.steps == s["steps"] == steps
     assert len(counts.step_tokens) == steps
@@ -83,18 +73,8 @@ def test_train_tokens_and_steps_are_what_the_run_then_records(recipe_file, tmp_p
     assert estimated["steps"] == recorded["train_steps"] == 5
 
 
-def _params(model_dir, method: str, options: dict):
-    from transformers import AutoConfig
-
-    return memory.meta_params(AutoConfig.from_pretrained(model_dir), registry.get(method), options, {}, None)
-
-
-LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
-MICRO = {"rows": 8, "width": 64, "targets": 16}
-
-
 def test_memory_breakdown_adds_up_and_scales(tiny_model_dir):
-    full, lora = _params(tiny_model_dir, "full", {}), _params(tiny_model_dir, "lora", LORA)
+    full, lora = meta_params(tiny_model_dir, "full", {}), meta_params(tiny_model_dir, "lora", LORA)
     assert full.trainable == full.total > lora.trainable > 0
     assert lora.total - lora.trainable == full.total  # LoRA adds its adapters to the same frozen model
     setup = memory.Setup(weights="fp32", trainable="fp32", compute="bf16", checkpointing=False)
@@ -121,12 +101,12 @@ def test_memory_breakdown_adds_up_and_scales(tiny_model_dir):
 
 
 def test_what_to_change_when_it_does_not_fit(tiny_model_dir, recipe_file):
-    full = _params(tiny_model_dir, "full", {})
+    full = meta_params(tiny_model_dir, "full", {})
     recipe = load_recipe(recipe_file(method={"name": "full", "peft": {}}, training={"batch_size": 8}))
     setup = memory.Setup(weights="fp32", trainable="fp32", compute="bf16", checkpointing=False)
     need = memory.breakdown(full, setup, MICRO, 1, 1)["training_total"]
     found = advice.suggestions(full, setup, MICRO, recipe.training, registry.get("full"),
-                               lambda: _params(tiny_model_dir, "lora", LORA), True, need, need / 2)
+                               lambda: meta_params(tiny_model_dir, "lora", LORA), True, need, need / 2)
     changes = " | ".join(s["change"] for s in found)
     for expected in ("training.batch_size", "gradient_checkpointing", "method.name: lora", "method.name: qlora"):
         assert expected in changes

@@ -110,3 +110,21 @@ def test_a_terminal_still_gets_tqdm(monkeypatch, quiet):
     bar = progress.bar(5, "train", "step", quiet=quiet)
     assert isinstance(bar, tqdm) and bar.disable == quiet
     bar.close()
+
+
+def test_what_libraries_print_goes_to_stderr_while_stdout_keeps_the_output():
+    """``lmtune estimate --json``: DeepSpeed announces the ops it builds on stdout, from Python and from the
+    compiler it starts; inside ``stdout_to_stderr`` both land on stderr, and stdout is the JSON alone."""
+    import subprocess
+    import sys
+
+    script = ("import json, os, subprocess\n"
+              "from lmtune.progress import stdout_to_stderr\n"
+              "with stdout_to_stderr():\n"
+              "    print('from python')\n"
+              "    subprocess.run(['echo', 'from a child process'])\n"
+              "print(json.dumps({'ok': True}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '{"ok": true}\n'
+    assert "from python" in done.stderr and "from a child process" in done.stderr

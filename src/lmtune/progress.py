@@ -8,10 +8,11 @@ for many minutes. ``bar`` keeps tqdm for terminals and prints a short line every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Self
 
 from tqdm.auto import tqdm
@@ -56,6 +57,30 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """While inside, what libraries print goes to stderr, from Python or from C and the compilers they start
+    (DeepSpeed announces the ops it builds on stdout): stdout is then only the command's own output (``--json``)."""
+    out = sys.stdout
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's runner captures it)
+        fd = None
+    saved = None
+    if fd is not None:
+        out.flush()
+        saved = os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
 
 
 def other_process() -> bool:

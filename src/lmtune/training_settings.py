@@ -32,9 +32,13 @@ def loop_settings(recipe: Recipe, on_validation: Callable[[int, float], None] | 
 
 def _deepspeed(recipe: Recipe, compute: str) -> dict | None:
     """The DeepSpeed config of a ``strategy: deepspeed`` run for this number of processes, else None."""
+    return deepspeed_for(recipe, compute, distributed.world().size)
+
+
+def deepspeed_for(recipe: Recipe, compute: str, processes: int) -> dict | None:
+    """The DeepSpeed config of a ``strategy: deepspeed`` run of ``recipe`` in ``processes`` processes, else None."""
     t = recipe.training
     if t.distributed.strategy != "deepspeed":
         return None
     return deepspeed_config.resolve(t.distributed.deepspeed, batch_size=t.batch_size, grad_accum=t.grad_accum,
-                                    world_size=distributed.world().size, precision=compute,
-                                    max_grad_norm=t.max_grad_norm)
+                                    world_size=processes, precision=compute, max_grad_norm=t.max_grad_norm)

@@ -89,6 +89,10 @@ def estimate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                                                          "device-hour (default with --hardware: the table's)."),
              steps: int = typer.Option(3, "--steps", min=1, help="Optimizer steps timed on this machine, after one "
                                        "warm-up."),
+             processes: int = typer.Option(1, "--processes", min=1, help="Processes the run trains in (`lmtune "
+                                           "train --processes N`, torchrun, accelerate launch): steps of N x "
+                                           "training.batch_size examples, memory per process under "
+                                           "training.distributed.strategy."),
              set_: list[str] = typer.Option([], "--set", help=SET_HELP),
              json_: bool = typer.Option(False, "--json", help="Print the estimate as one JSON object."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress messages.")):
@@ -99,13 +103,14 @@ def estimate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     if hardware is not None:
         devices.get(hardware)  # an unknown name fails before the recipe's data or model is read
     rec = load_recipe(recipe, set_)
-    if quiet:
-        from lmtune.progress import quiet_libraries
+    from lmtune.progress import quiet_libraries, stdout_to_stderr
 
+    if quiet:
         quiet_libraries()
     from lmtune.estimate.run import estimate as run_estimate
 
-    result = run_estimate(rec, hardware, price_per_hour, steps=steps, quiet=quiet)
+    with stdout_to_stderr():  # stdout is the estimate alone
+        result = run_estimate(rec, hardware, price_per_hour, steps=steps, quiet=quiet, processes=processes)
     if json_:
         import json
 

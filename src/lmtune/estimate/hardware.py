@@ -85,27 +85,32 @@ def _attention(params, squared: int) -> float:
     return 2 * params.layers * params.q_width * squared
 
 
-def project(device: Hardware, params, flops: dict[str, float], memory: dict, price_per_hour: float | None) -> dict:
-    """Time, memory and money of the run on ``device``, marked as a projection.
+def project(device: Hardware, params, flops: dict[str, float], memory: dict, price_per_hour: float | None,
+            devices: int = 1) -> dict:
+    """Time, memory and money of the run on ``devices`` of ``device``, marked as a projection.
 
     Args:
         device: the named hardware.
         params: :class:`lmtune.estimate.memory.Params` of the recipe's model and method.
         flops: FLOPs per part of the run (training, validation, evaluation, ...).
-        memory: :func:`lmtune.estimate.memory.breakdown` with the dtypes this device gives the run.
-        price_per_hour: ``--price-per-hour``; default the table's price.
+        memory: :func:`lmtune.estimate.memory.breakdown` with the dtypes this device gives the run; its
+            ``per_process`` (:func:`lmtune.estimate.sharding.per_process`) is what each device holds.
+        price_per_hour: ``--price-per-hour``; default the table's price, per device.
+        devices: one per process; ``flops`` are one device's share, so time is per device (gradient exchange
+            not counted) and money is for all of them.
     """
     rate = device.bf16_tflops * 1e12 * UTILIZATION
     seconds = {part: float(f"{value / rate:.4g}") for part, value in flops.items()}
     total = float(f"{sum(seconds.values()):.4g}")
     price = device.price_per_hour if price_per_hour is None else price_per_hour
     available = device.memory_gb * 1024
-    need = round(max(memory["training_total"], memory["evaluation_total"]) + CONTEXT_MB, 1)
+    held = memory.get("per_process", memory)
+    need = round(max(held["training_total"], held["evaluation_total"]) + CONTEXT_MB, 1)
     return {"projection": True, "hardware": device.name, "description": device.description,
             "assumptions": {"bf16_tflops": device.bf16_tflops, "utilization": UTILIZATION,
                             "context_mb": CONTEXT_MB, "price_per_hour": price,
                             "price_source": "--price-per-hour" if price_per_hour is not None else "hardware table"},
             "flops": {part: float(f"{value:.4g}") for part, value in flops.items()},
-            "seconds": seconds, "total_seconds": total, "device_hours": round(total / 3600, 4),
-            "cost": round(total / 3600 * price, 4),
+            "devices": devices, "seconds": seconds, "total_seconds": total,
+            "device_hours": round(devices * total / 3600, 4), "cost": round(devices * total / 3600 * price, 4),
             "memory": memory, "memory_needed_mb": need, "memory_available_mb": available, "fits": need <= available}

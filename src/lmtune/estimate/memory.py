@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtune.train import fsdp
+
 MB = 2**20
 #: Bits per weight of an NF4 base with double quantization (blocks of 64, 8-bit absmax, fp32 per 256 blocks).
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)
@@ -74,6 +76,8 @@ class Params:
     vocab: int
     gated: bool
     attention: str  # transformers' attention implementation (sdpa, eager, ...)
+    largest_layer: int = 0  # parameters of the largest decoder (or encoder) layer: what sharding gathers at once
+    in_layers: int = 0  # parameters inside those layers (the rest, embeddings and heads, is one more unit)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def _count(model, config, head: bool) -> Params:
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     names = [name for name, _ in model.named_modules()]
     kept, dora = _kept_inputs(model, out_weight)
+    units = [sum(p.numel() for p in layer.parameters()) for layer in fsdp.layers(model)]
     return Params(total=sum(p.numel() for p in model.parameters()), trainable=trainable,
                   embedding=model.get_input_embeddings().weight.numel(),
                   output=0 if out_weight is None else out_weight.numel(), matmul=matmul, quantizable=frozen_linear,
@@ -137,7 +142,8 @@ def _count(model, config, head: bool) -> Params:
                   heads=heads, q_width=heads * head_dim, kv_width=kv_heads * head_dim,
                   vocab=getattr(text, "vocab_size", 0) or 0,
                   gated=any(n.endswith(("gate_proj", "gate_up_proj", "w1")) for n in names),
-                  attention=str(getattr(config, "_attn_implementation", None) or "sdpa"))
+                  attention=str(getattr(config, "_attn_implementation", None) or "sdpa"),
+                  largest_layer=max(units, default=0), in_layers=sum(units))
 
 
 def _kept_inputs(model, out_weight) -> tuple[int, int]:

@@ -43,8 +43,13 @@ def workloads(recipe, task, counts) -> dict[str, dict[str, Any]]:
         lengths = [counts.objective.length(e) for name in ("train", "validation") for e in counts.encoded.get(name, [])]
         tokens, squared = _in_batches(lengths, recipe.eval.batch_size)
         parts["reference_pass"] = _part(tokens, tokens, squared)
-    evaluation = _evaluation(recipe, task, counts.test_prompt_lengths, s["train_length"]["mean"])
+    # Evaluation shares the test prompts out, every N-th to each process (``lmtune.evaluate.sharding``): the first
+    # process's share is the largest.
+    evaluation = _evaluation(recipe, task, counts.test_prompt_lengths[::s.get("processes", 1)],
+                             s["train_length"]["mean"])
     if evaluation is not None:
+        if s.get("processes", 1) > 1:
+            evaluation["note"] += f"; the first of {s['processes']} processes' shares"
         parts["evaluation"] = evaluation
     return parts
 

@@ -11,6 +11,7 @@ def text(r: dict[str, Any]) -> str:
              f"compute {r['precision']['compute']})"]
     lines += _tokens(r["tokens"])
     lines += _memory(r["memory"])
+    lines += _per_process(r["memory"]["per_process"])
     lines += _time(r)
     lines += _money(r["money"])
     lines += _fit(r["fit"])
@@ -32,8 +33,23 @@ def _tokens(s: dict[str, Any]) -> list[str]:
         f"per example mean {length['mean']}, p95 {length['p95']}, max {length['max']}; "
         f"test prompts mean {s['test_prompt_tokens']['mean']}",
         f"steps     {s['steps']:,} optimizer steps = {s['epochs']} epochs (batch {s['batch_size']} x accumulation "
-        f"{s['grad_accum']}); {s['train_tokens']:,} tokens processed, {s['train_padded_tokens']:,} with padding",
+        f"{s['grad_accum']}" + (f" x {n} processes" if (n := s.get("processes", 1)) > 1 else "")
+        + f"); {s['train_tokens']:,} tokens processed, {s['train_padded_tokens']:,} with padding"
+        + (" in the busiest process" if n > 1 else ""),
     ]
+
+
+def _per_process(p: dict[str, Any]) -> list[str]:
+    """One process's share under the strategy; nothing for one process of ddp (the breakdown above is it)."""
+    if p["processes"] == 1 and p["strategy"] == "ddp":
+        return []
+    d = p["device"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {value:,.1f}" for name, value in d.items() if value)
+    line = [f"          per process ({p['strategy']}, {p['processes']} processes; formula, MB): {parts}; "
+            f"training {p['training_total']:,.1f}, evaluation {p['evaluation_total']:,.1f}"]
+    if p["host_offloaded"]:
+        line.append(f"          offloaded to CPU memory per process: {p['host_offloaded']:,.1f} MB")
+    return line
 
 
 def _memory(m: dict[str, Any]) -> list[str]:
@@ -69,7 +85,9 @@ def _time(r: dict[str, Any]) -> list[str]:
         f"time      (measured here) {len(t['timed_steps'])} steps after 1 warm-up: {t['measured_seconds_per_step']} "
         f"s/step as timed, {r['seconds_per_step']} s/step for the run's mean step; peak memory "
         f"{r['peak_memory_mb']:,.1f} MB ({r['memory_kind']})",
-        f"          total {r['total_seconds']:,.1f} s ({_duration(r['total_seconds'])}): {parts}",
+        f"          total {r['total_seconds']:,.1f} s ({_duration(r['total_seconds'])}): {parts}"
+        + (f"; with {n} processes, each on a device like this one at the rate measured here (gradient exchange "
+           f"not counted)" if (n := r["tokens"].get("processes", 1)) > 1 else ""),
     ]
 
 
@@ -83,21 +101,32 @@ def _money(m: dict[str, Any]) -> list[str]:
 def _fit(f: dict[str, Any]) -> list[str]:
     how = "measured" if f["measured"] else "by the formula"
     verdict = "fits" if f["fits"] else "does NOT fit"
-    return [f"fit       {verdict} on this machine: {f['need_mb']:,.1f} MB ({how}) of {f['available_mb']:,.1f} MB "
-            f"{f['available']}"] + _suggestions(f["suggestions"])
+    n = f.get("processes", 1)
+    if n == 1:
+        need = f"{f['need_mb']:,.1f} MB ({how})"
+    elif "gpus" in f:
+        need = f"each of {n} processes {f['need_mb']:,.1f} MB ({how}; {f['gpus']} GPUs here), one GPU's"
+    else:
+        need = f"{n} processes x {f['need_mb']:,.1f} MB ({how}) = {f['need_total_mb']:,.1f} MB"
+    return [f"fit       {verdict} on this machine: {need} of {f['available_mb']:,.1f} MB {f['available']}"] + \
+        _suggestions(f["suggestions"])
 
 
 def _hardware(h: dict[str, Any]) -> list[str]:
     a = h["assumptions"]
     parts = ", ".join(f"{name.replace('_', ' ')} {_s(value)}" for name, value in h["seconds"].items())
     verdict = "fits" if h["fits"] else "does NOT fit"
+    n = h.get("devices", 1)
+    many = f"{n} x " if n > 1 else ""
     return [
-        f"{h['hardware']:<9} PROJECTION for {h['description']} ({a['bf16_tflops']} TFLOPS bf16 x {a['utilization']} "
-        f"assumed utilisation; weights {h['precision']['weights']}, compute {h['precision']['compute']})",
+        f"{h['hardware']:<9} PROJECTION for {many}{h['description']} ({a['bf16_tflops']} TFLOPS bf16 x "
+        f"{a['utilization']} assumed utilisation; weights {h['precision']['weights']}, compute "
+        f"{h['precision']['compute']})",
         f"          time {_s(h['total_seconds'])} ({_duration(h['total_seconds'])}): {parts}; "
         f"${a['price_per_hour']}/h ({a['price_source']}): ${h['cost']:,.4f}",
         f"          memory {verdict}: {h['memory_needed_mb']:,.1f} MB (formula + {a['context_mb']} CUDA context) of "
-        f"{h['memory_available_mb']:,.1f} MB",
+        f"{h['memory_available_mb']:,.1f} MB" + (" per device; time per device, gradient exchange not counted"
+                                                if n > 1 else ""),
     ] + _suggestions(h["suggestions"])
 
 

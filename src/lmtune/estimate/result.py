@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.estimate import advice, hardware, memory, plan
+from lmtune.estimate import advice, hardware, memory, plan, sharding
 from lmtune.evaluate import cost
 
 
@@ -22,21 +22,44 @@ def build(checked, counts, params: memory.Params, here: dict, measured: dict | N
         "train_tokens": s["train_tokens"], "steps": counts.steps, "epochs": s["epochs"],
         "seconds_per_step": None, "total_seconds": None, "peak_memory_mb": None,
         "tokens": s, "memory": {**here, "runtime_mb": round(runtime_mb, 1)}, "workloads": parts}
+    shared = sharding.per_process(here, params, checked.setup, checked.layout)
+    out["memory"]["per_process"] = shared
     out.update(_time(checked, counts, measured, parts, data_s))
     out["memory"]["calibration"] = _calibration(here, measured, runtime_mb)
     out["money"] = _money(recipe, out, price_per_hour if checked.device is None else None)
-    need = measured["peak_memory_mb"] if measured else round(runtime_mb + here["training_total"], 1)
-    fit = {"where": "this machine", "need_mb": need, "available_mb": round(room[0], 1), "available": room[1],
-           "fits": need <= room[0], "measured": measured is not None}
+    fit = _fit(checked.layout, shared, measured, runtime_mb, room)
     fit["suggestions"] = [] if fit["fits"] else advice.suggestions(
         params, checked.setup, counts.peak_micro, recipe.training, checked.method, lora_params,
-        room[2], need, room[0])
+        room[2], fit["need_mb"], fit["available_mb"] if room[2] else fit["available_mb"] / fit["processes"],
+        checked.layout)
     out["fit"] = fit
     out["hardware"] = None
     if checked.device is not None:
         out["hardware"] = _projection(checked, counts, params, parts, eval_shape, price_per_hour, lora_params)
     out["fits"] = out["hardware"]["fits"] if out["hardware"] else fit["fits"]
     return out
+
+
+def _fit(layout: sharding.Layout, shared: dict, measured: dict | None, runtime_mb: float,
+         room: tuple[float, str, bool]) -> dict[str, Any]:
+    """Whether the run fits this machine: one process, measured when its steps ran (else the formula); several,
+    each by the formula for its share, all in the RAM of a CPU machine or one per GPU of a CUDA one."""
+    n = layout.processes
+    if n == 1 and measured:
+        need = measured["peak_memory_mb"]
+    else:
+        need = round(runtime_mb + shared["training_total"], 1)
+    fit = {"where": "this machine", "processes": n, "need_mb": need, "available_mb": round(room[0], 1),
+           "available": room[1], "measured": n == 1 and measured is not None}
+    if room[2]:  # CUDA: one GPU per process
+        import torch
+
+        fit["gpus"] = torch.cuda.device_count()
+        fit["fits"] = need <= room[0] and n <= fit["gpus"]
+    else:  # the processes share the machine's RAM
+        fit["need_total_mb"] = round(n * need, 1)
+        fit["fits"] = n * need <= room[0]
+    return fit
 
 
 def _time(checked, counts, measured: dict | None, parts: dict, data_s: float) -> dict[str, Any]:
@@ -74,7 +97,7 @@ def _money(recipe, out: dict[str, Any], price_per_hour: float | None) -> dict[st
     money: dict[str, Any] = {"training_per_1k_tokens": prices["training_per_1k_tokens"],
                              "training_cost": cost.training(out["train_tokens"], 0.0, prices)["training_cost"]}
     if price_per_hour is not None and out["total_seconds"] is not None:
-        hours = out["total_seconds"] / 3600
+        hours = out["tokens"].get("processes", 1) * out["total_seconds"] / 3600  # one device per process
         money.update(price_per_hour=price_per_hour, device_hours=round(hours, 4),
                      device_cost=round(hours * price_per_hour, 4))
     return money
@@ -83,19 +106,21 @@ def _money(recipe, out: dict[str, Any], price_per_hour: float | None) -> dict[st
 def _projection(checked, counts, params: memory.Params, parts: dict, eval_shape, price_per_hour, lora_params) -> dict:
     """The run on the named hardware: FLOPs at its throughput, memory with a CUDA GPU's dtypes, money."""
     recipe, s, setup = checked.recipe, counts.summary, device_setup(checked)
+    # What one device computes: its process's share of every step (the busiest process's, step by step).
     flops = {"training": hardware.training_flops(params, checked.method.full_weights, setup.checkpointing,
-                                                  s["train_padded_tokens"], s["train_targets"],
+                                                  s["train_padded_tokens"], s["process_targets"],
                                                   s["train_squared_lengths"], setup.full_logits)}
     for name, part in parts.items():
         flops[name] = (hardware.forward_flops(params, part["tokens"], part["output_positions"], part["squared"])
                        + hardware.forward_flops(params, part["decode_tokens"], part["decode_tokens"],
                                                 part["decode_squared"]))
     mem = memory.breakdown(params, setup, counts.peak_micro, *eval_shape)
-    projected = hardware.project(checked.device, params, flops, mem, price_per_hour)
+    mem["per_process"] = sharding.per_process(mem, params, setup, checked.layout)
+    projected = hardware.project(checked.device, params, flops, mem, price_per_hour, checked.layout.processes)
     projected["precision"] = {"weights": setup.weights, "trainable": setup.trainable, "compute": setup.compute}
     projected["suggestions"] = [] if projected["fits"] else advice.suggestions(
         params, setup, counts.peak_micro, recipe.training, checked.method, lora_params, True,
-        projected["memory_needed_mb"], projected["memory_available_mb"])
+        projected["memory_needed_mb"], projected["memory_available_mb"], checked.layout)
     return projected
 
 

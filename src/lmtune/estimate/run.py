@@ -4,7 +4,8 @@ The stages, cheapest first, so a problem in the recipe or its data stops it befo
 
 1. check: the recipe's method, precision and strategy as the run checks them; ``--hardware`` by name;
 2. data and tokens (:mod:`~lmtune.estimate.tokens`): the data stage, the template, exact token counts, steps;
-3. memory (:mod:`~lmtune.estimate.memory`): the model from its config on the meta device, broken down;
+3. memory (:mod:`~lmtune.estimate.memory`): the model from its config on the meta device, broken down, and one
+   process's share under the recipe's strategy (:mod:`~lmtune.estimate.sharding`);
 4. time (:mod:`~lmtune.estimate.timing`): a few real optimizer steps on this machine, with its peak memory;
    the rest of the run (:mod:`~lmtune.estimate.plan`), money, the fit (:mod:`~lmtune.estimate.advice`) and,
    for named hardware, a projection (:mod:`~lmtune.estimate.hardware`).
@@ -23,14 +24,14 @@ from lmtune import models, precision, tasks
 from lmtune.data import prepare as data_stage
 from lmtune.data.templates import check as check_template
 from lmtune.data.templates import resolve as resolve_template
-from lmtune.estimate import advice, hardware, memory, result, timing, tokens
+from lmtune.estimate import advice, hardware, memory, result, sharding, timing, tokens
 from lmtune.kinds.tasks import task_kind
 from lmtune.methods import registry
 from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.seeding import seed_everything
 from lmtune.train import loop, strategy
-from lmtune.training_settings import loop_settings
+from lmtune.training_settings import deepspeed_for, loop_settings
 
 
 @dataclass
@@ -44,10 +45,11 @@ class _Checked:
     settings: loop.Settings
     setup: memory.Setup  # dtypes and switches on this machine
     device: hardware.Hardware | None
+    layout: sharding.Layout  # the strategy and the number of processes
 
 
 def estimate(recipe: Recipe, hardware_name: str | None = None, price_per_hour: float | None = None,
-             steps: int = 3, quiet: bool = False) -> dict[str, Any]:
+             steps: int = 3, quiet: bool = False, processes: int = 1) -> dict[str, Any]:
     """Estimate ``recipe``'s run; see the module docstring.
 
     Args:
@@ -56,11 +58,13 @@ def estimate(recipe: Recipe, hardware_name: str | None = None, price_per_hour: f
         price_per_hour: price of one device-hour (this machine's, or the named hardware's instead of its table's).
         steps: optimizer steps timed (after one warm-up).
         quiet: no progress messages.
+        processes: the processes the run trains in (``lmtune train --processes``, torchrun's): steps take
+            ``processes x training.batch_size`` examples and memory is one process's under the recipe's strategy.
 
     Raises:
         UserError: an unknown hardware name, or any problem the run itself would refuse before training.
     """
-    checked = _check(recipe, hardware_name)
+    checked = _check(recipe, hardware_name, processes)
     say(f"[1/4] data: reading {recipe.data.train}", quiet)
     started = time.perf_counter()
     prepared = data_stage.prepare(recipe.data, recipe.task.type, recipe.task.labels, recipe.seed, recipe.model.name)
@@ -69,7 +73,8 @@ def estimate(recipe: Recipe, hardware_name: str | None = None, price_per_hour: f
         template = resolve_template(recipe.task.template, prepared.splits["train"][0].format)
         check_template(template, prepared.splits["train"][0], recipe.task.labels)
     say(f"[2/4] tokens: encoding with {recipe.model.name}'s tokenizer", quiet)
-    counts = tokens.count(recipe, checked.task, prepared, models.load_tokenizer(recipe.model.name), template)
+    counts = tokens.count(recipe, checked.task, prepared, models.load_tokenizer(recipe.model.name), template,
+                          processes)
     data_s = time.perf_counter() - started
     say("[3/4] memory: the model from its config on the meta device", quiet)
     params = _params(checked, recipe.method.name, recipe.method.peft, recipe.method.freeze)
@@ -80,9 +85,9 @@ def estimate(recipe: Recipe, hardware_name: str | None = None, price_per_hour: f
     runtime = timing.current_mb() if timing.parallel.memory_kind() == "rss" else 0.0
     measured = None
     if runtime + here["training_total"] <= room[0]:
-        say(f"[4/4] time: {min(steps, counts.steps)} optimizer steps after a warm-up, on this machine", quiet)
+        say(f"[4/4] time: {min(steps, counts.timed[0])} optimizer steps after a warm-up, on this machine", quiet)
         measured = timing.measure(checked.task, checked.method, recipe, checked.load_kwargs, counts, checked.settings,
-                                  min(steps, counts.steps), quiet)
+                                  min(steps, counts.timed[0]), quiet)
     else:
         say(f"[4/4] time: not timed here, the formula needs {runtime + here['training_total']:,.0f} MB and this "
             f"machine has {room[0]:,.0f} MB", quiet)
@@ -90,7 +95,7 @@ def estimate(recipe: Recipe, hardware_name: str | None = None, price_per_hour: f
                         lambda: _params(checked, "lora", {"lora_dropout": 0.0}, {}))
 
 
-def _check(recipe: Recipe, hardware_name: str | None) -> _Checked:
+def _check(recipe: Recipe, hardware_name: str | None, processes: int = 1) -> _Checked:
     """What the run checks before its data stage, and the named hardware; nothing slow."""
     device = hardware.get(hardware_name) if hardware_name else None
     seed_everything(recipe.seed)
@@ -105,7 +110,8 @@ def _check(recipe: Recipe, hardware_name: str | None) -> _Checked:
     weights = "nf4" if "quantization_config" in load_kwargs else _name(dtype)
     setup = memory.Setup(weights=weights, trainable=_name(dtype) if method.full_weights else "fp32", compute=compute,
                          checkpointing=t.gradient_checkpointing, full_logits=method.virtual_tokens)
-    return _Checked(recipe, task, method, load_kwargs, settings, setup, device)
+    layout = sharding.layout(t.distributed, processes, t.grad_accum, deepspeed_for(recipe, compute, processes))
+    return _Checked(recipe, task, method, load_kwargs, settings, setup, device, layout)
 
 
 def _name(dtype) -> str:

@@ -81,12 +81,14 @@ def measure(task, method, recipe, load_kwargs: dict, counts, settings: loop.Sett
 
 
 def _chosen_steps(counts, steps: int) -> list[int]:
-    """The longest step, then the run's first steps (as many as make ``steps`` in all)."""
-    chosen = [counts.longest_step]
-    for step in range(counts.steps):
+    """The longest step, then the run's first steps (as many as make ``steps`` in all), of the run in one process
+    (this process times steps of ``training.batch_size`` examples, what each process of a larger run takes)."""
+    total, longest = counts.timed
+    chosen = [longest]
+    for step in range(total):
         if len(chosen) >= steps:
             break
-        if step != counts.longest_step:
+        if step != longest:
             chosen.append(step)
     return chosen
 
