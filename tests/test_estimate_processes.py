@@ -134,7 +134,14 @@ def _estimate(path, *args) -> dict:
     return json.loads(result.stdout)
 
 
+RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+              "ACCELERATE_USE_DEEPSPEED")
+
+
 def test_estimate_with_processes_gives_one_process_share_and_n_devices(recipe_file):
+    import os
+
+    before = {k: os.environ.get(k) for k in RENDEZVOUS}
     path = recipe_file(training={"max_steps": None, "epochs": 1, "batch_size": 4})
     alone = _estimate(path)
     zero3 = ["--set", "training.distributed.strategy=deepspeed", "--set", "training.distributed.deepspeed.stage=3"]
@@ -154,3 +161,6 @@ def test_estimate_with_processes_gives_one_process_share_and_n_devices(recipe_fi
     for part in ("x 2 processes", "per process (deepspeed ZeRO-3, 2 processes", "2 processes x",
                  "with 2 processes, each on a device like this one"):
         assert part in text
+    # The timed steps ran DeepSpeed in this process, with a rendezvous of its own: none of it stays in the
+    # environment, where processes started later would read it (and try this process's port).
+    assert {k: os.environ.get(k) for k in RENDEZVOUS} == before

@@ -26,12 +26,18 @@ from lmtune import distributed
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
+#: The environment variables :func:`plugin` set, with what they held before (None: unset); :func:`close` puts
+#: them back, so processes this one starts later (a test's, the studio's queue) are not told they are a
+#: DeepSpeed run's rank 0 with this process's rendezvous port.
+_SET: dict[str, str | None] = {}
+
+
 def plugin(config: dict):
     """accelerate's DeepSpeed plugin for ``config``; sets what accelerate reads to start DeepSpeed (its
     environment switch and, for a single process, the rendezvous torchrun would have set)."""
     from accelerate.utils import DeepSpeedPlugin
 
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    _set_env("ACCELERATE_USE_DEEPSPEED", "true")
     if not distributed.world().distributed:
         _single_process_rendezvous()
     return DeepSpeedPlugin(hf_ds_config=config)
@@ -44,7 +50,22 @@ def _single_process_rendezvous() -> None:
         port = s.getsockname()[1]
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            _set_env(key, value)
+
+
+def _set_env(key: str, value: str) -> None:
+    _SET.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
+
+
+def _restore_env() -> None:
+    for key, before in _SET.items():
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+    _SET.clear()
 
 
 def process_group_backend() -> str | None:
@@ -55,10 +76,12 @@ def process_group_backend() -> str | None:
 
 def close() -> None:
     """After training: models loaded from now on are whole again (under ZeRO-3, accelerate's plugin told
-    transformers to create every model partitioned)."""
+    transformers to create every model partitioned), and the environment is as it was before :func:`plugin`
+    (the process group stays up for the gathering collectives that follow)."""
     from transformers.integrations import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
+    _restore_env()
 
 
 @contextmanager
