@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmtune.estimate.memory import MB, Params, Setup
+from lmtune.train import deepspeed_config
 
 ITEMS = ("weights", "gradients", "optimizer_state", "autocast_weight_copies", "gathered", "buffers")
 
@@ -59,10 +60,9 @@ def layout(distributed, processes: int, grad_accum: int, deepspeed: dict | None 
     """The layout of a recipe's ``training.distributed`` over ``processes``; ``deepspeed``: the resolved DeepSpeed
     config (:func:`lmtune.train.deepspeed_config.resolve`), which says the stage and offloading."""
     if distributed.strategy == "deepspeed" and deepspeed is not None:
-        zero = deepspeed.get("zero_optimization", {})
-        offloaded = {k for k in ("offload_optimizer", "offload_param")
-                     if isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"}
-        return Layout("deepspeed", processes, grad_accum, stage=int(zero.get("stage", 0)),
+        offloaded = deepspeed_config.offloads(deepspeed)
+        stage = int(deepspeed.get("zero_optimization", {}).get("stage", 0))
+        return Layout("deepspeed", processes, grad_accum, stage=stage,
                       offload_optimizer="offload_optimizer" in offloaded, offload_params="offload_param" in offloaded)
     return Layout(distributed.strategy, processes, grad_accum,
                   reshard_after_forward=distributed.fsdp.reshard_after_forward,
@@ -124,10 +124,11 @@ def _zero(params: Params, setup: Setup, plan: Layout) -> tuple[dict[str, float],
     n, trained = plan.processes, params.trainable
     mixed = setup.compute in ("bf16", "fp16")
     weight = 2 if mixed else 4  # DeepSpeed casts the whole model to the 16-bit dtype under mixed precision
-    low_grads = 2 * trained if mixed else 0  # 16-bit gradients (mixed precision)
-    fp32_grads = 4 * trained / (n if mixed or plan.stage >= 2 else 1)
-    if mixed:
-        low_grads = low_grads / n if plan.stage == 2 else (0 if plan.stage == 3 else low_grads)
+    parts = n if plan.stage >= 2 else 1  # the gradients are partitioned from stage 2 on
+    # Mixed precision: 16-bit gradients (none kept under stage 3, reduced straight into the fp32 partition) and
+    # the fp32 gradient partition; in fp32, the gradients alone.
+    low_grads = (2 * trained / parts if plan.stage < 3 else 0.0) if mixed else 0.0
+    fp32_grads = 4 * trained / (n if mixed else parts)
     states = (12 if mixed else 8) * trained / n  # fp32 master (mixed) and the two moments
     weights = weight * params.total / (n if plan.stage == 3 else 1)
     device = {"weights": weights, "gradients": low_grads + fp32_grads, "optimizer_state": states,

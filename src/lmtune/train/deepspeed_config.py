@@ -113,6 +113,13 @@ def resolve(options: DeepSpeedConfig, *, batch_size: int, grad_accum: int, world
     return build(options, **settings)
 
 
+def offloads(config: dict[str, Any]) -> list[str]:
+    """The ZeRO sections of ``config`` that offload to a device (``offload_optimizer``, ``offload_param``)."""
+    zero = config.get("zero_optimization", {})
+    return [k for k in ("offload_optimizer", "offload_param")
+            if isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"]
+
+
 def check_runnable(config: dict[str, Any], cuda_available: bool | None = None) -> None:
     """Refuse ``strategy: deepspeed`` where DeepSpeed cannot run ``config``: no ``deepspeed`` package, or
     offloading on a machine without a GPU (the state is in CPU memory already, and ZeRO-Offload's CPU Adam
@@ -130,9 +137,7 @@ def check_runnable(config: dict[str, Any], cuda_available: bool | None = None) -
                         source=STRATEGY_KEY)
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
-    zero = config.get("zero_optimization", {})
-    offloaded = [k for k in ("offload_optimizer", "offload_param")
-                 if isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"]
+    offloaded = offloads(config)
     if offloaded and not cuda_available:
         key = "offload_optimizer" if offloaded[0] == "offload_optimizer" else "offload_params"
         raise UserError(f"there is no GPU here: ZeRO's state is in CPU memory already, so {offloaded[0]} has "
