@@ -1,23 +1,22 @@
 """What every hostile input must get: exit 2 (or HTTP 4xx), one ``error:`` line, no traceback, no stub.
 
 Shared by the hostile-input tables (``test_hostile_*.py``). A CLI case runs ``python -m lmtune.cli`` as a
-real process in ``cwd``, so what is checked is what a user sees: the exit code, stderr, and the files
-left behind.
+real process in ``cwd`` (forked with torch and transformers already imported: ``forked_cli``), so what is
+checked is what a user sees: the exit code, stderr, and the files left behind.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+import forked_cli
 
 
 def cli(*args, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``lmtune`` with ``args`` in ``cwd``; return the finished process (text output)."""
-    return subprocess.run([sys.executable, "-m", "lmtune.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return forked_cli.run([str(a) for a in args], cwd, {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout)
 
 
 def snapshot(root: Path) -> set[Path]:

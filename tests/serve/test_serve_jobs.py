@@ -35,8 +35,8 @@ def test_restart_mid_queue_loses_no_job(tiny_model_dir, tmp_path, sigint_ignored
     first = Server([str(tiny_model_dir)], port=0, state_dir=state, quiet=True).start()
     client = openai.OpenAI(base_url=first.url + "/v1", api_key="x", max_retries=0)
     upload = client.files.create(file=("train.jsonl", chat_jsonl()), purpose="fine-tune")
-    # Long enough (a few seconds on 2 loaded cores) that the server stops mid-training, not after the last step.
-    slow = {"type": "supervised", "lmtune": {"training": {"max_steps": 300, "batch_size": 2, "save_every": 4,
+    # Long enough (about 20 s on 2 loaded cores) that the server stops mid-training, not after the last step.
+    slow = {"type": "supervised", "lmtune": {"training": {"max_steps": 60, "batch_size": 2, "save_every": 4,
                                                            "eval_every": 1000}}}
     jobs = [client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=upload.id, suffix=f"r{i}",
                                            method=method).id for i, method in enumerate([slow, QUICK])]
@@ -88,7 +88,7 @@ def test_a_killed_server_never_leaves_two_workers_on_a_job(tiny_model_dir, tmp_p
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=2)
         wait_until(lambda: _healthy(port) or first.poll() is not None, 120, "the first server to start")
         upload = client.files.create(file=("train.jsonl", chat_jsonl()), purpose="fine-tune")
-        steps = 120
+        steps = 40
         method = {"type": "supervised", "lmtune": {"training": {"max_steps": steps, "batch_size": 2, "save_every": 10,
                                                                  "eval_every": 1000, "log_every": 1}}}
         job = client.fine_tuning.jobs.create(model=tiny_model_dir.name, training_file=upload.id, method=method).id
