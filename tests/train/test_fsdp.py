@@ -5,7 +5,18 @@ batch 8, save a ``final/`` that is a normal model, and resume after a kill, with
 import json
 
 import pytest
-from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
+from multiproc import (
+    LMTUNE,
+    ONE_AT_A_TIME,
+    assert_same_losses,
+    final_tensors,
+    killed_after_checkpoint,
+    losses,
+    recipe_maker,
+    train,
+)
+
+pytestmark = ONE_AT_A_TIME
 
 FSDP = "training.distributed.strategy=fsdp"
 

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from multiproc import LMTUNE, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
+from multiproc import LMTUNE, ONE_AT_A_TIME, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
+
+pytestmark = ONE_AT_A_TIME
 
 
 @pytest.fixture(scope="module")

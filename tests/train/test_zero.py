@@ -7,7 +7,18 @@ two processes or one. The ZeRO checkpoint's form (whole tensors by name) is FSDP
 import json
 
 import pytest
-from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
+from multiproc import (
+    LMTUNE,
+    ONE_AT_A_TIME,
+    assert_same_losses,
+    final_tensors,
+    killed_after_checkpoint,
+    losses,
+    recipe_maker,
+    train,
+)
+
+pytestmark = ONE_AT_A_TIME
 
 ZERO = "training.distributed.strategy=deepspeed"
 
