@@ -15,6 +15,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(items):
+    """The tests that start several training processes first (stable sort). ``make test`` runs them one after
+    another on one pytest-xdist worker (``multiproc.ONE_AT_A_TIME``), the longest share of the suite: started first,
+    the other workers take the rest of the suite meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("tiny-model"))

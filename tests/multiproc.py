@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked_cli
 import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
 
@@ -27,8 +28,13 @@ def env():
 
 
 def train(command, recipe, out, *extra, check=True):
-    done = subprocess.run([*command, "train", str(recipe), "--out", str(out), "--quiet", *extra], env=env(),
-                          capture_output=True, text=True, timeout=600)
+    """``command train recipe --out out *extra``; ``LMTUNE`` (one process, or the launcher of ``--processes``) is
+    forked with torch imported (``forked_cli``), torchrun's and its workers are new interpreters."""
+    args = ["train", str(recipe), "--out", str(out), "--quiet", *map(str, extra)]
+    if command == LMTUNE:
+        done = forked_cli.run(args, Path.cwd(), env(), 600)
+    else:
+        done = subprocess.run([*command, *args], env=env(), capture_output=True, text=True, timeout=600)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done

@@ -1,9 +1,8 @@
 """The command line end to end on a tiny model: run directory contents and exit codes."""
 
 import json
-import subprocess
-import sys
 
+import hostile
 import pytest
 from conftest import RUN_FILES, run_cli
 
@@ -60,12 +59,12 @@ def test_existing_run_directory_is_not_clobbered_and_resume_continues(recipe_fil
 
 
 def _cli(*args):
-    """The console entry point in a subprocess (in a temporary directory): what a user sees, tracebacks included."""
+    """The console entry point in a process of its own (forked: ``hostile.cli``) in a temporary directory: what a
+    user sees, tracebacks included."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run([sys.executable, "-m", "lmtune.cli", *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, timeout=300)
+        return hostile.cli(*args, cwd=cwd)
 
 
 def test_unknown_recipe_key_exits_2_with_one_line_naming_the_key(recipe_file):

@@ -2,10 +2,9 @@
 exit code 2, no traceback; a good file gets its detected format, the reason, and the columns it ignores."""
 
 import json
-import subprocess
-import sys
 import tracemalloc
 
+import hostile
 import pytest
 
 from lmtune.data.check import check_file
@@ -14,8 +13,7 @@ GOOD = '{"text": "fine review", "label": "positive"}\n'
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "lmtune.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return hostile.cli(*args, cwd=cwd)
 
 
 CASES = {

@@ -53,13 +53,13 @@ def test_two_sharded_processes_of_batch_4_train_as_one_process_of_batch_8(recipe
 
 
 def test_a_killed_sharded_run_resumes_with_two_processes_or_one(recipes, tmp_path):
-    recipe = recipes("fsdp-resume", training={"max_steps": 24, "save_every": 2, "eval_every": 100,
+    recipe = recipes("fsdp-resume", training={"max_steps": 12, "save_every": 2, "eval_every": 100,
                                               "keep_checkpoints": 100})
     train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", FSDP)
     for name, extra in (("two", ["--processes", "2", "--set", FSDP]),
                         ("one", ["--set", FSDP, "--set", "training.batch_size=8"])):
         killed_after_checkpoint(recipe, tmp_path / name, 6, "--set", FSDP)
-        assert max(losses(tmp_path / name)) < 24  # it was stopped before the end
+        assert max(losses(tmp_path / name)) < 12  # it was stopped before the end
         train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
         # one process sums the batch in another order than two: float noise only
         assert_same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
