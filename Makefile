@@ -42,12 +42,13 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 # One pytest-xdist worker per core (at most 4), each torch process on one thread (two busy workers on two cores
-# would otherwise spin-wait on each other's threads); tests that start several training processes share one
-# worker (tests/multiproc.py, ONE_AT_A_TIME). TEST_WORKERS=0 runs the suite in this process, as plain pytest does.
+# would otherwise spin-wait on each other's threads). A module's tests run together on one worker, and the tests
+# that start several training processes all on one, first (tests/conftest.py, xdist_unit).
+# TEST_WORKERS=0 runs the suite in this process, as plain pytest does.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: install chromium
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests
 
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -c requirements.txt

@@ -15,11 +15,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The tests that start several training processes (torchrun on gloo), by node id or its beginning. Under
+# pytest-xdist (`make test`) they are one unit of work: they run one after another on one worker, since two at
+# once would put four busy processes on two cores, and they come first, as the longest share of the suite.
+TRAINING_PROCESSES = ("tests/train/test_parallel.py::", "tests/train/test_fsdp.py::", "tests/train/test_zero.py::",
+                      "tests/train/test_distill.py::test_two_processes_distil_on_the_blocks_of_one_and_log_its_kl")
+
+
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: the training-process tests are one, any other test goes with its
+    module, so a module's tests run in order on one worker as without xdist (module fixtures are built once, and
+    test_judge_browser's results test reads what its judging test did)."""
+    return "training-processes" if nodeid.startswith(TRAINING_PROCESSES) else nodeid.split("::")[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling over ``xdist_unit`` (its ``xdist_group`` marks are lost under pytest 9: they
+    rename ``item._nodeid``, which pytest 9 no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return ByUnit(config, log)
+
+
 def pytest_collection_modifyitems(items):
-    """The tests that start several training processes first (stable sort). ``make test`` runs them one after
-    another on one pytest-xdist worker (``multiproc.ONE_AT_A_TIME``), the longest share of the suite: started first,
-    the other workers take the rest of the suite meanwhile."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    """The training-process tests first (a stable sort; ``make test`` keeps this order: --no-loadscope-reorder)."""
+    items.sort(key=lambda item: xdist_unit(item.nodeid) != "training-processes")
 
 
 @pytest.fixture(scope="session")

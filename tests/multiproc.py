@@ -10,12 +10,7 @@ import time
 from pathlib import Path
 
 import forked_cli
-import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
-
-# Tests that start several training processes run one after another on one pytest-xdist worker (`make test`
-# runs ``--dist loadgroup``): two of them at once would put four busy processes on a machine's two cores.
-ONE_AT_A_TIME = pytest.mark.xdist_group("training-processes")
 
 LMTUNE = [sys.executable, "-m", "lmtune.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

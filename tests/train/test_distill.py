@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 from conftest import refused_train, run_cli, write_jsonl
-from multiproc import LMTUNE, ONE_AT_A_TIME, recipe_maker, train
+from multiproc import LMTUNE, recipe_maker, train
 from scipy.special import softmax
 from scipy.stats import entropy
 from tiny import (
@@ -271,7 +271,6 @@ def test_the_shipped_distill_recipe_is_the_replay_recipe_with_lora_and_distill_i
     assert training == {"distill", "replay"}
 
 
-@ONE_AT_A_TIME
 def test_two_processes_distil_on_the_blocks_of_one_and_log_its_kl(tmp_path, tiny_model_dir):
     """2 processes x (batch 4, distill batch 2) against 1 x (8, 4): DDP takes the extra forward pass, the two share
     one draw of blocks, and ``distill_kl`` is summed over both. Each process averages the KL over its own blocks'

@@ -7,7 +7,6 @@ import json
 import pytest
 from multiproc import (
     LMTUNE,
-    ONE_AT_A_TIME,
     assert_same_losses,
     final_tensors,
     killed_after_checkpoint,
@@ -15,8 +14,6 @@ from multiproc import (
     recipe_maker,
     train,
 )
-
-pytestmark = ONE_AT_A_TIME
 
 FSDP = "training.distributed.strategy=fsdp"
 

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from multiproc import LMTUNE, ONE_AT_A_TIME, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
-
-pytestmark = ONE_AT_A_TIME
+from multiproc import LMTUNE, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 import pytest
 from multiproc import (
     LMTUNE,
-    ONE_AT_A_TIME,
     assert_same_losses,
     final_tensors,
     killed_after_checkpoint,
@@ -17,8 +16,6 @@ from multiproc import (
     recipe_maker,
     train,
 )
-
-pytestmark = ONE_AT_A_TIME
 
 ZERO = "training.distributed.strategy=deepspeed"
 
