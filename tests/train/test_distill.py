@@ -10,7 +10,6 @@ import random
 import pytest
 import torch
 from conftest import refused_train, run_cli, write_jsonl
-from multiproc import LMTUNE, recipe_maker, train
 from scipy.special import softmax
 from scipy.stats import entropy
 from tiny import (
@@ -275,6 +274,8 @@ def test_two_processes_distil_on_the_blocks_of_one_and_log_its_kl(tmp_path, tiny
     """2 processes x (batch 4, distill batch 2) against 1 x (8, 4): DDP takes the extra forward pass, the two share
     one draw of blocks, and ``distill_kl`` is summed over both. Each process averages the KL over its own blocks'
     tokens, so the two runs agree closely, not to the bit."""
+    from multiproc import LMTUNE, recipe_maker, train
+
     general = write_jsonl(tmp_path / "general.jsonl", [{"text": d} for d in _documents(20, seed=3)])
     make = recipe_maker(tmp_path, tiny_model_dir)
     one = make("one", training={"batch_size": 8, "distill": {"data": str(general), "batch_size": 4}})

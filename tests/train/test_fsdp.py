@@ -5,15 +5,7 @@ batch 8, save a ``final/`` that is a normal model, and resume after a kill, with
 import json
 
 import pytest
-from multiproc import (
-    LMTUNE,
-    assert_same_losses,
-    final_tensors,
-    killed_after_checkpoint,
-    losses,
-    recipe_maker,
-    train,
-)
+from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
 
 FSDP = "training.distributed.strategy=fsdp"
 

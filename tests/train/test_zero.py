@@ -7,15 +7,7 @@ two processes or one. The ZeRO checkpoint's form (whole tensors by name) is FSDP
 import json
 
 import pytest
-from multiproc import (
-    LMTUNE,
-    assert_same_losses,
-    final_tensors,
-    killed_after_checkpoint,
-    losses,
-    recipe_maker,
-    train,
-)
+from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
 
 ZERO = "training.distributed.strategy=deepspeed"
 
