@@ -31,8 +31,11 @@ def xdist_unit(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's scope scheduling over ``xdist_unit`` (its ``xdist_group`` marks are lost under pytest 9: they
-    rename ``item._nodeid``, which pytest 9 no longer reads)."""
+    """Under ``--dist loadscope`` (``make test``), pytest-xdist's scope scheduling over ``xdist_unit`` (its
+    ``xdist_group`` marks are lost under pytest 9: they rename ``item._nodeid``, which pytest 9 no longer reads).
+    Any other ``--dist`` a developer asks for is xdist's own (None: the next implementation decides)."""
+    if config.getoption("dist") != "loadscope":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ByUnit(LoadScopeScheduling):

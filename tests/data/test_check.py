@@ -12,10 +12,6 @@ from lmtune.data.check import check_file
 GOOD = '{"text": "fine review", "label": "positive"}\n'
 
 
-def _cli(*args, cwd):
-    return hostile.cli(*args, cwd=cwd)
-
-
 CASES = {
     "malformed-json": (b'GOOD{"text": "x", "label": \n', 2, "not valid JSON"),
     "not-an-object": (b'GOOD["text", "label"]\n', 2, "not an object"),
@@ -32,7 +28,7 @@ def test_data_check_bad_jsonl(tmp_path, name):
     content, line, words = CASES[name]
     path = tmp_path / f"{name}.jsonl"
     path.write_bytes(content.replace(b"GOOD", GOOD.encode()))
-    proc = _cli("data", "check", path, "--labels", "negative,neutral,positive", cwd=tmp_path)
+    proc = hostile.cli("data", "check", path, "--labels", "negative,neutral,positive", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: ") and words in lines[0]
@@ -42,14 +38,14 @@ def test_data_check_bad_jsonl(tmp_path, name):
 def test_empty_file_is_one_error_line(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    proc = _cli("data", "check", empty, cwd=tmp_path)
+    proc = hostile.cli("data", "check", empty, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {empty}: file is empty")
 
 
 def test_ragged_csv_is_one_error_line_naming_the_row(tmp_path):
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("text,label\ngood,positive\nbad,negative,extra\n")
-    proc = _cli("data", "check", ragged, cwd=tmp_path)
+    proc = hostile.cli("data", "check", ragged, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {ragged}:3: row has 3 fields")
 
 
@@ -73,12 +69,12 @@ def test_data_check_names_the_detected_format_and_warns_about_unused_columns(tmp
     # {"text", "intent"} without --field used to pass silently as language-modelling text.
     path = tmp_path / "intents.jsonl"
     path.write_text("".join(json.dumps({"text": f"book a flight {i}", "intent": "travel"}) + "\n" for i in range(5)))
-    proc = _cli("data", "check", path, cwd=tmp_path)
+    proc = hostile.cli("data", "check", path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "format text (task language_modeling): every record has 'text' and no 'label'" in proc.stdout
     assert ("warning: column 'intent' is not used by format text; if it is the label, pass --field label=intent"
             in proc.stdout)
-    proc = _cli("data", "check", path, "--field", "label=intent", cwd=tmp_path)
+    proc = hostile.cli("data", "check", path, "--field", "label=intent", cwd=tmp_path)
     assert proc.returncode == 0 and "warning" not in proc.stdout + proc.stderr
     assert "format classification (task classification): every record has 'text' and 'label'" in proc.stdout
 
@@ -86,7 +82,7 @@ def test_data_check_names_the_detected_format_and_warns_about_unused_columns(tmp
 def test_data_check_with_a_task_the_file_cannot_serve_is_an_error(tmp_path):
     path = tmp_path / "intents.jsonl"
     path.write_text(json.dumps({"text": "book a flight", "intent": "travel"}) + "\n")
-    proc = _cli("data", "check", path, "--task", "classification", cwd=tmp_path)
+    proc = hostile.cli("data", "check", path, "--task", "classification", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {path}:1: missing field 'label'")
 
 
