@@ -71,6 +71,28 @@ def killed_after_checkpoint(recipe, out: Path, step: int, *extra) -> None:
     wait_for(out / "checkpoints" / f"step-{step}", run)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+    assert_no_process_left(out)
+
+
+def assert_no_process_left(out: Path, seconds=5) -> None:
+    """No process of a killed run is still running (the training processes must not outlive their launcher and
+    go on writing ``out``, where ``--resume`` continues)."""
+    deadline = time.monotonic() + seconds
+    while left := processes_of(out):
+        assert time.monotonic() < deadline, f"{len(left)} processes of the killed run still run: {left}"
+        time.sleep(0.05)
+
+
+def processes_of(out: Path) -> list[int]:
+    """The pids whose command line names ``out``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(out) in proc.joinpath("cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:  # it ended meanwhile
+            continue
+    return found
 
 
 def assert_same_losses(out: Path, reference: Path, tolerance: float = 1e-4) -> None:

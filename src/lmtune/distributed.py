@@ -15,6 +15,8 @@ same directory as rank 0.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +72,7 @@ def init() -> World:
     import torch
     import torch.distributed as dist
 
+    _stop_with_launcher()
     if not here.main:  # the main process shows what loading looks like; the others load the same
         progress.quiet_libraries()
     if not dist.is_initialized():
@@ -79,6 +82,25 @@ def init() -> World:
         cpu = not torch.cuda.is_available()
         PartialState(cpu=cpu, **InitProcessGroupKwargs(timeout=timeout()).to_kwargs())
     return here
+
+
+def _stop_with_launcher() -> None:
+    """A process started by torchrun's agent is killed when the agent dies.
+
+    The agent starts each process in a session of its own. When it stops normally, or on Ctrl-C, it stops them.
+    But if it is SIGKILLed (``kill -9`` of ``lmtune train --processes N``, the OOM killer, a job server's
+    hard stop), nothing stops them: they would train on and write the run directory while ``--resume``
+    continues it. Linux's parent-death signal ends them with their agent; one whose agent died before it got
+    here was handed to init (pid 1) and stops at once.
+    """
+    if not os.environ.get("TORCHELASTIC_RUN_ID") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def uses_cpu() -> bool:

@@ -10,7 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from multiproc import LMTUNE, TORCHRUN, env, losses, recipe_maker, start_killable, train, wait_for
+from multiproc import (
+    LMTUNE,
+    TORCHRUN,
+    assert_no_process_left,
+    env,
+    killed_after_checkpoint,
+    losses,
+    recipe_maker,
+    start_killable,
+    train,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +91,7 @@ def test_a_killed_two_process_run_resumes_to_the_losses_of_an_uninterrupted_one(
     recipe = recipes("resume", training={"max_steps": 16, "save_every": 2, "eval_every": 100, "log_every": 1,
                                          "keep_checkpoints": 16})
     train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2")
-    run = start_killable(recipe, tmp_path / "cut")
-    wait_for(tmp_path / "cut" / "checkpoints" / "step-6", run)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    killed_after_checkpoint(recipe, tmp_path / "cut", 6)  # and no training process outlived it
     cut = losses(tmp_path / "cut")
     assert max(cut) < 16  # it was stopped before the end
     train(LMTUNE, recipe, tmp_path / "cut", "--processes", "2", "--resume")
@@ -115,6 +123,7 @@ def test_a_process_that_dies_stops_the_others_with_one_line(recipes, tmp_path):
     assert run.returncode == 1
     assert "error: --processes: training process 1 was killed by signal 9; the other processes were stopped" in err
     assert "Traceback" not in err
+    assert_no_process_left(tmp_path / "run")
 
 
 def test_ctrl_c_stops_every_process_and_says_how_to_resume(recipes, tmp_path):
@@ -126,6 +135,7 @@ def test_ctrl_c_stops_every_process_and_says_how_to_resume(recipes, tmp_path):
     assert run.returncode == 130
     assert "interrupted (signal 2); the training processes were stopped. Continue with --resume" in err
     assert "Traceback" not in err and "death signal" not in err
+    assert_no_process_left(tmp_path / "run")
 
 
 def _descendants(pid: int) -> list[int]:
