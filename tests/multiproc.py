@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import forked_cli
+import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
 
 LMTUNE = [sys.executable, "-m", "lmtune.cli"]
@@ -33,6 +34,24 @@ def train(command, recipe, out, *extra, check=True):
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def assert_refused_before_launch(recipe, out, *extra, key: str) -> None:
+    """``lmtune train --resume --processes 2`` refuses what the processes would refuse (on ``key``) before it
+    starts them: the launcher is replaced by a failure, in this process."""
+    from typer.testing import CliRunner
+
+    from lmtune.cli import app
+
+    def launched(*_):
+        raise AssertionError("torchrun was started")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lmtune.launch.launch", launched)
+        done = CliRunner().invoke(app, ["train", str(recipe), "--out", str(out), "--resume", "--processes", "2",
+                                        *extra])
+    assert done.exit_code == 2, (done.output, done.exception)
+    assert done.output.startswith(f"error: {key}: "), done.output
 
 
 def losses(out: Path, split="train"):

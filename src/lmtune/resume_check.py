@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from lmtune import distributed
 from lmtune.errors import UserError
 from lmtune.progress import say
 from lmtune.recipe import Recipe
@@ -25,7 +26,8 @@ SHOWN = 5
 EVAL_PREFIX = "eval."
 
 
-def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False) -> list[str]:
+def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False,
+                 world: distributed.World | None = None, announce: bool = True) -> list[str]:
     """Compare ``recipe`` with the run's saved ``recipe.yaml``; refuse a resume that would change it.
 
     Args:
@@ -33,6 +35,9 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
         run_dir: the run directory being resumed.
         allow_eval_changes: accept changed ``eval.*`` keys (announced on stderr); other keys are
             always refused.
+        world: the processes that will continue it (default: this process's, as the launcher set them).
+            ``lmtune train --processes N`` checks with N before it starts them.
+        announce: say which ``eval.*`` keys changed (the launcher leaves it to the processes it starts).
 
     Returns:
         The changed ``eval.*`` keys that were accepted (empty when the recipe is unchanged or there
@@ -45,7 +50,7 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
     if not RunDir(run_dir).recipe.is_file():
         return []
     diffs = changes(recipe, run_dir)
-    if _same_global_batch(recipe, run_dir):  # more or fewer processes, the same examples per step
+    if _same_global_batch(recipe, run_dir, world or distributed.world()):  # other processes, the same batch
         diffs.pop("training.batch_size", None)
     for key in [k for k in diffs if k.startswith("training.distributed.")]:
         diffs.pop(key)  # how processes share the run: _same_global_batch checked the checkpoint can continue
@@ -62,26 +67,26 @@ def check_resume(recipe: Recipe, run_dir: Path, allow_eval_changes: bool = False
         raise UserError(f"the recipe's evaluation settings differ from this run's ({_listed(diffs)}); pass "
                         "--allow-eval-changes to resume and evaluate with the new ones, --overwrite to start "
                         "again, or --out for a new run", source=str(run_dir))
-    say(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
-        "the baselines are measured again and recipe.yaml records the new values")
+    if announce:
+        say(f"notice: {run_dir}: resuming with changed evaluation settings ({_listed(diffs, limit=None)}); "
+            "the baselines are measured again and recipe.yaml records the new values")
     return sorted(diffs)
 
 
-def _same_global_batch(recipe: Recipe, run_dir: Path) -> bool:
+def _same_global_batch(recipe: Recipe, run_dir: Path, world: distributed.World) -> bool:
     """Whether the newest checkpoint's examples per micro-batch over all processes are this run's too.
 
     Raises:
         UserError: (``training.batch_size``) they differ: the steps after the checkpoint would see other examples.
     """
-    from lmtune import distributed
     from lmtune.train import checkpoint, parallel
 
     newest = checkpoint.latest(RunDir(run_dir).checkpoints)
     if newest is None:
         return False
     saved = parallel.read_world(newest)
-    parallel.check_global_batch(saved, distributed.world(), recipe.training.batch_size)
-    parallel.check_strategy(saved, distributed.world(), recipe.training.distributed.strategy)
+    parallel.check_global_batch(saved, world, recipe.training.batch_size)
+    parallel.check_strategy(saved, world, recipe.training.distributed.strategy)
     return saved.get("global_batch") is not None
 
 

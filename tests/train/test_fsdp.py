@@ -5,7 +5,16 @@ batch 8, save a ``final/`` that is a normal model, and resume after a kill, with
 import json
 
 import pytest
-from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
+from multiproc import (
+    LMTUNE,
+    assert_refused_before_launch,
+    assert_same_losses,
+    final_tensors,
+    killed_after_checkpoint,
+    losses,
+    recipe_maker,
+    train,
+)
 
 FSDP = "training.distributed.strategy=fsdp"
 
@@ -62,6 +71,7 @@ def test_a_ddp_checkpoint_is_not_continued_sharded(recipes, tmp_path):
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert refused.stderr.strip().splitlines()[-1].startswith("error: training.distributed.strategy: ")
     assert "Traceback" not in refused.stderr
+    assert_refused_before_launch(recipe, out, "--set", FSDP, key="training.distributed.strategy")
 
 
 def test_fp16_is_refused_for_sharded_training_before_anything_starts(recipes, tmp_path):

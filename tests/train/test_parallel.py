@@ -14,6 +14,7 @@ from multiproc import (
     LMTUNE,
     TORCHRUN,
     assert_no_process_left,
+    assert_refused_before_launch,
     env,
     killed_after_checkpoint,
     losses,
@@ -110,6 +111,7 @@ def test_resume_with_another_process_count_keeps_the_global_batch_or_is_refused(
     assert refused.stderr.startswith("error: training.batch_size: the checkpoint was trained with 8 examples per "
                                      "micro-batch over 2 process(es); this run has 1 x 4. Resume with "
                                      "training.batch_size: 8")
+    assert_refused_before_launch(recipe, out, "--set", "training.batch_size=8", key="training.batch_size")  # 2 x 8
     train(LMTUNE, recipe, out, "--resume", "--set", "training.batch_size=8")  # 1 x 8 = 2 x 4: accepted
 
 

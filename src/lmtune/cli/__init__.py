@@ -135,16 +135,11 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
     check_run_dir(RunDir.at(out, rec.name).path, resume, overwrite)
     if processes > 1:
-        from lmtune.launch import check_processes, launch
-
-        check_processes(processes)
         flags = {"--resume": resume, "--overwrite": overwrite, "--quiet": quiet,
                  "--allow-eval-changes": allow_eval_changes}
         args = ["train", str(recipe), *[a for s in set_ for a in ("--set", s)], *(["--out", str(out)] if out else []),
                 *[flag for flag, on in flags.items() if on]]
-        code = launch(args, processes)
-        if code:
-            raise typer.Exit(code)
+        _launch_train(args, processes, rec, RunDir.at(out, rec.name).path if resume else None, allow_eval_changes)
         return
     from lmtune.lifecycle import run_recipe
     if quiet:
@@ -159,6 +154,21 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
     if not other_process():
         print_summary(run_dir)
+
+
+def _launch_train(args: list[str], processes: int, rec, resumed: Path | None, allow_eval_changes: bool) -> None:
+    """``lmtune train --processes N``: what N processes would refuse is refused before torchrun starts them."""
+    from lmtune.distributed import World
+    from lmtune.launch import check_processes, launch
+
+    check_processes(processes)
+    if resumed is not None:
+        from lmtune.resume_check import check_resume
+
+        check_resume(rec, resumed, allow_eval_changes, world=World(0, processes, 0), announce=False)
+    code = launch(args, processes)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
