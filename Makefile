@@ -47,8 +47,11 @@ lint: install
 # TEST_WORKERS=0 runs the suite in this process, as plain pytest does.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
+# pytest exits 5 when it collected no test (a broken conftest or a wrong path): a failure, said in one line.
 test: install chromium
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+	 $(or $(TESTS),tests) || { code=$$?; [ $$code -ne 5 ] || echo "error: make test: pytest collected no tests" \
+	 "in '$(or $(TESTS),tests)'; check the path and that tests/conftest.py imports" >&2; exit $$code; }
 
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -c requirements.txt
