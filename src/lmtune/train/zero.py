@@ -176,7 +176,8 @@ def optimizer_state(model, optimizer, world: distributed.World, groups: list[tup
 
 def load_optimizer_state(model, optimizer, state: dict) -> None:
     """A whole optimizer state keyed by parameter name (a ZeRO or FSDP checkpoint) into this process's
-    partitions; the step count into every partition's state."""
+    partitions; the step count into every partition's state, each group's settings (the learning rate the
+    next step uses) into DeepSpeed's groups."""
     from deepspeed.utils import safe_set_full_optimizer_state
 
     by_name = state["state"]
@@ -191,6 +192,21 @@ def load_optimizer_state(model, optimizer, state: dict) -> None:
     for partition in torch_optimizer(optimizer).state.values():
         if "step" in partition and steps:
             partition["step"] = torch.tensor(max(steps)) if torch.is_tensor(partition["step"]) else int(max(steps))
+    _load_settings(optimizer, state.get("param_groups", []))
+
+
+def _load_settings(optimizer, saved: list[dict]) -> None:
+    """The saved groups' settings into the live ones, as :func:`optimizer_state` matched them: one for one, or
+    the non-empty saved groups in order where DeepSpeed dropped the empty ones.
+
+    The scheduler sets the learning rate only at its next step, so without this the first step after a resume
+    would take the learning rate the optimizer was built with (0 under warm-up), not the schedule's.
+    """
+    live = torch_optimizer(optimizer).param_groups
+    if len(saved) != len(live):
+        saved = [group for group in saved if group.get("params")]
+    for group, settings in zip(live, saved, strict=False):
+        group.update({k: v for k, v in settings.items() if k != "params"})
 
 
 def _device(param) -> torch.device:
