@@ -10,6 +10,7 @@ import pytest
 from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
 
 ZERO = "training.distributed.strategy=deepspeed"
+STAGE3 = "training.distributed.deepspeed.stage=3"
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,20 @@ def _predictions(out):
     return [json.loads(r)["prediction"] for r in (out / "predictions" / "finetuned.jsonl").read_text().splitlines()]
 
 
-def test_two_zero3_processes_of_batch_4_train_full_weights_as_one_process_of_batch_8(recipes, tmp_path):
-    """ZeRO-3 partitions the parameters too; two micro-batches a step (DeepSpeed must add their gradients up)."""
+def test_two_zero3_processes_of_batch_4_train_full_weights_as_one_process_of_batch_8_and_resume(recipes, tmp_path):
+    """ZeRO-3 partitions the parameters too; two micro-batches a step (DeepSpeed must add their gradients up).
+    Killed after a checkpoint, it resumes to the uninterrupted losses (ZeRO-3's state has no tensors before
+    its first step: loading must create them)."""
     recipe = recipes("zero3-full", method={"name": "full", "peft": {}},
-                     training={"learning_rate": 1e-3, "grad_accum": 2, "precision": "fp32"})
+                     training={"learning_rate": 1e-3, "grad_accum": 2, "precision": "fp32", "max_steps": 6,
+                               "save_every": 2, "keep_checkpoints": 100})
     train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
-    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2", "--set", ZERO,
-          "--set", "training.distributed.deepspeed.stage=3")
+    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2", "--set", ZERO, "--set", STAGE3)
     assert_same_losses(tmp_path / "two", tmp_path / "one")
+    killed_after_checkpoint(recipe, tmp_path / "cut", 2, "--set", ZERO, "--set", STAGE3)
+    assert max(losses(tmp_path / "cut")) < 6  # it was stopped before the end
+    train(LMTUNE, recipe, tmp_path / "cut", "--resume", "--processes", "2", "--set", ZERO, "--set", STAGE3)
+    assert_same_losses(tmp_path / "cut", tmp_path / "two", 1e-5)
     assert losses(tmp_path / "two", "validation") == pytest.approx(losses(tmp_path / "one", "validation"), abs=1e-4)
     _same_final(tmp_path / "two", tmp_path / "one")  # final/ is a normal model, gathered from the partitions
     summary = json.loads((tmp_path / "two" / "eval.json").read_text())["training"]

@@ -214,23 +214,25 @@ def _device(param) -> torch.device:
 
 
 def _link_state(optimizer, create: bool = False) -> None:
-    """Point every parameter's view of ZeRO-1/2's partitioned optimizer state at that state, as it is now.
+    """Give every partition of the optimizer state its tensors (with ``create``), and point ZeRO-1/2's
+    per-parameter views at that state as it is now.
 
-    DeepSpeed links the views once, after the first optimizer step of the first parameter group, when the
-    other groups' state does not exist yet (``exp_avg not found in optimizer state fragment`` on reading
-    them); a run being resumed has taken no step at all. ``create`` first gives every partition the zero
-    state torch's AdamW would create at its first step. ZeRO-3 keeps its state apart and needs none of this.
+    torch's AdamW creates its state at its first step, so a run being resumed, which has taken no step, has
+    none to load into: ``create`` gives every partition the zero state AdamW would create (ZeRO-1/2 keeps it
+    by the flat partitions of the groups, ZeRO-3 by its ``fp32_partitioned_groups_flat``). DeepSpeed links
+    ZeRO-1/2's views once, after the first optimizer step of the first group, when the other groups' state
+    does not exist yet (``exp_avg not found in optimizer state fragment`` on reading them): they are linked
+    again here. ZeRO-3 reads its state through the partitions directly.
     """
     zero_optimizer, base = optimizer.optimizer, torch_optimizer(optimizer)
-    if not hasattr(zero_optimizer, "_hp_optimizer_states_linked"):
-        return
     if create:
-        for group in base.param_groups:
-            for flat in group["params"]:
-                if not base.state.get(flat):
-                    base.state[flat] = {"step": torch.tensor(0.0), **{k: torch.zeros_like(flat) for k in MOMENTS}}
-    zero_optimizer._hp_optimizer_states_linked = False
-    zero_optimizer._lazy_init_hp_params_optimizer_state()
+        flats = getattr(zero_optimizer, "fp32_partitioned_groups_flat", None)
+        for flat in flats if flats is not None else [f for group in base.param_groups for f in group["params"]]:
+            if not base.state.get(flat):
+                base.state[flat] = {"step": torch.tensor(0.0), **{k: torch.zeros_like(flat) for k in MOMENTS}}
+    if hasattr(zero_optimizer, "_hp_optimizer_states_linked"):
+        zero_optimizer._hp_optimizer_states_linked = False
+        zero_optimizer._lazy_init_hp_params_optimizer_state()
 
 
 def torch_optimizer(optimizer):
