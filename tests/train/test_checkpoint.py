@@ -115,3 +115,33 @@ def test_the_loop_state_reads_and_writes_the_old_dict():
     # A checkpoint from before the log window was saved: the window starts empty, as the old loop's defaults did.
     early = loop.TrainState.from_dict({k: old[k] for k in STATE_KEYS[:6]})
     assert (early.step, early.window_losses, early.window_targets, early.window_seconds) == (7, [], 0, 0.0)
+
+
+def test_a_schedule_saved_with_one_optimizer_group_more_or_fewer_fits_this_run():
+    """DeepSpeed drops the empty group that ddp and FSDP keep: a checkpoint continued under another strategy."""
+    import torch
+
+    from lmtune.errors import UserError
+    from lmtune.train.checkpoint import _fit_groups
+
+    def scheduler(groups):
+        params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(groups)]
+        optimizer = torch.optim.AdamW([{"params": [p]} for p in params], lr=0.01)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+
+    for saved_groups, groups in ((1, 2), (2, 1)):
+        before = scheduler(saved_groups)
+        for _ in range(3):
+            before.optimizer.step()
+            before.step()
+        after = scheduler(groups)
+        after.load_state_dict(_fit_groups(before.state_dict(), groups))
+        after.optimizer.step()
+        after.step()
+        before.optimizer.step()
+        before.step()
+        assert after.get_last_lr() == [before.get_last_lr()[0]] * groups
+    mixed = {"base_lrs": [0.01, 0.02], "_last_lr": [0.01, 0.02], "lr_lambdas": [{}, {}], "last_epoch": 3}
+    with pytest.raises(UserError) as refused:
+        _fit_groups(mixed, 1)
+    assert refused.value.source == "training.distributed.strategy"

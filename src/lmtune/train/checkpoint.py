@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmtune.errors import UserError
 from lmtune.run_dir import CHECKPOINT_STATE, checkpoint_dirs
 from lmtune.train.strategy import Replicated, trainable
 
@@ -87,13 +89,40 @@ def load(directory: Path, model, optimizer, scheduler, rank: int = 0, holder: Re
     load_weights(directory / WEIGHTS, model, holder)
     blob = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
     holder.load_optimizer_state(model, optimizer, blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
+    scheduler.load_state_dict(_fit_groups(blob["scheduler"], len(scheduler.base_lrs)))
     own = directory / RANK_RNG.format(rank=rank)
     if rank == 0:
         _set_rng_state(blob["rng"])
     elif own.exists():
         _set_rng_state(torch.load(own, map_location="cpu", weights_only=False))
     return json.loads((directory / CHECKPOINT_STATE).read_text())
+
+
+#: The scheduler's entries kept per optimizer group (torch's LambdaLR and the schedulers transformers builds on it).
+PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas")
+
+
+def _fit_groups(state: dict[str, Any], groups: int) -> dict[str, Any]:
+    """A scheduler's saved state for ``groups`` optimizer groups.
+
+    DeepSpeed drops an empty group (LoRA has no parameters without weight decay) that ddp and FSDP keep, so a
+    checkpoint continued under another strategy has one group more or fewer. lmtune gives every group the
+    same learning rate and schedule, so the entries are repeated or dropped.
+
+    Raises:
+        UserError: (``training.distributed.strategy``) the groups' entries differ, so none stands for the others.
+    """
+    fitted = dict(state)
+    for key in PER_GROUP:
+        values = state.get(key)
+        if not isinstance(values, list) or len(values) in (0, groups):
+            continue
+        if any(v != values[0] for v in values):
+            raise UserError(f"the checkpoint's schedule has {len(values)} optimizer groups with different settings "
+                            f"and this run has {groups}; continue it with the strategy it was written with",
+                            source="training.distributed.strategy")
+        fitted[key] = [copy.deepcopy(values[0]) for _ in range(groups)]
+    return fitted
 
 
 def latest(checkpoints: Path) -> Path | None:
