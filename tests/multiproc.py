@@ -97,20 +97,23 @@ def assert_no_process_left(out: Path, seconds=5) -> None:
     """No process of a killed run is still running (the training processes must not outlive their launcher and
     go on writing ``out``, where ``--resume`` continues)."""
     deadline = time.monotonic() + seconds
-    while left := processes_of(out):
+    while left := pids_with(str(out)):
         assert time.monotonic() < deadline, f"{len(left)} processes of the killed run still run: {left}"
         time.sleep(0.05)
 
 
-def processes_of(out: Path) -> list[int]:
-    """The pids whose command line names ``out``."""
+def pids_with(*args: str) -> list[int]:
+    """Live processes with each of ``args`` among their command-line arguments (read from /proc; zombies have
+    no command line)."""
+    wanted = [a.encode() for a in args]
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and str(out) in proc.joinpath("cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
+            have = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
         except OSError:  # it ended meanwhile
             continue
+        if have and all(a in have for a in wanted):
+            found.append(int(proc.name))
     return found
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
+from multiproc import pids_with
 from serving import QUICK, chat_jsonl, wait
 
 from lmtune.serve.http.server import Server
@@ -183,16 +184,8 @@ def _train_steps(metrics: Path) -> list[int]:
 
 
 def _workers(state: Path) -> list[int]:
-    """Pids of live job workers of this state directory (read from /proc; zombies have no command line)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
-        except OSError:
-            continue
-        if b"lmtune.serve.jobs.worker" in args and str(state).encode() in args:
-            found.append(int(proc.name))
-    return found
+    """Pids of live job workers of this state directory."""
+    return pids_with("lmtune.serve.jobs.worker", str(state))
 
 
 def job_row(state_dir, job_id: str) -> dict:

@@ -133,13 +133,14 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
         say(f"warning: {recipe}: search: is read by `lmtune tune` only; `lmtune train` trains the recipe's own values")
     # The recipe and --out are checked before torch and transformers are imported: a typo fails at once.
-    check_run_dir(RunDir.at(out, rec.name).path, resume, overwrite)
+    run_path = RunDir.at(out, rec.name).path
+    check_run_dir(run_path, resume, overwrite)
     if processes > 1:
         flags = {"--resume": resume, "--overwrite": overwrite, "--quiet": quiet,
                  "--allow-eval-changes": allow_eval_changes}
         args = ["train", str(recipe), *[a for s in set_ for a in ("--set", s)], *(["--out", str(out)] if out else []),
                 *[flag for flag, on in flags.items() if on]]
-        _launch_train(args, processes, rec, RunDir.at(out, rec.name).path if resume else None, allow_eval_changes)
+        _launch_train(args, processes, rec, run_path if resume else None, allow_eval_changes)
         return
     from lmtune.lifecycle import run_recipe
     if quiet:

@@ -165,13 +165,9 @@ def optimizer_state(model, optimizer, world: distributed.World, groups: list[tup
         state[name] = {"step": torch.tensor(float(step)), **moments}
     if not world.main:
         return None
-    kept = torch_optimizer(optimizer).param_groups
-    live = iter(kept)
-    param_groups = []
-    for settings, names in groups:
-        current = next(live) if names or len(kept) == len(groups) else settings
-        param_groups.append({**{k: v for k, v in current.items() if k != "params"}, "params": names})
-    return {"state": state, "param_groups": param_groups}
+    live = _paired([not names for _, names in groups], torch_optimizer(optimizer).param_groups)
+    return {"state": state, "param_groups": [{**_settings(settings if current is None else current), "params": names}
+                                             for (settings, names), current in zip(groups, live, strict=True)]}
 
 
 def load_optimizer_state(model, optimizer, state: dict) -> None:
@@ -202,11 +198,24 @@ def _load_settings(optimizer, saved: list[dict]) -> None:
     The scheduler sets the learning rate only at its next step, so without this the first step after a resume
     would take the learning rate the optimizer was built with (0 under warm-up), not the schedule's.
     """
-    live = torch_optimizer(optimizer).param_groups
-    if len(saved) != len(live):
-        saved = [group for group in saved if group.get("params")]
-    for group, settings in zip(live, saved, strict=False):
-        group.update({k: v for k, v in settings.items() if k != "params"})
+    live = _paired([not group.get("params") for group in saved], torch_optimizer(optimizer).param_groups)
+    for settings, group in zip(saved, live, strict=True):
+        if group is not None:
+            group.update(_settings(settings))
+
+
+def _paired(empty: list[bool], live: list[dict]) -> list[dict | None]:
+    """For each of a run's optimizer groups (``empty``: which have no parameters), DeepSpeed's group for it:
+    one for one where it kept them all, else the non-empty ones in order and None for each empty one it dropped."""
+    if len(empty) == len(live):
+        return list(live)
+    kept = iter(live)
+    return [None if e else next(kept, None) for e in empty]
+
+
+def _settings(group: dict) -> dict:
+    """A parameter group's settings (learning rate, betas, ...), without its parameters."""
+    return {k: v for k, v in group.items() if k != "params"}
 
 
 def _device(param) -> torch.device:
