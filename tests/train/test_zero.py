@@ -5,6 +5,7 @@ two processes or one. The ZeRO checkpoint's form (whole tensors by name) is FSDP
 ``test_fsdp`` checks."""
 
 import json
+import shutil
 
 import pytest
 from multiproc import LMTUNE, assert_same_losses, final_tensors, killed_after_checkpoint, losses, recipe_maker, train
@@ -66,11 +67,12 @@ def test_a_killed_zero2_lora_run_resumes_with_two_processes_or_one(recipes, tmp_
     train(LMTUNE, recipe, tmp_path / "whole", "--processes", "2", "--set", ZERO)
     assert_same_losses(tmp_path / "whole", tmp_path / "plain")
     _same_final(tmp_path / "whole", tmp_path / "plain")
+    killed_after_checkpoint(recipe, tmp_path / "two", 6, "--set", ZERO)
+    assert max(losses(tmp_path / "two")) < 12  # it was stopped before the end
+    shutil.copytree(tmp_path / "two", tmp_path / "one")  # the same killed run, continued two ways
     # One process continues it without DeepSpeed, as one whole model (ddp, whose optimizer has one group more).
     for name, extra in (("two", ["--processes", "2", "--set", ZERO]),
                         ("one", ["--set", "training.distributed.strategy=ddp", "--set", "training.batch_size=8"])):
-        killed_after_checkpoint(recipe, tmp_path / name, 6, "--set", ZERO)
-        assert max(losses(tmp_path / name)) < 12  # it was stopped before the end
         train(LMTUNE, recipe, tmp_path / name, "--resume", *extra)
         # one process sums the batch in another order than two: float noise only
         assert_same_losses(tmp_path / name, tmp_path / "whole", 1e-5 if name == "two" else 1e-4)
