@@ -4,6 +4,7 @@ their environment, and what a run logged."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,6 @@ import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
 
 LMTUNE = [sys.executable, "-m", "lmtune.cli"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
                                                           "eval_every": 2, "log_every": 1, "max_length": 64}}
 
@@ -34,6 +34,35 @@ def train(command, recipe, out, *extra, check=True):
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accelerate_launch() -> list[str]:
+    """``accelerate launch`` of 2 processes, as the README writes it for GPUs (on CPU they use gloo)."""
+    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+            "--main_process_port", str(free_port()), "-m", "lmtune.cli"]
+
+
+def train_on_two_nodes(recipe, out, *extra) -> None:
+    """``lmtune train`` under torchrun as two machines of one process each (``--nnodes 2 --node_rank 0|1
+    --master_addr``), here both on this machine."""
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    second = subprocess.Popen([*node, "--node_rank", "1", "-m", "lmtune.cli", "train", str(recipe), "--out", str(out),
+                               "--quiet", *map(str, extra)], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        train([*node, "--node_rank", "0", "-m", "lmtune.cli"], recipe, out, *extra)
+        _, err = second.communicate(timeout=120)
+    finally:
+        second.kill()
+    assert second.returncode == 0, err[-3000:]
+    assert not err.strip(), f"the second node printed: {err[-2000:]}"  # only the main process prints
 
 
 def assert_refused_before_launch(recipe, out, *extra, key: str) -> None:

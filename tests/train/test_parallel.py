@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from multiproc import (
     LMTUNE,
-    TORCHRUN,
+    accelerate_launch,
     assert_no_process_left,
     assert_refused_before_launch,
     env,
@@ -21,6 +21,7 @@ from multiproc import (
     recipe_maker,
     start_killable,
     train,
+    train_on_two_nodes,
     wait_for,
 )
 
@@ -30,7 +31,7 @@ def recipes(tmp_path_factory, tiny_model_dir):
     return recipe_maker(tmp_path_factory.mktemp("parallel"), tiny_model_dir)
 
 
-@pytest.mark.parametrize("method, launcher", [("lora", "processes"), ("full", "torchrun")])
+@pytest.mark.parametrize("method, launcher", [("lora", "processes"), ("full", "two-nodes")])
 def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recipes, tmp_path, method, launcher):
     peft = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0} if method == "lora" else {}
     # Full fine-tuning at a full fine-tuning's learning rate: at 1e-2 every weight moves so far per step that
@@ -40,8 +41,8 @@ def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recip
     train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
     if launcher == "processes":
         train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
-    else:
-        train([*TORCHRUN, "-m", "lmtune.cli"], recipe, tmp_path / "two")
+    else:  # torchrun's multi-node command, as two machines of one process each
+        train_on_two_nodes(recipe, tmp_path / "two")
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
@@ -51,11 +52,12 @@ def test_two_processes_of_batch_4_log_the_losses_of_one_process_of_batch_8(recip
 
 @pytest.fixture(scope="module")
 def pair(recipes, tmp_path_factory):
-    """One run of 1 process x batch 8 and one of 2 processes x batch 4, with every prompting system."""
+    """One run of 1 process x batch 8 and one of 2 processes x batch 4 (started by ``accelerate launch``), with
+    every prompting system."""
     recipe = recipes("pair", eval={"systems": ["zero_shot", "few_shot", "finetuned"], "few_shot_k": 2})
     root = tmp_path_factory.mktemp("pair")
     train(LMTUNE, recipe, root / "one", "--set", "training.batch_size=8")
-    train(LMTUNE, recipe, root / "two", "--processes", "2")
+    train(accelerate_launch(), recipe, root / "two")
     return root / "one", root / "two"
 
 
