@@ -10,12 +10,14 @@ from conftest import run_cli
 from estimate_cases import LORA, MICRO, counts_of, meta_params
 from typer.testing import CliRunner
 
+from lmtune import tasks
 from lmtune.cli import app
 from lmtune.distributed import World
-from lmtune.estimate import advice, memory, sharding
+from lmtune.estimate import advice, memory, plan, sharding
 from lmtune.methods import registry
 from lmtune.recipe import load_recipe
 from lmtune.train.batches import MicroBatches
+from lmtune.train.objectives import shared_batches
 from lmtune.train.parallel import shard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,6 +107,28 @@ def test_steps_of_two_processes_are_those_of_one_with_twice_the_batch(recipe_fil
                   for rank in (0, 1)]
         assert shared.step_tokens[step] == max(padded)
     assert s["train_padded_tokens"] == sum(shared.step_tokens) < d["train_padded_tokens"]
+
+
+def test_validation_of_two_processes_is_the_first_process_share_of_the_batches(recipe_file):
+    recipe = load_recipe(recipe_file(training={"max_steps": 4, "eval_every": 2, "batch_size": 2}))
+    task = tasks.task_for(recipe)
+    alone, shared = (plan.workloads(recipe, task, counts_of(recipe, processes=n)[3])["validation"] for n in (1, 2))
+    counts = counts_of(recipe, processes=2)[3]
+    examples = counts.encoded["validation"]
+    mine = [e for i, b in enumerate(range(0, len(examples), 2)) if i % 2 == 0 for e in examples[b:b + 2]]
+    assert len(examples) > 4 and len(mine) < len(examples)
+    assert shared["output_positions"] == 2 * sum(counts.objective.units(e) for e in mine)  # 2 validations
+    assert shared["tokens"] < alone["tokens"] and "the first of 2 processes' shares" in shared["note"]
+
+
+def test_every_process_validates_on_its_own_batches_as_often_as_the_others():
+    batches = [[i] for i in range(5)]
+    shares = [shared_batches(batches, World(rank, 2)) for rank in (0, 1)]
+    assert shares[0] == [([0], True), ([2], True), ([4], True)]
+    assert shares[1] == [([1], True), ([3], True), ([0], False)]  # the stand-in keeps the forwards in step
+    counted = sorted(b[0] for share in shares for b, counted in share if counted)
+    assert counted == list(range(5))
+    assert shared_batches([], World(1, 2)) == []
 
 
 def _padded(idx: list[int], lengths: list[int]) -> int:

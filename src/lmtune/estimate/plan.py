@@ -32,12 +32,15 @@ def workloads(recipe, task, counts) -> dict[str, dict[str, Any]]:
     """Validation, reference pass and evaluation as forward tokens, output positions, squared lengths, decoding."""
     t, s = recipe.training, counts.summary
     parts: dict[str, dict[str, Any]] = {}
-    val = [counts.objective.length(e) for e in counts.encoded.get("validation", [])]
-    n_val = validations(counts.steps, t.eval_every, bool(val))
+    # Validation shares its batches out too, every N-th to each process (``evaluate_loss``), but GRPO's.
+    shared = s.get("processes", 1) if counts.objective.shares_validation else 1
+    mine = _every_nth_batch(counts.encoded.get("validation", []), t.batch_size, shared)
+    n_val = validations(counts.steps, t.eval_every, bool(mine))
     if n_val:
-        tokens, squared = _in_batches(val, t.batch_size)
-        outputs = sum(counts.objective.units(e) for e in counts.encoded["validation"])
-        parts["validation"] = _part(n_val * tokens, n_val * outputs, n_val * squared, note=f"{n_val} passes")
+        tokens, squared = _in_batches([counts.objective.length(e) for e in mine], t.batch_size)
+        outputs = sum(counts.objective.units(e) for e in mine)
+        note = f"{n_val} passes" + (f", the first of {shared} processes' shares" if shared > 1 else "")
+        parts["validation"] = _part(n_val * tokens, n_val * outputs, n_val * squared, note=note)
     # The base model's log-probs of every pair, before training (SimPO and ORPO have no reference).
     if task.shape == "preference" and getattr(getattr(task, "loss", None), "needs_reference", True):
         lengths = [counts.objective.length(e) for name in ("train", "validation") for e in counts.encoded.get(name, [])]
@@ -90,6 +93,12 @@ def _decoding(prompts: list[float], batch: int, new_tokens: int) -> dict[str, An
     # One new token attends to the prompt and what was generated so far: twice the context as "squared" length.
     return {**_part(0, 0, 0), "decode_steps": batches * new_tokens, "decode_tokens": rows,
             "decode_squared": int(rows * 2 * (mean + new_tokens / 2))}
+
+
+def _every_nth_batch(examples: list, batch: int, n: int) -> list:
+    """The examples of batches 0, n, 2n, ... of ``examples`` batched in order (what the first of n processes
+    reads); batched again, they give the same batches."""
+    return [e for start in range(0, len(examples), batch)[::n] for e in examples[start:start + batch]]
 
 
 def _in_batches(lengths: list[float], batch: int) -> tuple[int, int]:

@@ -112,6 +112,8 @@ class GRPOObjective(Objective):
         sampler: replaces sampling with the generator (planted completions in tests).
     """
 
+    shares_validation = False  # every process answers every validation prompt (Objective.shares_validation)
+
     def __init__(self, grader, tokenizer, pad_id: int, settings: GRPOSettings, *, seed: int = 0, grad_accum: int = 1,
                  start_step: int = 0, sampler: Sampler | None = None):
         self.grader, self.tokenizer, self.pad_id, self.s = grader, tokenizer, pad_id, settings

@@ -304,7 +304,7 @@ def validate(run: Training) -> None:
     (``run.stopped_early`` once ``patience`` of them are in a row)."""
     s, state = run.settings, run.state
     val_loss = evaluate_loss(run.model, run.val_set, s.batch_size, run.pad_id, run.accelerator.device,
-                             run.accelerator, run.objective)
+                             run.accelerator, run.objective, run.world)
     run.tracker.log({"step": state.step, "epoch": _epoch(run), "split": "validation", "loss": val_loss,
                      **run.objective.validation_metrics()})  # e.g. GRPO's reward (its loss is minus it)
     if state.best_val_loss is None or val_loss < state.best_val_loss - s.min_delta:

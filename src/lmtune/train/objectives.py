@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmtune import distributed
 from lmtune.data.encode import Encoded
 from lmtune.train.batches import collate, collate_packed
 from lmtune.train.loss import target_loss_sum
@@ -28,6 +29,11 @@ from lmtune.train.loss import target_loss_sum
 
 class Objective:
     """Interface every objective implements."""
+
+    #: Whether validation may share the batches out over the processes (:func:`evaluate_loss`). False for an
+    #: objective whose validation generates (GRPO): its forwards depend on the answers, so the processes, whose
+    #: sharded models gather weights in step, must all answer the same prompts.
+    shares_validation = True
 
     def collate(self, examples: list, pad_id: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -120,17 +126,39 @@ class HeadObjective(Objective):
 
 @torch.no_grad()
 def evaluate_loss(model, examples: list, batch_size: int, pad_id: int, device, accelerator=None,
-                  objective: Objective | None = None) -> float:
-    """Mean loss per unit (target token, example, pair) over ``examples``; train/eval mode is restored."""
-    objective = objective or TokenObjective()
+                  objective: Objective | None = None, world: distributed.World | None = None) -> float:
+    """Mean loss per unit (target token, example, pair) over ``examples``; train/eval mode is restored.
+
+    With several processes (``world``) each one takes every N-th batch and the sums are added up over them, so
+    each reads 1/N of the examples. Every process runs the same number of forwards (one left without a batch
+    runs the first one again, not counted): DDP syncs buffers and sharded models gather weights in each.
+    """
+    objective, world = objective or TokenObjective(), world or distributed.World()
+    batches = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+    shared = world.distributed and objective.shares_validation
+    mine = shared_batches(batches, world) if shared else [(chunk, True) for chunk in batches]
     was_training = model.training
     model.eval()
     total, count = torch.zeros((), device=device), 0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
+    for chunk, counted in mine:
         batch = {k: v.to(device) for k, v in objective.collate(chunk, pad_id).items()}
         with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
-            total += objective.loss_sum(model, batch).float()
-        count += sum(objective.units(e) for e in chunk)
+            loss_sum = objective.loss_sum(model, batch).float()
+        if counted:
+            total += loss_sum
+            count += sum(objective.units(e) for e in chunk)
     model.train(was_training)
+    if shared:
+        import torch.distributed as dist
+
+        sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=device)])
+        dist.all_reduce(sums)
+        return (sums[0] / max(sums[1].item(), 1)).item()
     return (total / max(count, 1)).item()
+
+
+def shared_batches(batches: list[list], world: distributed.World) -> list[tuple[list, bool]]:
+    """This process's batches (every N-th, from its rank on), as many for each process: ``(batch, counted)``."""
+    rounds = -(-len(batches) // world.size)
+    picked = [r * world.size + world.rank for r in range(rounds)]
+    return [(batches[i], True) if i < len(batches) else (batches[0], False) for i in picked]
