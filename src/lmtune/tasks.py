@@ -265,14 +265,16 @@ class PreferenceTask(TokenTask):
 
     def prepare_reference(self, model, encoded: dict[str, list], pad_id: int) -> None:
         """Reference log-probs from the base model, before any training (no second copy of it); nothing for
-        SimPO and ORPO, which have no reference."""
-        from lmtune.train import kto, preference
+        SimPO and ORPO, which have no reference. Several processes each compute a share and exchange them."""
+        from lmtune.train import kto, parallel, preference
 
         if not self.loss.needs_reference:
             return
-        precompute = kto.precompute_reference if self.loss.unpaired else preference.precompute_reference
-        for items in encoded.values():
-            precompute(model, items, self.recipe.eval.batch_size, pad_id)
+        module = kto if self.loss.unpaired else preference
+        size = self.recipe.eval.batch_size
+        for items in encoded.values():  # several processes share the pass out (parallel.fill_shared)
+            parallel.fill_shared(items, size, lambda part: module.precompute_reference(model, part, size, pad_id),
+                                 module.REFERENCE_FIELDS)
 
     def run(self, system, model, tokenizer, encoder, spec, test, test_encoded, shots, train, quiet):
         from lmtune.train.kto import kto_metrics

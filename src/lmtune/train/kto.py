@@ -29,6 +29,7 @@ from lmtune.train.preference_losses import LossSpec, WindowMeans, kto_loss, kto_
 KL_PREFIX = "kl_"  # batch keys of the mismatched pairs: kl_input_ids, kl_attention_mask, kl_labels, ...
 DESIRABLE_KEY = "desirable"
 _LOGGED = ("kl", "rewards/chosen", "rewards/rejected")
+REFERENCE_FIELDS = ("ref", "ref_kl")  # what precompute_reference fills in on each record
 
 
 @dataclass

@@ -33,6 +33,7 @@ from lmtune.train.objectives import Objective
 from lmtune.train.preference_losses import LossSpec, WindowMeans, completion_lengths, dpo_loss, pair_terms
 
 REFERENCE_KEY = "reference_logps"  # batch key: precomputed reference log-probs, chosen rows then rejected
+REFERENCE_FIELDS = ("ref_chosen", "ref_rejected")  # what precompute_reference fills in on each pair
 
 
 @dataclass
