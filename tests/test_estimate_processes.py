@@ -121,6 +121,20 @@ def test_validation_of_two_processes_is_the_first_process_share_of_the_batches(r
     assert shared["tokens"] < alone["tokens"] and "the first of 2 processes' shares" in shared["note"]
 
 
+def test_the_reference_pass_of_two_processes_is_the_first_process_share(recipe_file, tmp_path):
+    from conftest import write_jsonl
+
+    rows = [{"prompt": f"how was the movie {i}?", "chosen": "great " * (1 + i % 7), "rejected": "bad " * (1 + i % 5)}
+            for i in range(30)]
+    recipe = load_recipe(recipe_file(task={"type": "preference", "labels": None, "template": None},
+                                     data={"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows)), "fields": {},
+                                           "split": {"validation": 0.2, "test": 0.2, "stratify": False}},
+                                     method={"name": "full", "peft": {}}, eval={"batch_size": 2}))
+    task = tasks.task_for(recipe)
+    one, two = (plan.workloads(recipe, task, counts_of(recipe, processes=n)[3])["reference_pass"] for n in (1, 2))
+    assert 0 < two["tokens"] < one["tokens"] and two["note"] == "the first of 2 processes' shares"
+
+
 def test_every_process_validates_on_its_own_batches_as_often_as_the_others():
     batches = [[i] for i in range(5)]
     shares = [shared_batches(batches, World(rank, 2)) for rank in (0, 1)]

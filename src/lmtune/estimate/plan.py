@@ -41,11 +41,17 @@ def workloads(recipe, task, counts) -> dict[str, dict[str, Any]]:
         outputs = sum(counts.objective.units(e) for e in mine)
         note = f"{n_val} passes" + (f", the first of {shared} processes' shares" if shared > 1 else "")
         parts["validation"] = _part(n_val * tokens, n_val * outputs, n_val * squared, note=note)
-    # The base model's log-probs of every pair, before training (SimPO and ORPO have no reference).
+    # The base model's log-probs of every pair, before training (SimPO and ORPO have no reference), the batches
+    # of each split shared out too (``parallel.fill_shared``).
     if task.shape == "preference" and getattr(getattr(task, "loss", None), "needs_reference", True):
-        lengths = [counts.objective.length(e) for name in ("train", "validation") for e in counts.encoded.get(name, [])]
-        tokens, squared = _in_batches(lengths, recipe.eval.batch_size)
-        parts["reference_pass"] = _part(tokens, tokens, squared)
+        n, size = s.get("processes", 1), recipe.eval.batch_size
+        tokens = squared = 0
+        for name in ("train", "validation"):
+            mine = _every_nth_batch(counts.encoded.get(name, []), size, n)
+            more = _in_batches([counts.objective.length(e) for e in mine], size)
+            tokens, squared = tokens + more[0], squared + more[1]
+        parts["reference_pass"] = _part(tokens, tokens, squared,
+                                        note=f"the first of {n} processes' shares" if n > 1 else "")
     # Evaluation shares the test prompts out, every N-th to each process (``lmtune.evaluate.sharding``): the first
     # process's share is the largest.
     evaluation = _evaluation(recipe, task, counts.test_prompt_lengths[::s.get("processes", 1)],
