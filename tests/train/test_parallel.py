@@ -209,28 +209,35 @@ def test_forgetting_and_bias_probes_shared_by_two_processes_give_the_numbers_of_
                                                                           rel=1e-4)
 
 
-def test_two_processes_of_batch_4_train_dpo_as_one_process_of_batch_8(tmp_path, tiny_model_dir):
-    """Full fine-tuning DPO reads the reference log-probs computed before training, each process a share of
-    them (``parallel.fill_shared``): the losses and the test's reward metrics are those of one process."""
+@pytest.mark.parametrize("loss", ["sigmoid", "kto"])
+def test_two_processes_of_batch_4_train_preferences_as_one_process_of_batch_8(tmp_path, tiny_model_dir, loss):
+    """Full fine-tuning reads the reference log-probs computed before training, each process a share of them
+    (``parallel.fill_shared``); KTO's z0 is the mean over the whole micro-batch of both processes. The losses and
+    the test's reward metrics are those of one process."""
     from conftest import write_jsonl, write_recipe
 
     liked, disliked = ("a wonderful film, I loved it", "great acting"), ("dull and far too long", "it was bad")
-    rows = [{"prompt": f"how was the movie {i}?", "chosen": f"{liked[i % 2]} {i}", "rejected": f"{disliked[i % 2]} {i}"}
-            for i in range(40)]
-    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    recipe = write_recipe(tmp_path / "dpo.yaml", tiny_model_dir, data, method={"name": "full", "peft": {}},
+    if loss == "sigmoid":  # DPO
+        rows = [{"prompt": f"how was the movie {i}?", "chosen": f"{liked[i % 2]} {i}",
+                 "rejected": f"{disliked[i % 2]} {i}"} for i in range(40)]
+    else:
+        rows = [{"prompt": f"how was the movie {i}?", "completion": f"{(liked if i % 3 else disliked)[i % 2]} {i}",
+                 "label": bool(i % 3)} for i in range(40)]
+    data = write_jsonl(tmp_path / "records.jsonl", rows)
+    recipe = write_recipe(tmp_path / f"{loss}.yaml", tiny_model_dir, data, method={"name": "full", "peft": {}},
                           task={"type": "preference", "labels": None, "template": None},
                           data={"train": str(data), "fields": {}, "split": {"validation": 0.2, "test": 0.2,
                                                                             "stratify": False}},
                           training={"max_steps": 4, "learning_rate": 1e-3, "dpo_beta": 0.5, "eval_every": 2,
-                                    "max_length": 64}, eval={"systems": ["zero_shot", "finetuned"]})
+                                    "max_length": 64, "preference_loss": loss},
+                          eval={"systems": ["zero_shot", "finetuned"]})
     train(LMTUNE, recipe, tmp_path / "one", "--set", "training.batch_size=8")
     train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
     for split in ("train", "validation"):
         one, two = losses(tmp_path / "one", split), losses(tmp_path / "two", split)
         assert sorted(two) == sorted(one) and len(one) >= 2
-        assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(one)], abs=1e-5), split
-    assert min(losses(tmp_path / "one").values()) < 0.6  # it learned (log 2 = 0.693 at the start)
+        assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(one)], abs=1e-6), split
+    assert min(losses(tmp_path / "one").values()) < losses(tmp_path / "one")[1]  # it learned
     results = [json.loads((tmp_path / out / "eval.json").read_text())["results"] for out in ("one", "two")]
     for system in ("zero_shot", "finetuned"):
         assert results[1][system]["reward_accuracy"] == results[0][system]["reward_accuracy"]

@@ -8,8 +8,10 @@ the completion of the record before it (wrapping round), so z0 measures how far 
 general, not on the records it is pushed on. Those mismatched pairs are fixed when the split is encoded (TRL
 builds them once, in its dataset), so their reference log-probs can be precomputed like the records' own.
 
-z0 is the micro-batch's mean over its records' mismatched pairs, detached and clamped at 0 (TRL also averages
-it over the processes; here each process uses its own shard's). Log-probs are summed over completion tokens.
+z0 is the micro-batch's mean over its records' mismatched pairs, detached and clamped at 0. With several
+processes each holds a shard of the micro-batch and z0 is the mean over all of them (summed and counted over the
+processes), so N processes x batch b train as one process x batch N*b; TRL averages the processes' means.
+Log-probs are summed over completion tokens.
 The reference is DPO's (:mod:`lmtune.train.preference`): the adapter-disabled model, or for full fine-tuning
 log-probs precomputed before training.
 """
@@ -20,9 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtune import distributed
 from lmtune.data.encode import Encoded, Encoder
 from lmtune.train.batches import collate
-from lmtune.train.objectives import Objective
+from lmtune.train.objectives import STAND_IN, Objective
 from lmtune.train.preference import REFERENCE_KEY, _device, _eval_mode, _unwrap, reference_logps, sequence_logps
 from lmtune.train.preference_losses import LossSpec, WindowMeans, kto_loss, kto_reference_point
 
@@ -96,7 +99,7 @@ class UnpairedObjective(Objective):
         with torch.no_grad():  # z0 is not backpropagated: its rows need no graph (nor DDP's bookkeeping)
             policy_kl = sequence_logps(_unwrap(model), mismatched)
         reference = reference_logps(model, own).to(policy.device)
-        z0 = kto_reference_point(policy_kl, reference_logps(model, mismatched).to(policy.device))
+        z0 = _reference_point(policy_kl, reference_logps(model, mismatched).to(policy.device))
         desirable = batch[DESIRABLE_KEY].to(policy.device)
         rewards = self.loss.beta * (policy - reference).detach()
         self.window.add("kl", z0)
@@ -112,6 +115,19 @@ class UnpairedObjective(Objective):
 
     def window_metrics(self, world) -> dict[str, float]:
         return self.window.read(world)
+
+
+def _reference_point(policy_kl: torch.Tensor, reference_kl: torch.Tensor) -> torch.Tensor:
+    """z0 over the micro-batch of every process, each holding a shard of it (a stand-in batch adds nothing)."""
+    if not distributed.world().distributed:
+        return kto_reference_point(policy_kl, reference_kl)
+    import torch.distributed as dist
+
+    ratios = (policy_kl - reference_kl).detach().double()
+    counted = 0.0 if STAND_IN.get() else 1.0
+    sums = torch.stack([ratios.sum() * counted, ratios.new_tensor(ratios.numel() * counted)])
+    dist.all_reduce(sums)
+    return (sums[0] / sums[1].clamp(min=1)).to(policy_kl.dtype).clamp(min=0)
 
 
 def _logps(model, examples: list[Unpaired], batch_size: int, pad_id: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ loss over a set of examples (validation during training, perplexity in evaluatio
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,21 @@ from lmtune import distributed
 from lmtune.data.encode import Encoded
 from lmtune.train.batches import collate, collate_packed
 from lmtune.train.loss import target_loss_sum
+
+#: True while this process runs a stand-in batch: one it has no examples for (a short last micro-batch, the last
+#: round of a shared validation) and whose loss is not counted. A statistic an objective sums over the processes
+#: (KTO's z0) leaves it out.
+STAND_IN = contextvars.ContextVar("lmtune_stand_in", default=False)
+
+
+@contextlib.contextmanager
+def standing_in(flag: bool):
+    """Run the block with :data:`STAND_IN` set to ``flag``."""
+    token = STAND_IN.set(flag)
+    try:
+        yield
+    finally:
+        STAND_IN.reset(token)
 
 
 class Objective:
@@ -142,7 +158,7 @@ def evaluate_loss(model, examples: list, batch_size: int, pad_id: int, device, a
     total, count = torch.zeros((), device=device), 0
     for chunk, counted in mine:
         batch = {k: v.to(device) for k, v in objective.collate(chunk, pad_id).items()}
-        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
+        with standing_in(not counted), accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
             loss_sum = objective.loss_sum(model, batch).float()
         if counted:
             total += loss_sum

@@ -21,7 +21,7 @@ import torch
 from lmtune import distributed, precision
 from lmtune.errors import UserError
 from lmtune.train import checkpoint, zero
-from lmtune.train.objectives import Objective, TokenObjective
+from lmtune.train.objectives import Objective, TokenObjective, standing_in
 from lmtune.train.strategy import Replicated
 
 #: In a checkpoint: how many processes trained it, with how many examples per micro-batch over all of them.
@@ -164,7 +164,7 @@ def accumulate_gradients(model, micro: list[list], pad_id: int, accelerator,
         # Gradients are all-reduced once per optimizer step, after its last micro-batch.
         sync = nullcontext() if i == len(micro) - 1 else holder.no_sync(model, accelerator)
         with sync:
-            with accelerator.autocast():
+            with standing_in(weight == 0), accelerator.autocast():
                 loss_sum = objective.loss_sum(model, batch)
             loss = loss_sum / n_targets
             if world.distributed:
