@@ -149,6 +149,19 @@ def _padded(idx: list[int], lengths: list[int]) -> int:
     return max((lengths[i] for i in idx), default=0) * len(idx)
 
 
+def test_offloading_is_estimated_for_named_gpus_on_a_machine_without_one(recipe_file):
+    """A run that offloads to CPU memory needs a GPU to offload from: this machine may have none, the named
+    hardware does (``--hardware``), so the estimate is for that run."""
+    path = recipe_file(method={"name": "full", "peft": {}}, training={"max_steps": 2, "batch_size": 4})
+    offload = ["--set", "training.distributed.strategy=deepspeed", "--set", "training.distributed.deepspeed.stage=3",
+               "--set", "training.distributed.deepspeed.offload_optimizer=true"]
+    r = _estimate(path, "--processes", "2", "--hardware", "a100-80gb", *offload)
+    p = r["memory"]["per_process"]
+    assert p["strategy"] == "deepspeed ZeRO-3, optimizer offloaded" and p["host_offloaded"] > 0
+    assert p["device"]["optimizer_state"] == 0
+    assert r["hardware"]["memory"]["per_process"]["strategy"] == p["strategy"]
+
+
 def test_when_one_process_cannot_hold_it_sharding_is_suggested(tiny_model_dir, recipe_file):
     full = meta_params(tiny_model_dir, "full", {})
     recipe = load_recipe(recipe_file(method={"name": "full", "peft": {}}, training={"batch_size": 8}))

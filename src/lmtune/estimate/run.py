@@ -104,8 +104,9 @@ def _check(recipe: Recipe, hardware_name: str | None, processes: int = 1) -> _Ch
     dtype, compute = precision.for_run(recipe.model.dtype, recipe.training.precision, method.full_weights)
     load_kwargs = {**method.load_kwargs(recipe.method.peft), "dtype": dtype}
     t = recipe.training
+    # Offloading needs a GPU to offload from: the named hardware is one, whatever this machine has.
     strategy.check(t.distributed, compute, batch_size=t.batch_size, grad_accum=t.grad_accum,
-                   max_grad_norm=t.max_grad_norm)
+                   max_grad_norm=t.max_grad_norm, cuda_available=True if device is not None else None)
     settings = loop_settings(recipe)  # what the run's loop gets
     weights = "nf4" if "quantization_config" in load_kwargs else _name(dtype)
     setup = memory.Setup(weights=weights, trainable=_name(dtype) if method.full_weights else "fp32", compute=compute,

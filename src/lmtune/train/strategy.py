@@ -173,12 +173,14 @@ class ZeRO(Sharded):
 
 
 def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
-          max_grad_norm: float | None) -> None:
+          max_grad_norm: float | None, cuda_available: bool | None = None) -> None:
     """Refuse, before anything slow, a strategy this machine or this recipe cannot run.
 
     Args:
         distributed_config: the recipe's ``training.distributed`` section.
         compute: what training computes in (``fp32``, ``bf16``, ``fp16``; resolved).
+        cuda_available: whether the run has CUDA; None asks torch (``lmtune estimate --hardware`` says True:
+            it estimates a run on that GPU).
 
     Raises:
         UserError: fp16 with fsdp (its loss scaler would have to work on shards; bf16 needs none); fsdp's CPU
@@ -187,10 +189,12 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
             precision, without its package, or offloading on a machine without a GPU.
     """
     name = distributed_config.strategy
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
     if name == "fsdp" and compute == "fp16":
         raise UserError("fp16 needs a gradient scaler, which sharded (fsdp) training does not run; use bf16 (or "
                         "fp32), or strategy: ddp", source="training.precision")
-    if name == "fsdp" and distributed_config.fsdp.cpu_offload and not torch.cuda.is_available():
+    if name == "fsdp" and distributed_config.fsdp.cpu_offload and not cuda_available:
         raise UserError("there is no GPU here: the shards are in CPU memory already; set cpu_offload: false",
                         source="training.distributed.fsdp.cpu_offload")
     if name != "deepspeed":
@@ -200,7 +204,7 @@ def check(distributed_config, compute: str, *, batch_size: int, grad_accum: int,
     config = deepspeed_config.resolve(distributed_config.deepspeed, batch_size=batch_size, grad_accum=grad_accum,
                                       world_size=distributed.world().size, precision=compute,
                                       max_grad_norm=max_grad_norm)
-    deepspeed_config.check_runnable(config)
+    deepspeed_config.check_runnable(config, cuda_available)
 
 
 def for_run(name: str, world: distributed.World, reshard_after_forward: bool = True,
