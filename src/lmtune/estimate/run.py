@@ -107,12 +107,26 @@ def _check(recipe: Recipe, hardware_name: str | None, processes: int = 1) -> _Ch
     # Offloading needs a GPU to offload from: the named hardware is one, whatever this machine has.
     strategy.check(t.distributed, compute, batch_size=t.batch_size, grad_accum=t.grad_accum,
                    max_grad_norm=t.max_grad_norm, cuda_available=True if device is not None else None)
-    settings = loop_settings(recipe)  # what the run's loop gets
+    settings = _timed_here(loop_settings(recipe))  # what the run's loop gets
     weights = "nf4" if "quantization_config" in load_kwargs else _name(dtype)
     setup = memory.Setup(weights=weights, trainable=_name(dtype) if method.full_weights else "fp32", compute=compute,
                          checkpointing=t.gradient_checkpointing, full_logits=method.virtual_tokens)
     layout = sharding.layout(t.distributed, processes, t.grad_accum, deepspeed_for(recipe, compute, processes))
     return _Checked(recipe, task, method, load_kwargs, settings, setup, device, layout)
+
+
+def _timed_here(settings: loop.Settings) -> loop.Settings:
+    """The settings the steps are timed with here. Without a GPU, nothing is offloaded: the state is in CPU
+    memory already, and DeepSpeed would first compile its CPU Adam (minutes) for steps that time the same."""
+    import dataclasses
+
+    import torch
+
+    if settings.deepspeed is None or torch.cuda.is_available():
+        return settings
+    from lmtune.train import deepspeed_config
+
+    return dataclasses.replace(settings, deepspeed=deepspeed_config.without_offload(settings.deepspeed))
 
 
 def _name(dtype) -> str:

@@ -120,6 +120,13 @@ def offloads(config: dict[str, Any]) -> list[str]:
             if isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"]
 
 
+def without_offload(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its ZeRO sections offloading nowhere (a copy)."""
+    zero = {k: v for k, v in config.get("zero_optimization", {}).items() if k not in ("offload_optimizer",
+                                                                                      "offload_param")}
+    return {**config, "zero_optimization": zero}
+
+
 def check_runnable(config: dict[str, Any], cuda_available: bool | None = None) -> None:
     """Refuse ``strategy: deepspeed`` where DeepSpeed cannot run ``config``: no ``deepspeed`` package, or
     offloading on a machine without a GPU (the state is in CPU memory already, and ZeRO-Offload's CPU Adam
