@@ -36,6 +36,8 @@ def _joined(rank: int, port: int, work, args, results) -> None:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
+        if dist.is_initialized():  # the worker's own group (an in-process DeepSpeed test's), copied by fork
+            dist.destroy_process_group()
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
         try:
             results[rank] = work(rank, *args)
