@@ -4,7 +4,6 @@ their environment, and what a run logged."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 import forked_cli
 import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
+
+from lmtune.serve.vllm.process import free_port
 
 LMTUNE = [sys.executable, "-m", "lmtune.cli"]
 QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
@@ -34,12 +35,6 @@ def train(command, recipe, out, *extra, check=True):
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def accelerate_launch() -> list[str]:

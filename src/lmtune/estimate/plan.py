@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lmtune.distributed import World
 from lmtune.kinds import systems as system_kinds
 from lmtune.kinds.tasks import task_kind
+from lmtune.train.objectives import shared_batches
 
 
 def validations(steps: int, eval_every: int | None, has_validation: bool) -> int:
@@ -102,9 +104,10 @@ def _decoding(prompts: list[float], batch: int, new_tokens: int) -> dict[str, An
 
 
 def _every_nth_batch(examples: list, batch: int, n: int) -> list:
-    """The examples of batches 0, n, 2n, ... of ``examples`` batched in order (what the first of n processes
-    reads); batched again, they give the same batches."""
-    return [e for start in range(0, len(examples), batch)[::n] for e in examples[start:start + batch]]
+    """The examples the first of n processes reads of ``examples`` batched in order (``shared_batches``, the
+    run's own rule); batched again, they give the same batches."""
+    batches = [examples[start:start + batch] for start in range(0, len(examples), batch)]
+    return [e for chunk, counted in shared_batches(batches, World(0, n)) if counted for e in chunk]
 
 
 def _in_batches(lengths: list[float], batch: int) -> tuple[int, int]:

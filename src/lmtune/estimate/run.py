@@ -17,8 +17,10 @@ Nothing is written to ``runs/``. :func:`estimate` returns one dict (``lmtune est
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import torch
 
 from lmtune import models, precision, tasks
 from lmtune.data import prepare as data_stage
@@ -30,7 +32,7 @@ from lmtune.methods import registry
 from lmtune.progress import say
 from lmtune.recipe import Recipe
 from lmtune.seeding import seed_everything
-from lmtune.train import loop, strategy
+from lmtune.train import deepspeed_config, loop, strategy
 from lmtune.training_settings import deepspeed_for, loop_settings
 
 
@@ -118,15 +120,9 @@ def _check(recipe: Recipe, hardware_name: str | None, processes: int = 1) -> _Ch
 def _timed_here(settings: loop.Settings) -> loop.Settings:
     """The settings the steps are timed with here. Without a GPU, nothing is offloaded: the state is in CPU
     memory already, and DeepSpeed would first compile its CPU Adam (minutes) for steps that time the same."""
-    import dataclasses
-
-    import torch
-
     if settings.deepspeed is None or torch.cuda.is_available():
         return settings
-    from lmtune.train import deepspeed_config
-
-    return dataclasses.replace(settings, deepspeed=deepspeed_config.without_offload(settings.deepspeed))
+    return replace(settings, deepspeed=deepspeed_config.without_offload(settings.deepspeed))
 
 
 def _name(dtype) -> str:

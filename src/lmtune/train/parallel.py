@@ -21,7 +21,7 @@ import torch
 from lmtune import distributed, precision
 from lmtune.errors import UserError
 from lmtune.train import checkpoint, zero
-from lmtune.train.objectives import Objective, TokenObjective, standing_in
+from lmtune.train.objectives import Objective, TokenObjective, shared_batches, standing_in
 from lmtune.train.strategy import Replicated
 
 #: In a checkpoint: how many processes trained it, with how many examples per micro-batch over all of them.
@@ -133,8 +133,8 @@ def fill_shared(items: list, batch_size: int, fill: Callable[[list], object], fi
     if not world.distributed:
         fill(items)
         return
-    starts = range(0, len(items), batch_size)[world.rank::world.size]
-    mine = [i for start in starts for i in range(start, min(start + batch_size, len(items)))]
+    batches = [range(start, min(start + batch_size, len(items))) for start in range(0, len(items), batch_size)]
+    mine = [i for batch, counted in shared_batches(batches, world) if counted for i in batch]
     fill([items[i] for i in mine])
     import torch.distributed as dist
 
