@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from conftest import killed_cli, refused_train, run_cli, write_jsonl
+from reward_recipe import LIKE_E, QUESTIONS, grpo_with, reward_recipe, reward_training
 from tiny import Killed, build_tokenizer, fail_in_step, lora_moved, method_model, train_settings
 
 from lmtune import graders
@@ -21,13 +22,6 @@ from lmtune.train.grpo import GRPOObjective, GRPOSettings, Prompt
 from lmtune.train.track import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-QUESTIONS = ["the movie was great and i loved it", "this drug gave me awful side effects",
-             "it was fine, nothing special", "this drug helped my pain a lot"]
-# A string_check the tiny model's random outputs pass about half the time: groups whose rewards differ.
-LIKE_E = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.letter}}",
-          "operation": "like"}
-
 
 class Planted(Grader):
     """Rewards given in advance, in sample order (what the grader would have said), with planted failures."""
@@ -66,8 +60,8 @@ def _planted_rows(tok, n_rows: int, seed: int = 0):
 def _objective(tok, grader, rows=None, **settings):
     calls = []
 
-    def sampler(model, prompts, seed):
-        calls.append((prompts, seed))
+    def sampler(model, prompts, seeds):
+        calls.append((prompts, seeds))
         return rows
     objective = GRPOObjective(grader, tok, tok.pad_token_id, GRPOSettings(**settings), seed=0,
                               sampler=sampler if rows is not None else None)
@@ -230,9 +224,9 @@ def test_sampling_depends_only_on_the_seed_and_leaves_the_global_rng_alone():
     ids = [p.ids for p in _prompts(tok, 2) for _ in range(4)]
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    first = objective.sample(model, ids, seed=5)
+    first = objective.sample(model, ids, list(range(5, 13)))
     assert torch.equal(torch.get_rng_state(), state) and model.training
-    assert objective.sample(model, ids, seed=5) == first != objective.sample(model, ids, seed=6)
+    assert objective.sample(model, ids, list(range(5, 13))) == first != objective.sample(model, ids, list(range(6, 14)))
     assert len({tuple(r) for r in first}) > 1  # the group's completions differ
 
 
@@ -279,37 +273,10 @@ def test_a_resumed_run_samples_and_logs_what_the_uninterrupted_run_does(tmp_path
     assert all(m["loss"] == pytest.approx(-m["reward"]) for m in validation)
 
 
-def _grpo(**changes) -> dict:
-    """The tiny runs' training.grpo, with ``changes``."""
-    return {"grader": LIKE_E, "num_generations": 4, "max_completion_length": 8, **changes}
-
-
-def _reward_training() -> dict:
-    return {"max_steps": 4, "batch_size": 2, "learning_rate": 5e-2, "eval_every": 2, "log_every": 1, "max_length": 64,
-            "precision": "fp32", "grpo": _grpo()}
-
-
-def _reward_recipe(tmp_path, model_dir, **sections):
-    import yaml
-
-    records = [{"prompt": f"{QUESTIONS[i % 4]} {i}", "letter": "e"} for i in range(40)]
-    data = write_jsonl(tmp_path / "prompts.jsonl", records)
-    recipe = {"name": "grpo", "seed": 0, "model": str(model_dir), "task": {"type": "reward"},
-              "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.2, "stratify": False}},
-              "method": {"name": "lora", "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
-              "training": _reward_training(),
-              "eval": {"systems": ["zero_shot", "few_shot", "finetuned"], "max_new_tokens": 8}}
-    for key, value in sections.items():
-        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "reward.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
 def test_a_tiny_grpo_run_measures_the_mean_reward_before_and_after_with_intervals(tmp_path, tiny_model_dir):
     # An inline template's completion ({completion} by default) is not rendered for bare prompts.
     template = {"system": "you are a helpful assistant", "prompt": "question: {prompt}"}
-    path = _reward_recipe(tmp_path, tiny_model_dir, task={"type": "reward", "template": template})
+    path = reward_recipe(tmp_path, tiny_model_dir, task={"type": "reward", "template": template})
     code, output = run_cli("train", path, "--out", tmp_path / "run", "--quiet")
     assert code == 0, output
     run = tmp_path / "run"
@@ -335,7 +302,7 @@ def test_a_tiny_grpo_run_measures_the_mean_reward_before_and_after_with_interval
 
 
 def test_lmtune_train_resumes_a_killed_grpo_run_as_if_it_had_not_stopped(tmp_path, tiny_model_dir):
-    path = _reward_recipe(tmp_path, tiny_model_dir, training={**_reward_training(), "max_steps": 6, "save_every": 2},
+    path = reward_recipe(tmp_path, tiny_model_dir, training={**reward_training(), "max_steps": 6, "save_every": 2},
                           eval={"systems": ["finetuned"], "max_new_tokens": 8})
     code, output = run_cli("train", path, "--out", tmp_path / "a", "--quiet")
     assert code == 0, output
@@ -356,7 +323,7 @@ def test_the_reward_task_reads_prompt_records_and_never_trains_on_their_completi
     from lmtune.tasks import task_for
 
     records = [{"prompt": f"{QUESTIONS[i % 4]} {i}", "completion": "great indeed"} for i in range(10)]
-    path = _reward_recipe(tmp_path, tiny_model_dir, data={"train": str(write_jsonl(tmp_path / "c.jsonl", records))})
+    path = reward_recipe(tmp_path, tiny_model_dir, data={"train": str(write_jsonl(tmp_path / "c.jsonl", records))})
     recipe = load_recipe(path)
     assert set(recipe.eval.graders) == {"reward"} and recipe.eval.rank_by == "reward"
     prepared = prepare.prepare(recipe.data, "reward", None, 0, recipe.model.name)
@@ -390,23 +357,23 @@ def _template(prepared):
     ({"training": {"grpo": None}}, "error: training.grpo: task.type reward learns from a grader's rewards"),
     ({"task": {"type": "generation"}}, "error: training.grpo: GRPO trains on the prompts of a task.type: reward"),
     ({"method": {"name": "full"}}, "error: training.grpo: needs an adapter method"),
-    ({"training": {"grpo": _grpo(grader={**LIKE_E, "operation": "contains"})}}, "training.grpo.grader.operation"),
-    ({"training": {"grpo": _grpo(grader={"type": "cosine_check"})}}, "unknown grader type 'cosine_check'"),
-    ({"training": {"grpo": _grpo(num_generations=1)}}, "training.grpo.num_generations"),
-    ({"training": {"grpo": _grpo(loss_type="dapo")}}, "training.grpo.loss_type"),
+    ({"training": {"grpo": grpo_with(grader={**LIKE_E, "operation": "contains"})}}, "training.grpo.grader.operation"),
+    ({"training": {"grpo": grpo_with(grader={"type": "cosine_check"})}}, "unknown grader type 'cosine_check'"),
+    ({"training": {"grpo": grpo_with(num_generations=1)}}, "training.grpo.num_generations"),
+    ({"training": {"grpo": grpo_with(loss_type="dapo")}}, "training.grpo.loss_type"),
     ({"training": {"packing": True}}, "error: training.packing: GRPO batches prompts"),
     ({"training": {"preference_loss": "kto"}}, "error: training.preference_loss: only a preference task"),
     ({"training": {"max_length": 12}}, "error: training.max_length: 12 leaves no room"),
-    ({"training": {"grpo": _grpo(grader={**LIKE_E, "reference": "{{item.missing}}"})}},
+    ({"training": {"grpo": grpo_with(grader={**LIKE_E, "reference": "{{item.missing}}"})}},
      "training.grpo.grader.reference: {{item.missing}}"),
 ])
 def test_bad_grpo_recipes_exit_2_before_the_model_loads(tmp_path, tiny_model_dir, no_model_load, change, expected):
-    path = _reward_recipe(tmp_path, tiny_model_dir, **change)
+    path = reward_recipe(tmp_path, tiny_model_dir, **change)
     line = refused_train(path, tmp_path / "run")
     assert expected in line, line
 
 
 def test_records_a_reward_task_cannot_read_are_refused_with_their_line(tmp_path, tiny_model_dir, no_model_load):
     data = write_jsonl(tmp_path / "labelled.jsonl", [{"text": "fine", "label": "a"}] * 4)
-    line = refused_train(_reward_recipe(tmp_path, tiny_model_dir, data={"train": str(data)}), tmp_path / "run")
+    line = refused_train(reward_recipe(tmp_path, tiny_model_dir, data={"train": str(data)}), tmp_path / "run")
     assert f"{data}:1" in line and "reward" in line and "{prompt}" in line

@@ -241,3 +241,27 @@ def test_two_processes_of_batch_4_train_preferences_as_one_process_of_batch_8(tm
     for system in ("zero_shot", "finetuned"):
         assert results[1][system]["reward_accuracy"] == results[0][system]["reward_accuracy"]
         assert results[1][system]["reward_margin"] == pytest.approx(results[0][system]["reward_margin"], abs=1e-4)
+
+
+def test_two_processes_of_2_prompts_train_grpo_as_one_process_of_4(tmp_path, tiny_model_dir):
+    """Each completion is sampled from a random stream of its own, seeded by the prompt's place in the micro-batch
+    of all processes (``lmtune.inference.row_sampling``): the processes sample, grade and learn what one does."""
+    from conftest import run_cli
+    from reward_recipe import reward_recipe
+
+    recipe = reward_recipe(tmp_path, tiny_model_dir, eval={"systems": ["finetuned"]})
+    code, output = run_cli("train", recipe, "--out", tmp_path / "one", "--set", "training.batch_size=4", "--quiet")
+    assert code == 0, output
+    train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
+    from lmtune.train.track import read_metrics
+
+    lines = [read_metrics(tmp_path / out / "metrics.jsonl") for out in ("one", "two")]
+    assert [(m["step"], m["split"]) for m in lines[1]] == [(m["step"], m["split"]) for m in lines[0]]
+    assert len(lines[0]) == 6 and any(m.get("reward_std", 0) > 0 for m in lines[0])  # groups that teach
+    for one, two in zip(*lines):
+        assert set(two) == set(one)
+        for name, value in one.items():
+            expected = pytest.approx(value, rel=1e-4, abs=1e-7) if isinstance(value, float) else value
+            assert two[name] == expected, (one["step"], name)
+    predictions = [(tmp_path / out / "predictions" / "finetuned.jsonl").read_text() for out in ("one", "two")]
+    assert predictions[1] == predictions[0]

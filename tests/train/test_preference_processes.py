@@ -1,8 +1,10 @@
 """What preference training shares over processes, in two real processes on gloo forked from this one: the
-reference pass (``parallel.fill_shared``: each fills every other batch and ends with every value) and KTO's z0
-(the mean over every process's shard of the micro-batch, a stand-in batch left out)."""
+reference pass (``parallel.fill_shared``: each fills every other batch and ends with every value), KTO's z0
+(the mean over every process's shard of the micro-batch, a stand-in batch left out), and the logged means of
+DPO, KTO and GRPO (``WindowMeans``: summed over the processes, a stand-in batch left out)."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from lmtune.serve.vllm.process import free_port
 from lmtune.train.kto import _reference_point
 from lmtune.train.objectives import standing_in
 from lmtune.train.parallel import fill_shared
+from lmtune.train.preference_losses import WindowMeans
 
 
 @dataclass
@@ -38,7 +41,8 @@ def _joined(rank: int, port: int, work, args, results) -> None:
             patch.setenv(key, value)
         if dist.is_initialized():  # the worker's own group (an in-process DeepSpeed test's), copied by fork
             dist.destroy_process_group()
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                                timeout=timedelta(seconds=60))  # a process that skips a collective fails the test
         try:
             results[rank] = work(rank, *args)
         finally:
@@ -85,3 +89,16 @@ def test_kto_z0_is_the_mean_over_every_process_shard_and_a_stand_in_adds_nothing
     assert _in_two_processes(_z0, False) == {0: pytest.approx(5.5), 1: pytest.approx(5.5)}  # (6 + 27) / 6
     assert _in_two_processes(_z0, True) == {0: pytest.approx(2.0), 1: pytest.approx(2.0)}  # rank 0's 3 alone
     assert _reference_point(torch.tensor([-1.0, -3.0]), torch.zeros(2)).item() == 0.0  # one process, clamped at 0
+
+
+def _window(rank: int) -> dict:
+    window = WindowMeans(("reward", "kl"))
+    if rank == 0:
+        window.add("reward", torch.tensor([1.0, 3.0]))
+    with standing_in(True):  # rank 1 ran only a stand-in batch; rank 0 one too, after its real one
+        window.add("reward", torch.tensor([50.0]))
+    return window.read(World(rank, 2))
+
+
+def test_the_logged_means_are_over_every_process_and_a_stand_in_adds_nothing():
+    assert _in_two_processes(_window) == {0: {"reward": 2.0}, 1: {"reward": 2.0}}

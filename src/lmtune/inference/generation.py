@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from lmtune import progress
+from lmtune.inference import row_sampling
 from lmtune.models import is_prompt_learning
 
 
@@ -40,7 +41,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pa
 def generate_detailed(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pad_id: int,
                       batch_size: int = 8, desc: str = "generate", quiet: bool = False, *,
                       repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, stop: Sequence[str] = (),
-                      **sampling) -> Generated:
+                      row_seeds: Sequence[int] | None = None, **sampling) -> Generated:
     """Greedy decoding (or sampling, with ``do_sample=True`` etc.), batched with left padding and the KV cache.
 
     A prompt-tuned model is batched only with prompts of its own length: peft drops position ids
@@ -51,6 +52,9 @@ def generate_detailed(model, tokenizer, prompts: list[list[int]], max_new_tokens
         no_repeat_ngram_size: transformers' n-gram blocking within the generated tokens (0: off).
         stop: strings that end a row's generation once its decoded continuation contains one; the
             first one found and everything after it are cut from the text.
+        row_seeds: sample prompt ``i`` from a random stream of its own seeded with ``row_seeds[i]``
+            (:mod:`lmtune.inference.row_sampling`; ``temperature``, ``top_k`` and ``top_p`` as in ``sampling``),
+            so that its tokens do not depend on the prompts batched with it.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -67,6 +71,8 @@ def generate_detailed(model, tokenizer, prompts: list[list[int]], max_new_tokens
             mask[row, width - len(prompts[i]):] = 1
         controls = _controls(tokenizer, width, repetition_penalty, no_repeat_ngram_size, stop)
         options = {"do_sample": False, **controls, **sampling}
+        if row_seeds is not None:
+            options = row_sampling.options(options, [row_seeds[i] for i in idx])
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                    max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos, **options)
         for row, i in enumerate(idx):

@@ -5,9 +5,11 @@ completion is pushed up or down by how its reward compares with its group's (Sha
 each training micro-batch of prompts (one unit each) goes:
 
 1. **sample** ``num_generations`` completions per prompt with the batched generator
-   (:func:`lmtune.inference.generation.generate_detailed`), the model in eval mode, under a torch RNG seeded from
-   the run seed, the micro-batch's number and the process (a resumed run samples what an uninterrupted one does,
-   and nothing else's randomness moves); each row is cut after its first EOS (:func:`grpo_loss.completion_ids`);
+   (:func:`lmtune.inference.generation.generate_detailed`), the model in eval mode, each completion from a random
+   stream of its own (:mod:`lmtune.inference.row_sampling`) seeded from the run seed, the micro-batch's number,
+   the prompt's place in the micro-batch of all processes and the completion's number: a resumed run samples what
+   an uninterrupted one does, N processes x b prompts sample what 1 process x N*b does, and nothing else's
+   randomness moves; each row is cut after its first EOS (:func:`grpo_loss.completion_ids`);
 2. **grade** all of them in one call of the grader's batch API (a failed sample scores 0 and is counted);
 3. **advantages** within each group (:func:`grpo_loss.group_advantages`); a group whose rewards are all equal
    teaches nothing: it is counted (``frac_reward_zero_std``) and warned about, at most once per
@@ -34,7 +36,6 @@ Logged per training line (TRL's names): ``reward``, ``reward_std`` (the mean wit
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ from lmtune.inference.generation import generate_detailed
 from lmtune.progress import say
 from lmtune.train import grpo_loss
 from lmtune.train.batches import collate
-from lmtune.train.objectives import Objective
+from lmtune.train.objectives import STAND_IN, Objective
 from lmtune.train.parallel import summed
 from lmtune.train.preference_losses import WindowMeans
 
@@ -58,9 +59,9 @@ WARN_EVERY = 25
 _MEANS = ("reward", "reward_std", "kl", "completions/mean_length", "clip_ratio", "frac_reward_zero_std")
 _PROBLEMS = ("errors", "timeouts", "unparsable")
 
-#: ``(model, prompts, seed) -> token rows``: how a micro-batch's completions are sampled (each prompt already
-#: repeated ``num_generations`` times); rows may run past EOS. Tests plant completions through it.
-Sampler = Callable[[Any, list[list[int]], int], list[list[int]]]
+#: ``(model, prompts, seeds) -> token rows``: how a micro-batch's completions are sampled (each prompt already
+#: repeated ``num_generations`` times, a seed for each row); rows may run past EOS. Tests plant completions through it.
+Sampler = Callable[[Any, list[list[int]], list[int]], list[list[int]]]
 
 
 @dataclass
@@ -180,8 +181,10 @@ class GRPOObjective(Objective):
         """Sample, grade, and score under the reference (step 1 to 4 of the module's list)."""
         g = self.s.num_generations
         world = distributed.world()
-        seed = int(np.random.SeedSequence([self.seed, self.cursor, world.rank]).generate_state(1)[0])
-        rows = self.sampler(model, [p.ids for p in prompts for _ in range(g)], seed)
+        # Prompt j of this process is prompt rank + j * size of the micro-batch (parallel.shard).
+        seeds = [row_seed(self.seed, self.cursor, world.rank + j * world.size, k)
+                 for j in range(len(prompts)) for k in range(g)]
+        rows = self.sampler(model, [p.ids for p in prompts for _ in range(g)], seeds)
         completions = [grpo_loss.completion_ids(list(row), self.eos) for row in rows]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in completions]
         graded = self.grader.grade(texts, [p.item for p in prompts for _ in range(g)])
@@ -209,16 +212,14 @@ class GRPOObjective(Objective):
         finally:
             inner.train(was_training)
 
-    def sample(self, model, prompts: list[list[int]], seed: int) -> list[list[int]]:
-        """The default sampler: the batched generator, in eval mode, under a torch RNG seeded with ``seed``."""
+    def sample(self, model, prompts: list[list[int]], seeds: list[int]) -> list[list[int]]:
+        """The default sampler: the batched generator, in eval mode, row ``i`` drawn with ``seeds[i]``."""
         inner = getattr(model, "module", model)
         was_training = inner.training
-        device = next(inner.parameters()).device
         try:
-            with _seeded(device, seed):
-                out = generate_detailed(inner, self.tokenizer, prompts, self.s.max_completion_length, self.pad_id,
-                                        batch_size=len(prompts), quiet=True, do_sample=True,
-                                        temperature=self.s.temperature, top_p=self.s.top_p, top_k=0)
+            out = generate_detailed(inner, self.tokenizer, prompts, self.s.max_completion_length, self.pad_id,
+                                    batch_size=len(prompts), quiet=True, row_seeds=seeds,
+                                    temperature=self.s.temperature, top_p=self.s.top_p)
         finally:
             inner.train(was_training)
         # The generator cuts each row before its EOS; put it back where the row ended with one.
@@ -250,8 +251,11 @@ class GRPOObjective(Objective):
 
     def _count(self, graded, constant: int, groups: int, device) -> None:
         """Add a micro-batch's grader failures and constant groups to the counts, and warn (rarely) about them."""
-        counts = torch.tensor([float(getattr(graded, kind)) for kind in _PROBLEMS], device=device)
+        stand_in = STAND_IN.get()  # a stand-in batch counts nothing (but every process reads the counts)
+        counts = torch.tensor([0.0 if stand_in else float(getattr(graded, kind)) for kind in _PROBLEMS], device=device)
         self._problems = counts if self._problems is None else self._problems + counts
+        if stand_in:
+            return
         self._warn("constant", constant, groups, "groups had the same reward for every completion: they carry no "
                    "learning signal (check the grader's range, or raise temperature or num_generations)")
         first = f" (first: {graded.messages[0]})" if graded.messages else ""
@@ -267,10 +271,7 @@ class GRPOObjective(Objective):
             self._unwarned[kind], self._warned_at[kind] = [0, 0], self.cursor
 
 
-@contextlib.contextmanager
-def _seeded(device: torch.device, seed: int):
-    """Torch's RNG (CPU, and this CUDA device) seeded with ``seed`` inside, restored after."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+def row_seed(seed: int, micro_batch: int, prompt: int, completion: int) -> int:
+    """The seed of one completion's random stream: the run seed, the training micro-batch's number, the prompt's
+    place in the micro-batch of all processes, and the completion's number within its group."""
+    return int(np.random.SeedSequence([seed, micro_batch, prompt, completion]).generate_state(1)[0])

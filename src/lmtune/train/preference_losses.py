@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from lmtune.train.objectives import STAND_IN
+
 #: Every loss, DPO's first; the same names as ``training.preference_loss.type``.
 LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "simpo", "orpo", "kto")
 #: Losses that need no reference model (no reference pass, no adapter-disabled forward).
@@ -201,11 +203,15 @@ class WindowMeans:
         self._sums: torch.Tensor | None = None  # (names, [sum, count])
 
     def add(self, name: str, values: torch.Tensor) -> None:
+        """Add ``values`` to the window; nothing for a stand-in batch (:data:`~lmtune.train.objectives.STAND_IN`),
+        though the window is opened, so that every process reads (all-reduces) it at the log line."""
         if not torch.is_grad_enabled():
             return  # validation and evaluation run without gradients: only training steps are logged
         values = values.detach().float().reshape(-1)
         if self._sums is None:
             self._sums = torch.zeros(len(self.names), 2, device=values.device)
+        if STAND_IN.get():
+            return
         row = self.names.index(name)
         self._sums[row, 0] += values.sum()
         self._sums[row, 1] += values.numel()

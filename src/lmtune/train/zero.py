@@ -76,8 +76,12 @@ def process_group_backend() -> str | None:
 
 def close() -> None:
     """After training: models loaded from now on are whole again (under ZeRO-3, accelerate's plugin told
-    transformers to create every model partitioned), and the environment is as it was before :func:`plugin`
-    (the process group stays up for the gathering collectives that follow)."""
+    transformers to create every model partitioned), and the environment is as it was before :func:`plugin`.
+
+    The process group stays up: the gathering collectives that follow use it, and DeepSpeed keeps its groups in
+    module globals (``deepspeed.utils.groups``), so a lone process's group destroyed here made the next DeepSpeed
+    run in the same process (a second ``lmtune estimate`` called from Python) fail with "Group ... is not
+    registered"."""
     from transformers.integrations import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
