@@ -13,7 +13,7 @@ import forked_cli
 import pytest
 from conftest import sentiment_records, write_jsonl, write_recipe
 
-from lmtune.serve.vllm.process import free_port
+from lmtune.distributed import free_port
 
 LMTUNE = [sys.executable, "-m", "lmtune.cli"]
 QUICK = {"eval": {"systems": ["finetuned"]}, "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,3 +145,11 @@ def _launcher_processes() -> int | None:
         if value is not None and value.isdigit():
             return int(value)
     return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now: a lone process's rendezvous, a launcher's, a child server's (it binds the
+    port a moment later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -27,13 +27,14 @@ from conftest import run_cli
 from serving import QUICK, chat_jsonl, train_chat_run, wait
 from tiny import build_model, build_tokenizer, save_tiny
 
+from lmtune.distributed import free_port
 from lmtune.errors import UserError
 from lmtune.methods import registry
 from lmtune.run_dir import write_model_info
 from lmtune.serve.http.server import Server
 from lmtune.serve.upstream import Upstream
 from lmtune.serve.vllm.plan import engine_problem, plan_vllm, vllm_command
-from lmtune.serve.vllm.process import ChildServer, free_port
+from lmtune.serve.vllm.process import ChildServer
 
 KEY, UPSTREAM_KEY = "sk-front", "sk-upstream"
 USER = [{"role": "user", "content": "the movie was great"}]

@@ -11,8 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmtune.distributed import World
-from lmtune.serve.vllm.process import free_port
+from lmtune.distributed import World, free_port
 from lmtune.train.kto import _reference_point
 from lmtune.train.objectives import standing_in
 from lmtune.train.parallel import fill_shared

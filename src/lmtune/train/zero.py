@@ -15,7 +15,6 @@ and under any strategy, and its weights load into a plain model.
 from __future__ import annotations
 
 import os
-import socket
 from contextlib import contextmanager
 
 import torch
@@ -45,9 +44,7 @@ def plugin(config: dict):
 
 def _single_process_rendezvous() -> None:
     """accelerate starts DeepSpeed only in a launched process: give a lone one a group of its own."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = distributed.free_port()
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
         if key not in os.environ:

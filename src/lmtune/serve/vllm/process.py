@@ -17,7 +17,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from lmtune import progress
+from lmtune.distributed import free_port
 from lmtune.errors import UserError
 from lmtune.serve.upstream import Upstream
 from lmtune.serve.vllm.plan import VllmPlan
@@ -34,13 +34,6 @@ from lmtune.serve.vllm.plan import VllmPlan
 START_TIMEOUT_S = 1800  # a large model downloads and compiles on first start
 STOP_GRACE_S = 30
 PROGRESS_EVERY_S = 15
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the child binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ChildServer:
