@@ -249,12 +249,12 @@ def test_two_processes_of_2_prompts_train_grpo_as_one_process_of_4(tmp_path, tin
     from conftest import run_cli
     from reward_recipe import reward_recipe
 
+    from lmtune.train.track import read_metrics
+
     recipe = reward_recipe(tmp_path, tiny_model_dir, eval={"systems": ["finetuned"]})
     code, output = run_cli("train", recipe, "--out", tmp_path / "one", "--set", "training.batch_size=4", "--quiet")
     assert code == 0, output
     train(LMTUNE, recipe, tmp_path / "two", "--processes", "2")
-    from lmtune.train.track import read_metrics
-
     lines = [read_metrics(tmp_path / out / "metrics.jsonl") for out in ("one", "two")]
     assert [(m["step"], m["split"]) for m in lines[1]] == [(m["step"], m["split"]) for m in lines[0]]
     assert len(lines[0]) == 6 and any(m.get("reward_std", 0) > 0 for m in lines[0])  # groups that teach
